@@ -1,0 +1,212 @@
+"""The `late-monitor` command: parse arguments, build Settings once, run the chosen command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from late_monitor import __version__
+from late_monitor.config import LoadedConfig, default_state_path, load_settings
+from late_monitor.cycle import CycleDeps, run_cycle
+from late_monitor.errors import ConfigError, LateMonitorError
+from late_monitor.late import LateClient
+from late_monitor.logs import REDACTOR, configure_logging
+from late_monitor.notify import Notifier
+from late_monitor.rules import Policy
+from late_monitor.store import Store
+
+log = structlog.get_logger("late_monitor.cli")
+
+RUN_EXAMPLE = """examples:
+  late-monitor run --once --config /etc/late-monitor/config.toml   # one cycle, for cron
+  LATE_API_KEY=sk_... late-monitor run                              # the daemon
+  late-monitor run --once --dry-run                                 # print, send nothing
+exit codes of --once: 0 cycle completed, 1 cycle failed (retried next time), 2 bad config/usage"""
+
+SIMULATE_EXAMPLE = """example:
+  late-monitor simulate --port 8787 --accounts 50
+  # then in late-monitor.toml: base_url = "http://127.0.0.1:8787/api/v1" and the printed key"""
+
+
+def policy_from(loaded: LoadedConfig) -> Policy:
+    monitor = loaded.settings.monitor
+    return Policy(
+        confirm_after=monitor.confirm_after,
+        token_expiry_warn=tuple(sorted(monitor.token_expiry_warn, reverse=True)),
+        remind_every=monitor.remind_every,
+        notify_recovery=monitor.notify_recovery,
+        notify_first_seen=monitor.notify_first_seen,
+        api_failure_after=monitor.api_failure_after,
+    )
+
+
+def state_path_from(loaded: LoadedConfig) -> Path:
+    configured = loaded.settings.state.path
+    return Path(configured).expanduser() if configured else default_state_path(os.environ)
+
+
+def notifier_from(loaded: LoadedConfig) -> Notifier:
+    notify = loaded.settings.notify
+    return Notifier(
+        urls=[url.get_secret_value() for url in notify.urls],
+        config_path=notify.config,
+        routes={str(key): value for key, value in notify.routes.items()},
+        group=notify.group,
+    )
+
+
+def client_from(loaded: LoadedConfig) -> LateClient:
+    late = loaded.settings.late
+    return LateClient(
+        api_key=loaded.require_api_key(),
+        base_url=late.base_url,
+        timeout=late.timeout,
+        max_requests_per_minute=late.max_requests_per_minute,
+    )
+
+
+def deps_from(loaded: LoadedConfig, *, client: LateClient, store: Store) -> CycleDeps:
+    settings = loaded.settings
+    return CycleDeps(
+        client=client,
+        store=store,
+        notifier=notifier_from(loaded),
+        policy=policy_from(loaded),
+        profile_id=settings.late.profile_id,
+        platforms=tuple(settings.late.platforms),
+        detail=settings.monitor.detail,
+        detail_every=settings.monitor.detail_every,
+        interval=settings.monitor.interval,
+        max_requests_per_minute=settings.late.max_requests_per_minute,
+        retry_for=settings.notify.retry_for,
+    )
+
+
+def setup_logging(loaded: LoadedConfig, *, stream: object = None) -> None:
+    settings = loaded.settings
+    configure_logging(
+        level=settings.log.level,
+        fmt=settings.log.format,
+        stream=stream if stream is not None else sys.stdout,  # type: ignore[arg-type]
+        secrets=[loaded.api_key.get_secret_value()] if loaded.api_key else [],
+        urls=[url.get_secret_value() for url in settings.notify.urls],
+    )
+
+
+async def _run_once(loaded: LoadedConfig, *, dry_run: bool) -> int:
+    store = Store.open(state_path_from(loaded))
+    try:
+        async with client_from(loaded) as client:
+            deps = deps_from(loaded, client=client, store=store)
+            if not deps.notifier.configured and not dry_run:
+                log.warning("no_destinations", hint="set notify.urls or notify.config")
+            result = await run_cycle(deps, dry_run=dry_run)
+    finally:
+        store.close()
+    if result.outcome != "ok":
+        print(f"late-monitor: poll failed: {result.error}", file=sys.stderr)
+    for failure in result.delivery.failures:
+        print(f"late-monitor: delivery failed: {failure}", file=sys.stderr)
+    return result.exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = load_settings(args.config)
+    setup_logging(loaded)
+    loaded.require_api_key()
+    if loaded.settings.monitor.interval < 30:
+        log.warning(
+            "interval_short",
+            interval_s=loaded.settings.monitor.interval,
+            hint="under 30 s spends the Late request budget fast",
+        )
+    if args.once or args.dry_run:
+        return asyncio.run(_run_once(loaded, dry_run=args.dry_run))
+    from late_monitor.daemon import run_daemon
+
+    return run_daemon(loaded, config_arg=args.config)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from late_monitor.simulator.cli import serve
+
+    return serve(port=args.port, accounts=args.accounts, scenario=args.scenario, key=args.key)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="late-monitor",
+        description="Watch Late (getlate.dev / Zernio) account health; notify through Apprise.",
+        epilog="start here: late-monitor demo",
+    )
+    parser.add_argument("--version", action="version", version=f"late-monitor {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="poll Late and notify (daemon, or one cycle with --once)",
+        epilog=RUN_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--config",
+        "-c",
+        help="TOML config file (default: $LATE_MONITOR_CONFIG, "
+        "./late-monitor.toml, /etc/late-monitor/config.toml)",
+    )
+    run.add_argument("--once", action="store_true", help="run one cycle and exit")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the messages instead of sending them; write no state",
+    )
+    run.set_defaults(func=cmd_run)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="serve the bundled fake Late API",
+        epilog=SIMULATE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulate.add_argument("--port", type=int, default=8787)
+    simulate.add_argument("--accounts", type=int, default=12)
+    simulate.add_argument("--scenario", help="TOML file of accounts and timed changes")
+    simulate.add_argument("--key", help="API key the simulator accepts (default: a fixed demo key)")
+    simulate.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def _normalise(argv: list[str]) -> list[str]:
+    """`late-monitor --once` is `late-monitor run --once`."""
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        return ["run", *argv]
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(_normalise(list(sys.argv[1:] if argv is None else argv)))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"late-monitor: config error: {REDACTOR.redact(problem)}", file=sys.stderr)
+        return exc.exit_code
+    except LateMonitorError as exc:
+        print(f"late-monitor: {REDACTOR.redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

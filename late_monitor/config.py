@@ -1,0 +1,315 @@
+"""Settings: a TOML file overridden by LATE_MONITOR_<SECTION>__<KEY> variables, validated once.
+
+The CLI calls `load_settings` once and passes plain values down; nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from late_monitor.errors import ConfigError
+
+ENV_PREFIX = "LATE_MONITOR_"
+DEFAULT_BASE_URL = "https://getlate.dev/api/v1"
+CREDENTIAL_NAME = "late-api-key"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `"90s"`, `"5m"`, `"24h"`, `"7d"`, `"1.5h"` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration like '90s', '5m', '24h' or '7d' is expected")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS.get(match.group(2) or "s", 1)
+    else:
+        raise ValueError("a duration like '90s', '5m', '24h' or '7d' is expected")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration: 604800 -> '7d', 90 -> '90s'."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class LateSettings(_Section):
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    base_url: str = DEFAULT_BASE_URL
+    profile_id: str = ""
+    platforms: list[str] = Field(default_factory=list)
+    timeout: PositiveDuration = 30.0
+    max_requests_per_minute: int = Field(default=30, gt=0)
+
+
+class MonitorSettings(_Section):
+    interval: PositiveDuration = 300.0
+    confirm_after: int = Field(default=1, ge=1)
+    detail: Literal["changed", "all", "never"] = "changed"
+    detail_every: Duration = 6 * 3600.0
+    token_expiry_warn: list[Duration] = Field(default_factory=lambda: [7 * 86400.0, 86400.0])
+    remind_every: Duration = 86400.0
+    notify_recovery: bool = True
+    notify_first_seen: bool = True
+    api_failure_after: int = Field(default=3, ge=1)
+
+
+class StateSettings(_Section):
+    path: str = ""
+
+
+class NotifySettings(_Section):
+    urls: list[SecretStr] = Field(default_factory=list)
+    config: str = ""
+    group: Literal["cycle", "account"] = "cycle"
+    retry_for: Duration = 86400.0
+    routes: dict[Literal["info", "success", "warning", "failure"], list[str]] = Field(
+        default_factory=dict
+    )
+
+
+class HttpSettings(_Section):
+    listen: str = ""
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """The whole configuration, as DESIGN.md lists it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,
+        case_sensitive=False,
+    )
+
+    late: LateSettings = Field(default_factory=LateSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """Validated settings plus where they came from (for `config check`)."""
+
+    settings: Settings
+    path: Path | None
+    api_key: SecretStr | None
+    api_key_source: str
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def require_api_key(self) -> str:
+        if self.api_key is None or not self.api_key.get_secret_value():
+            raise ConfigError(
+                "late.api_key: no API key; set LATE_API_KEY, late.api_key, late.api_key_file "
+                f"or the systemd credential {CREDENTIAL_NAME}"
+            )
+        return self.api_key.get_secret_value()
+
+
+def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> tuple[Path | None, bool]:
+    """The config file to read and whether the user named it (a named file must exist)."""
+    if explicit:
+        return Path(explicit), True
+    if env_path := environ.get("LATE_MONITOR_CONFIG"):
+        return Path(env_path), True
+    for candidate in (Path("late-monitor.toml"), Path("/etc/late-monitor/config.toml")):
+        if candidate.is_file():
+            return candidate, False
+    return None, False
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: config file is not readable (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _origin(
+    loc: tuple[int | str, ...],
+    data: Mapping[str, Any],
+    path: Path | None,
+    environ: Mapping[str, str],
+) -> str:
+    """Where a key's value came from: the environment variable, the file, or the default."""
+    for depth in range(len(loc), 0, -1):
+        if _env_name(loc[:depth]) in {key.upper() for key in environ}:
+            return _env_name(loc[:depth])
+    node: Any = data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return "default"
+    return str(path) if path else "default"
+
+
+def _format_errors(
+    exc: ValidationError, data: Mapping[str, Any], path: Path | None, environ: Mapping[str, str]
+) -> list[str]:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        origin = _origin(loc, data, path, environ)
+        if origin == "default":
+            origin = str(path) if path else "configuration"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{origin}: {key}: {message}")
+    return problems
+
+
+def _resolve_api_key(
+    late: LateSettings, environ: Mapping[str, str], path: Path | None
+) -> tuple[SecretStr | None, str]:
+    if environ.get(f"{ENV_PREFIX}LATE__API_KEY"):
+        return late.api_key, f"{ENV_PREFIX}LATE__API_KEY"
+    if key := environ.get("LATE_API_KEY", "").strip():
+        return SecretStr(key), "LATE_API_KEY"
+    if late.api_key is not None and late.api_key.get_secret_value():
+        return late.api_key, str(path) if path else "configuration"
+    if late.api_key_file is not None:
+        return SecretStr(_read_secret_file(late.api_key_file, "late.api_key_file")), str(
+            late.api_key_file
+        )
+    if credentials := environ.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(credentials) / CREDENTIAL_NAME
+        if credential.is_file():
+            return SecretStr(_read_secret_file(credential, "credential")), (
+                f"systemd credential {CREDENTIAL_NAME}"
+            )
+    return None, "unset"
+
+
+def _read_secret_file(path: Path, what: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
+
+
+def load_settings(
+    explicit_path: str | None = None, *, environ: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Read, merge and validate the configuration; raise ConfigError with one line per problem."""
+    environ = os.environ if environ is None else environ
+    path, named = find_config_path(explicit_path, environ)
+    data: dict[str, Any] = {}
+    if path is not None and (named or path.exists()):
+        data = _read_toml(path)
+
+    class _FileBacked(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return env_settings, InitSettingsSource(settings_cls, init_kwargs=data)
+
+    try:
+        settings: Settings = _FileBacked()
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, data, path, environ)) from None
+    except ValueError as exc:  # pydantic-settings' own JSON decoding of complex env values
+        raise ConfigError(f"environment: {exc}") from None
+
+    api_key, api_key_source = _resolve_api_key(settings.late, environ, path)
+    sources = {
+        f"{section}.{key}": _origin((section, key), data, path, environ)
+        for section in Settings.model_fields
+        for key in type(getattr(settings, section)).model_fields
+    }
+    sources["late.api_key"] = api_key_source
+    return LoadedConfig(
+        settings=settings,
+        path=path if data or named else None,
+        api_key=api_key,
+        api_key_source=api_key_source,
+        sources=sources,
+    )
+
+
+def default_state_path(environ: Mapping[str, str]) -> Path:
+    """`$STATE_DIRECTORY/state.db` under systemd, else the XDG state directory."""
+    if state_dir := environ.get("STATE_DIRECTORY"):
+        return Path(state_dir.split(":")[0]) / "state.db"
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "late-monitor" / "state.db"

@@ -1,0 +1,75 @@
+"""The one error hierarchy of late-monitor; library errors are translated at the boundary.
+
+LateMonitorError
++-- ConfigError               bad configuration or usage (exit 2)
++-- LateApiError              the Late API did not give a usable answer (exit 1)
+|   +-- ApiUnavailable        connection refused, timeout, 5xx after retries
+|   +-- AuthRejected          401/403: the API key is wrong or lacks access
+|   +-- RateLimited           429 that outlasted our retries
+|   +-- BadPayload            not JSON, an HTML page, or JSON of the wrong shape
++-- StateError                the state file is unusable (exit 2)
+|   +-- StateBusy             another process holds the state file (exit 1)
++-- DeliveryError             a destination did not accept a message
+"""
+
+from __future__ import annotations
+
+
+class LateMonitorError(Exception):
+    """Base of every error late-monitor raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(LateMonitorError):
+    """The configuration or the command line is wrong; each problem is one line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class LateApiError(LateMonitorError):
+    """The Late API did not give a usable answer."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ApiUnavailable(LateApiError):
+    """Connection refused, timed out, or 5xx after all retries."""
+
+
+class AuthRejected(LateApiError):
+    """401 or 403: the key is invalid, rotated, or not allowed."""
+
+
+class RateLimited(LateApiError):
+    """429 that our retries could not wait out."""
+
+
+class BadPayload(LateApiError):
+    """A body that is not JSON, or JSON of the wrong shape."""
+
+
+class StateError(LateMonitorError):
+    """The state file cannot be used: not ours, corrupt, unwritable."""
+
+    exit_code = 2
+
+
+class StateBusy(StateError):
+    """Another late-monitor process is running a cycle on the same state file."""
+
+    exit_code = 1
+
+
+class DeliveryError(LateMonitorError):
+    """A destination did not accept a message."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)

@@ -1,0 +1,294 @@
+"""The Late API client: one aiohttp session, retries with jitter, and a request budget.
+
+Every failure leaves here as a `LateApiError`; aiohttp's exceptions never reach the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+import structlog
+
+from late_monitor import __version__
+from late_monitor.errors import (
+    ApiUnavailable,
+    AuthRejected,
+    BadPayload,
+    LateApiError,
+    RateLimited,
+)
+from late_monitor.models import Detail, Snapshot, bad_payload, parse_detail, parse_health
+
+log = structlog.get_logger("late_monitor.late")
+
+Sleep = Callable[[float], Awaitable[None]]
+MAX_WAIT = 120.0  # longest we wait on one 429 before giving the cycle up
+
+
+class RequestBudget:
+    """A token bucket for our own limit, plus pacing on the server's X-RateLimit-* headers.
+
+    The bucket holds ten seconds' worth of requests, so a burst never spends more than a sixth
+    of a minute's allowance; the server's Remaining count, decremented locally for requests in
+    flight, stops us before a 429 rather than after.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute / 6.0)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+        self._remaining: int | None = None
+        self._reset_at = 0.0
+        self.waited = 0.0
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+                self._updated = now
+                server_wait = self._server_wait()
+                if server_wait > 0:
+                    await self._pause(server_wait)
+                    continue
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    if self._remaining is not None:
+                        self._remaining -= 1
+                    return
+                await self._pause((1 - self._tokens) / self.rate)
+
+    def _server_wait(self) -> float:
+        if self._remaining is None or self._remaining > 0:
+            return 0.0
+        wait = self._reset_at - self._wall()
+        if wait <= 0:
+            self._remaining = None
+            return 0.0
+        return min(wait, MAX_WAIT)
+
+    async def _pause(self, seconds: float) -> None:
+        self.waited += seconds
+        await self._sleep(seconds)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Take the server's view of our allowance from a response's headers."""
+        remaining = _int_header(headers, "X-RateLimit-Remaining")
+        reset = _int_header(headers, "X-RateLimit-Reset")
+        if remaining is None:
+            return
+        if reset is not None and reset > self._reset_at:
+            self._reset_at = float(reset)
+            self._remaining = remaining
+        elif self._remaining is None or remaining < self._remaining:
+            self._remaining = remaining
+        if reset is not None:
+            self._reset_at = max(self._reset_at, float(reset))
+
+    def pause_until(self, wall_time: float) -> None:
+        """After a 429: spend nothing until the server's reset time."""
+        self._remaining = 0
+        self._reset_at = max(self._reset_at, wall_time)
+
+    @property
+    def remaining(self) -> int | None:
+        return self._remaining
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+class LateClient:
+    """`GET /accounts/health` and `GET /accounts/{id}/health`, with retries and a budget."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        timeout: float = 30.0,
+        max_requests_per_minute: int = 30,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        backoff_cap: float = 8.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
+        self.budget = RequestBudget(max_requests_per_minute, sleep=sleep)
+        self._attempts = attempts
+        self._backoff = backoff
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers={
+                    "Authorization": f"Bearer {self._api_key}",
+                    "Accept": "application/json",
+                    "User-Agent": f"late-monitor/{__version__}",
+                },
+                timeout=self._timeout,
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def health(self, *, profile_id: str = "", platforms: tuple[str, ...] = ()) -> Snapshot:
+        """Every account's health. Several platforms are filtered here, in one request."""
+        params = {}
+        if profile_id:
+            params["profileId"] = profile_id
+        if len(platforms) == 1:
+            params["platform"] = platforms[0]
+        status, body = await self._get("/accounts/health", params)
+        return parse_health(body, status=status, platforms=frozenset(platforms))
+
+    async def account_health(self, account_id: str) -> Detail:
+        """One account's detail: token status, scopes, recommendations."""
+        from urllib.parse import quote
+
+        status, body = await self._get(f"/accounts/{quote(account_id, safe='')}/health", {})
+        return parse_detail(body, status=status)
+
+    async def _get(self, path: str, params: Mapping[str, str]) -> tuple[int, bytes]:
+        url = self.base_url + path
+        last: LateApiError | None = None
+        for attempt in range(1, self._attempts + 1):
+            await self.budget.acquire()
+            self.requests += 1
+            try:
+                async with self._get_session().get(url, params=params) as response:
+                    body = await response.read()
+                    status = response.status
+                    self.budget.observe(response.headers)
+                    retry_after = _retry_after(response.headers, self.budget)
+            except TimeoutError:
+                last = ApiUnavailable(f"GET {path}: no answer within {self._timeout.total:g}s")
+            except aiohttp.ClientError as exc:
+                last = ApiUnavailable(f"GET {path}: {_describe_client_error(exc)}")
+            else:
+                if 200 <= status < 300:
+                    return status, body
+                last = _error_for(status, body, path)
+                if isinstance(last, RateLimited):
+                    wait = retry_after
+                    if wait > MAX_WAIT:
+                        raise RateLimited(
+                            f"GET {path}: rate limited for {wait:.0f}s more", status=429
+                        )
+                    self.budget.pause_until(time.time() + wait)
+                    log.warning("late_rate_limited", path=path, wait_s=round(wait, 2))
+                    continue
+                if not isinstance(last, ApiUnavailable):
+                    raise last
+            if attempt < self._attempts:
+                delay = random.uniform(
+                    0, min(self._backoff_cap, self._backoff * 2 ** (attempt - 1))
+                )
+                log.info(
+                    "late_request_retried",
+                    path=path,
+                    attempt=attempt,
+                    error=str(last),
+                    delay_s=round(delay, 2),
+                )
+                await self._sleep(delay)
+        assert last is not None
+        raise last
+
+
+def _retry_after(headers: Mapping[str, str], budget: RequestBudget) -> float:
+    seconds = _int_header(headers, "Retry-After")
+    if seconds is not None:
+        return max(0.0, float(seconds))
+    reset = _int_header(headers, "X-RateLimit-Reset")
+    if reset is not None:
+        return max(0.0, reset - time.time())
+    return 1.0
+
+
+def _describe_client_error(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.strerror or 'refused'})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short"
+    return type(exc).__name__
+
+
+def _error_for(status: int, body: bytes, path: str) -> LateApiError:
+    message = _error_message(body)
+    text = f"GET {path}: HTTP {status}" + (f" {message}" if message else "")
+    if status in (401, 403):
+        return AuthRejected(text, status=status)
+    if status == 429:
+        return RateLimited(text, status=status)
+    if status >= 500:
+        return ApiUnavailable(text, status=status)
+    if status == 404:
+        return LateApiError(text, status=status)
+    return bad_payload(body, status, "unexpected status")
+
+
+def _error_message(body: bytes) -> str:
+    """The `error` (or `message`) of Late's JSON error body, if it is one."""
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        for key in ("error", "message"):
+            if isinstance(data.get(key), str):
+                return str(data[key])[:200]
+    return ""
+
+
+__all__ = ["BadPayload", "LateClient", "RequestBudget"]

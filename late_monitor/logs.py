@@ -1,0 +1,130 @@
+"""Logging: structlog everywhere (stdlib loggers routed through it), secrets redacted.
+
+JSON lines when not on a TTY, a readable console otherwise. The redaction processor runs last
+before rendering, on every line, at every level, so the API key and the token parts of
+notification URLs never reach a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlsplit
+
+import structlog
+
+MASK = "***"
+_NOISY = ("apprise", "urllib3", "requests", "asyncio", "aiohttp.access", "apscheduler")
+
+
+class Redactor:
+    """Replaces every registered secret in every string value of a log line."""
+
+    def __init__(self) -> None:
+        self._secrets: list[str] = []
+
+    def add(self, *secrets: str) -> None:
+        for secret in secrets:
+            if secret and len(secret) >= 4 and secret not in self._secrets:
+                self._secrets.append(secret)
+        self._secrets.sort(key=len, reverse=True)
+
+    def add_url(self, url: str) -> None:
+        self.add(*url_secrets(url))
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if self._secrets:
+            for key, value in event_dict.items():
+                if isinstance(value, str):
+                    event_dict[key] = self.redact(value)
+                elif value is not None and not isinstance(value, int | float | bool):
+                    event_dict[key] = self.redact(str(value))
+        return event_dict
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of an Apprise URL that are credentials: password, tokens in host/path/query."""
+    secrets = [url]
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return secrets
+    if parts.password:
+        secrets.append(parts.password)
+    host = parts.hostname or ""
+    if host and "." not in host and host != "localhost" and ":" not in host:
+        secrets.append(host)  # slack://TOKEN/..., tgram://BOTTOKEN/...: the "host" is a token
+    if parts.username and parts.scheme not in ("mailto", "mailtos"):
+        secrets.append(parts.username)
+    secrets += [segment for segment in parts.path.split("/") if len(segment) >= 6]
+    secrets += [value for _, value in parse_qsl(parts.query) if len(value) >= 6]
+    return secrets
+
+
+REDACTOR = Redactor()
+
+
+def configure_logging(
+    *,
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    secrets: Iterable[str] = (),
+    urls: Iterable[str] = (),
+) -> None:
+    """Set up structlog and the stdlib root logger; safe to call again on reload."""
+    stream = stream or sys.stderr
+    REDACTOR.add(*secrets)
+    for url in urls:
+        REDACTOR.add_url(url)
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            REDACTOR,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    numeric = logging.getLevelName(level.upper())
+    root.setLevel(numeric)
+    for name in _NOISY:
+        # Apprise and urllib3 print URLs with tokens at DEBUG.
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))
+    logging.getLogger("apprise").setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,438 @@
+"""The pure core: from the previous states and a new poll, the new states and the events.
+
+Nothing here does I/O or reads a clock; `now` comes from the caller. Everything that decides
+whether somebody is woken up lives in this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from late_monitor.models import Detail, Observation, Snapshot
+
+HEALTHY = "healthy"
+_RANK = {"healthy": 0, "warning": 1, "error": 2}
+
+
+class NotifyType(StrEnum):
+    """Apprise's notify types, ordered by how loud they are."""
+
+    INFO = "info"
+    SUCCESS = "success"
+    WARNING = "warning"
+    FAILURE = "failure"
+
+    @property
+    def weight(self) -> int:
+        return _TYPE_WEIGHT[self]
+
+
+_TYPE_WEIGHT = {
+    NotifyType.SUCCESS: 0,
+    NotifyType.INFO: 1,
+    NotifyType.WARNING: 2,
+    NotifyType.FAILURE: 3,
+}
+
+
+class Kind(StrEnum):
+    DEGRADED = "degraded"
+    RECONNECT_NEEDED = "reconnect_needed"
+    POSTING_BLOCKED = "posting_blocked"
+    PERMISSION_LOST = "permission_lost"
+    TOKEN_EXPIRING = "token_expiring"  # noqa: S105 (an event name, not a secret)
+    IMPROVED = "improved"
+    RECOVERED = "recovered"
+    REMOVED = "removed"
+    REMINDER = "reminder"
+    API_UNREACHABLE = "api_unreachable"
+    API_RECOVERED = "api_recovered"
+    AUTH_FAILED = "auth_failed"
+
+
+def rank(status: str) -> int:
+    """healthy < warning < error; an unknown status ranks as warning."""
+    return _RANK.get(status, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The `[monitor]` settings the rules need, durations in seconds."""
+
+    confirm_after: int = 1
+    token_expiry_warn: tuple[float, ...] = (7 * 86400.0, 86400.0)
+    remind_every: float = 86400.0
+    notify_recovery: bool = True
+    notify_first_seen: bool = True
+    api_failure_after: int = 3
+
+
+Condition = tuple[str, bool, bool]  # (status, needs_reconnect, can_post)
+_BASELINE: Condition = (HEALTHY, False, True)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """What we remember about one account between polls."""
+
+    account_id: str
+    platform: str
+    username: str
+    status: str
+    needs_reconnect: bool
+    can_post: bool
+    since: datetime
+    token_valid: bool = True
+    token_expires_at: datetime | None = None
+    issues: tuple[str, ...] = ()
+    display_name: str = ""
+    profile_id: str = ""
+    pending: Condition | None = None
+    pending_count: int = 0
+    last_notice_at: datetime | None = None
+    token_warned: tuple[float, ...] = ()
+    missing_scopes: tuple[str, ...] = ()
+    detail_at: datetime | None = None
+    absent_polls: int = 0
+
+    @property
+    def condition(self) -> Condition:
+        return (self.status, self.needs_reconnect, self.can_post)
+
+    @property
+    def healthy(self) -> bool:
+        return is_healthy(self.condition)
+
+
+def is_healthy(condition: Condition) -> bool:
+    status, needs_reconnect, can_post = condition
+    return status == HEALTHY and not needs_reconnect and can_post
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a person should hear about. `account` is the state after the change."""
+
+    kind: Kind
+    notify_type: NotifyType
+    account: AccountState | None = None
+    old_status: str | None = None
+    new_status: str | None = None
+    note: str = ""
+
+    @property
+    def account_id(self) -> str | None:
+        return self.account.account_id if self.account else None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The outcome of one poll: every state, what changed, and the events."""
+
+    states: Mapping[str, AccountState]
+    changed: frozenset[str]
+    removed: frozenset[str]
+    events: tuple[Event, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiHealth:
+    """How the Late API itself has been answering."""
+
+    consecutive_failures: int = 0
+    unreachable_alerted: bool = False
+    auth_alerted: bool = False
+    last_error: str = ""
+
+
+def _type_for_status(condition: Condition) -> NotifyType:
+    status, needs_reconnect, can_post = condition
+    if rank(status) >= 2 or needs_reconnect or not can_post:
+        return NotifyType.FAILURE
+    return NotifyType.WARNING if rank(status) >= 1 else NotifyType.INFO
+
+
+def _transition(old: Condition, new: Condition, state: AccountState, policy: Policy) -> list[Event]:
+    old_status, old_reconnect, old_post = old
+    new_status, new_reconnect, new_post = new
+    events: list[Event] = []
+
+    def add(kind: Kind, notify_type: NotifyType, note: str = "") -> None:
+        events.append(Event(kind, notify_type, state, old_status, new_status, note))
+
+    if rank(new_status) > rank(old_status):
+        add(Kind.DEGRADED, NotifyType.FAILURE if rank(new_status) >= 2 else NotifyType.WARNING)
+    if new_reconnect and not old_reconnect:
+        add(Kind.RECONNECT_NEEDED, NotifyType.FAILURE)
+    if old_post and not new_post and new_status == old_status:
+        add(Kind.POSTING_BLOCKED, NotifyType.FAILURE)
+    if is_healthy(new) and not is_healthy(old):
+        if policy.notify_recovery:
+            add(Kind.RECOVERED, NotifyType.SUCCESS)
+    elif rank(new_status) < rank(old_status):
+        add(Kind.IMPROVED, NotifyType.INFO)
+    return events
+
+
+def _token_events(
+    state: AccountState,
+    previous_expiry: datetime | None,
+    now: datetime,
+    policy: Policy,
+    *,
+    silent: bool,
+) -> tuple[AccountState, list[Event]]:
+    expires = state.token_expires_at
+    warned = state.token_warned if expires == previous_expiry else ()
+    if expires is None or not policy.token_expiry_warn:
+        return (replace(state, token_warned=()) if state.token_warned else state), []
+    remaining = (expires - now).total_seconds()
+    crossed = {t for t in policy.token_expiry_warn if remaining <= t}
+    if crossed <= set(warned):
+        return (state if warned == state.token_warned else replace(state, token_warned=warned)), []
+    new_warned = tuple(sorted(set(warned) | crossed, reverse=True))
+    state = replace(state, token_warned=new_warned)
+    if silent:
+        return state, []
+    note = "token expired" if remaining <= 0 else f"token expires in {_human(remaining)}"
+    return state, [Event(Kind.TOKEN_EXPIRING, NotifyType.WARNING, state, note=note)]
+
+
+def _human(seconds: float) -> str:
+    if seconds >= 86400:
+        days = seconds / 86400
+        return f"{days:.0f} days" if days >= 2 else f"{seconds / 3600:.0f} hours"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{max(seconds / 60, 1):.0f} minutes"
+
+
+def _observe(state: AccountState, obs: Observation) -> AccountState:
+    """Copy what a poll says verbatim (not subject to confirmation) into the state."""
+    if (
+        state.token_valid == obs.token_valid
+        and state.token_expires_at == obs.token_expires_at
+        and state.issues == obs.issues
+        and state.username == obs.username
+        and state.display_name == obs.display_name
+        and state.platform == obs.platform
+        and state.profile_id == obs.profile_id
+        and state.absent_polls == 0
+    ):
+        return state
+    return replace(
+        state,
+        token_valid=obs.token_valid,
+        token_expires_at=obs.token_expires_at,
+        issues=obs.issues,
+        username=obs.username,
+        display_name=obs.display_name,
+        platform=obs.platform,
+        profile_id=obs.profile_id,
+        absent_polls=0,
+    )
+
+
+def _first_seen(
+    obs: Observation, now: datetime, policy: Policy
+) -> tuple[AccountState, list[Event]]:
+    state = AccountState(
+        account_id=obs.account_id,
+        platform=obs.platform,
+        username=obs.username,
+        status=obs.status,
+        needs_reconnect=obs.needs_reconnect,
+        can_post=obs.can_post,
+        since=now,
+        token_valid=obs.token_valid,
+        token_expires_at=obs.token_expires_at,
+        issues=obs.issues,
+        display_name=obs.display_name,
+        profile_id=obs.profile_id,
+    )
+    events = (
+        _transition(_BASELINE, state.condition, state, policy) if policy.notify_first_seen else []
+    )
+    state, token = _token_events(state, None, now, policy, silent=not policy.notify_first_seen)
+    events = [replace(e, account=state) for e in events] + token
+    if events:
+        state = replace(state, last_notice_at=now)
+        events = [replace(e, account=state) for e in events]
+    return state, events
+
+
+def _next(
+    prev: AccountState, obs: Observation, now: datetime, policy: Policy
+) -> tuple[AccountState, list[Event]]:
+    state = _observe(prev, obs)
+    new: Condition = (obs.status, obs.needs_reconnect, obs.can_post)
+    events: list[Event] = []
+    if new == prev.condition:
+        if prev.pending is not None:
+            state = replace(state, pending=None, pending_count=0)
+    else:
+        count = prev.pending_count + 1 if prev.pending == new else 1
+        if count >= policy.confirm_after:
+            state = replace(
+                state,
+                status=new[0],
+                needs_reconnect=new[1],
+                can_post=new[2],
+                since=now,
+                pending=None,
+                pending_count=0,
+            )
+            events = _transition(prev.condition, new, state, policy)
+        else:
+            state = replace(state, pending=new, pending_count=count)
+
+    state, token = _token_events(state, prev.token_expires_at, now, policy, silent=False)
+    events += token
+    if not events and not state.healthy and policy.remind_every > 0:
+        last = state.last_notice_at or state.since
+        if (now - last).total_seconds() >= policy.remind_every:
+            note = f"{state.status} since {state.since:%Y-%m-%d %H:%M} UTC"
+            events.append(Event(Kind.REMINDER, _type_for_status(state.condition), state, note=note))
+    if events:
+        state = replace(state, last_notice_at=now)
+        events = [replace(e, account=state) for e in events]
+    return state, events
+
+
+def evaluate(
+    previous: Mapping[str, AccountState],
+    snapshot: Snapshot,
+    *,
+    now: datetime,
+    policy: Policy,
+) -> Evaluation:
+    """Compare a successful poll with the stored states. Deterministic and free of I/O."""
+    states: dict[str, AccountState] = {}
+    changed: set[str] = set()
+    events: list[Event] = []
+    for account_id, obs in snapshot.accounts.items():
+        prev = previous.get(account_id)
+        if prev is None:
+            state, new_events = _first_seen(obs, now, policy)
+            changed.add(account_id)
+        else:
+            state, new_events = _next(prev, obs, now, policy)
+            if state is not prev:
+                changed.add(account_id)
+        states[account_id] = state
+        events += new_events
+
+    missing = [account_id for account_id in previous if account_id not in snapshot.accounts]
+    removed: set[str] = set()
+    mass = len(missing) * 2 > len(previous)
+    for account_id in missing:
+        prev = previous[account_id]
+        if mass and prev.absent_polls < 1:
+            states[account_id] = replace(prev, absent_polls=prev.absent_polls + 1)
+            changed.add(account_id)
+            continue
+        removed.add(account_id)
+        events.append(Event(Kind.REMOVED, NotifyType.INFO, prev, old_status=prev.status))
+    return Evaluation(
+        states=states,
+        changed=frozenset(changed),
+        removed=frozenset(removed),
+        events=tuple(events),
+    )
+
+
+def apply_details(
+    evaluation: Evaluation,
+    details: Mapping[str, Detail],
+    *,
+    now: datetime,
+    policy: Policy,
+) -> Evaluation:
+    """Fold per-account detail into the states; a newly missing required scope is an event."""
+    if not details:
+        return evaluation
+    states = dict(evaluation.states)
+    changed = set(evaluation.changed)
+    new_events: list[Event] = []
+    updated: dict[str, AccountState] = {}
+    for account_id, detail in details.items():
+        state = states.get(account_id)
+        if state is None:
+            continue
+        missing = detail.missing
+        lost = [scope for scope in missing if scope not in state.missing_scopes]
+        first = state.detail_at is None
+        state = replace(state, missing_scopes=missing, detail_at=now)
+        if lost and (policy.notify_first_seen or not first):
+            posting = any(scope in detail.missing_posting for scope in lost)
+            state = replace(state, last_notice_at=now)
+            new_events.append(
+                Event(
+                    Kind.PERMISSION_LOST,
+                    NotifyType.FAILURE if posting else NotifyType.WARNING,
+                    state,
+                    note="missing " + ", ".join(lost),
+                )
+            )
+        states[account_id] = state
+        updated[account_id] = state
+        changed.add(account_id)
+    events = [
+        replace(e, account=updated[e.account_id])
+        if e.account_id in updated and e.kind is not Kind.REMOVED
+        else e
+        for e in evaluation.events
+    ]
+    return Evaluation(
+        states=states,
+        changed=frozenset(changed),
+        removed=evaluation.removed,
+        events=(*events, *new_events),
+    )
+
+
+def api_failed(
+    api: ApiHealth, *, error: str, auth: bool, policy: Policy
+) -> tuple[ApiHealth, list[Event]]:
+    """A poll failed. Alert once for a rejected key, once after N failures in a row."""
+    if auth:
+        if api.auth_alerted:
+            return replace(api, last_error=error), []
+        event = Event(Kind.AUTH_FAILED, NotifyType.FAILURE, note=error)
+        return replace(api, auth_alerted=True, last_error=error), [event]
+    failures = api.consecutive_failures + 1
+    api = replace(api, consecutive_failures=failures, last_error=error)
+    if failures >= policy.api_failure_after and not api.unreachable_alerted:
+        note = f"{failures} polls in a row failed; last error: {error}"
+        return replace(api, unreachable_alerted=True), [
+            Event(Kind.API_UNREACHABLE, NotifyType.FAILURE, note=note)
+        ]
+    return api, []
+
+
+def api_succeeded(api: ApiHealth) -> tuple[ApiHealth, list[Event]]:
+    """A poll succeeded: close any open API alert with one recovery notice."""
+    if api == ApiHealth():
+        return api, []
+    events = []
+    if api.unreachable_alerted or api.auth_alerted:
+        note = "the API key is accepted again" if api.auth_alerted else "polls succeed again"
+        events.append(Event(Kind.API_RECOVERED, NotifyType.SUCCESS, note=note))
+    return ApiHealth(), events
+
+
+def due_for_detail(states: Iterable[AccountState], *, count: int) -> list[str]:
+    """The `count` accounts whose detail is oldest (never fetched first): the rolling sweep."""
+    if count <= 0:
+        return []
+    ordered = sorted(
+        states, key=lambda s: (s.detail_at is not None, s.detail_at or s.since, s.account_id)
+    )
+    return [s.account_id for s in ordered[:count]]
+
+
+def worst_type(events: Iterable[Event]) -> NotifyType:
+    return max((e.notify_type for e in events), key=lambda t: t.weight, default=NotifyType.INFO)

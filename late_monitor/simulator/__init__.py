@@ -1,0 +1,12 @@
+"""The bundled Late API simulator, for the demo, the tests and the benchmark."""
+
+from late_monitor.simulator.app import (
+    DEFAULT_KEY,
+    PLATFORMS,
+    Fault,
+    SimAccount,
+    Simulator,
+    make_accounts,
+)
+
+__all__ = ["DEFAULT_KEY", "PLATFORMS", "Fault", "SimAccount", "Simulator", "make_accounts"]

@@ -1,0 +1,385 @@
+"""A faithful fake Late API: the accounts endpoints, Bearer auth, rate-limit headers, faults.
+
+Answers as the vendor's OpenAPI document says the real API does (bodies, error bodies,
+`X-RateLimit-*` headers), and lets a test or a scenario change accounts and inject faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+PLATFORMS = (
+    "twitter",
+    "instagram",
+    "linkedin",
+    "facebook",
+    "tiktok",
+    "youtube",
+    "threads",
+    "pinterest",
+    "reddit",
+    "bluesky",
+    "googlebusiness",
+    "telegram",
+    "snapchat",
+)
+DEFAULT_KEY = "sk_sim_0123456789abcdef"
+
+_SCOPES = {
+    "twitter": (["tweet.read", "tweet.write", "users.read"], ["tweet.analytics"]),
+    "instagram": (["instagram_basic", "instagram_content_publish"], ["instagram_manage_insights"]),
+    "linkedin": (["w_member_social", "r_liteprofile"], ["r_organization_social"]),
+    "facebook": (["pages_manage_posts", "pages_read_engagement"], ["read_insights"]),
+}
+
+
+@dataclass
+class SimAccount:
+    """One connected account as the simulator serves it."""
+
+    account_id: str
+    platform: str
+    username: str
+    status: str = "healthy"
+    display_name: str = ""
+    profile_id: str = "prof_1"
+    can_post: bool = True
+    can_fetch_analytics: bool = True
+    token_valid: bool = True
+    token_expires_at: datetime | None = None
+    needs_reconnect: bool = False
+    issues: list[str] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
+    recommendations: list[str] = field(default_factory=list)
+
+    def scopes(self) -> tuple[list[str], list[str]]:
+        return _SCOPES.get(
+            self.platform, ([f"{self.platform}.publish"], [f"{self.platform}.stats"])
+        )
+
+    def summary(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "accountId": self.account_id,
+            "platform": self.platform,
+            "username": self.username,
+            "displayName": self.display_name or self.username.lstrip("@").title(),
+            "profileId": self.profile_id,
+            "status": self.status,
+            "canPost": self.can_post,
+            "canFetchAnalytics": self.can_fetch_analytics,
+            "tokenValid": self.token_valid,
+            "needsReconnect": self.needs_reconnect,
+            "issues": list(self.issues),
+        }
+        if self.token_expires_at is not None:
+            item["tokenExpiresAt"] = _iso(self.token_expires_at)
+        return item
+
+    def detail(self, now: datetime) -> dict[str, Any]:
+        posting, analytics = self.scopes()
+
+        def scope(name: str, required: bool) -> dict[str, Any]:
+            return {"scope": name, "granted": name not in self.revoked, "required": required}
+
+        missing = [name for name in posting if name in self.revoked]
+        token: dict[str, Any] = {"valid": self.token_valid, "needsRefresh": False}
+        if self.token_expires_at is not None:
+            left = self.token_expires_at - now
+            token["expiresAt"] = _iso(self.token_expires_at)
+            token["expiresIn"] = f"{max(left.days, 0)} days"
+            token["needsRefresh"] = left <= timedelta(hours=24)
+        return {
+            "accountId": self.account_id,
+            "platform": self.platform,
+            "username": self.username,
+            "displayName": self.display_name or self.username.lstrip("@").title(),
+            "status": self.status,
+            "tokenStatus": token,
+            "permissions": {
+                "posting": [scope(name, True) for name in posting],
+                "analytics": [scope(name, True) for name in analytics],
+                "optional": [],
+                "canPost": self.can_post and not missing,
+                "canFetchAnalytics": self.can_fetch_analytics,
+                "missingRequired": missing,
+            },
+            "issues": list(self.issues),
+            "recommendations": list(self.recommendations)
+            or (["Reconnect the account in Late"] if self.needs_reconnect or missing else []),
+        }
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Fault:
+    """What the next matching request(s) get instead of a normal answer.
+
+    kind: "status" (status + body), "hang" (no answer for `delay` s), "truncate" (half a JSON
+    body), "drop" (the connection is closed without an answer), "empty" (a valid empty list),
+    "shape" (valid JSON of the wrong shape).
+    """
+
+    kind: str = "status"
+    status: int = 500
+    body: str = '{"error": "Internal server error"}'
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    count: int = 1
+    path: str = ""  # only requests whose path contains this
+
+
+def make_accounts(count: int, *, now: datetime | None = None) -> list[SimAccount]:
+    """`count` healthy accounts over every platform, tokens valid for 60-120 days."""
+    now = now or datetime.now(UTC)
+    accounts = []
+    for index in range(count):
+        platform = PLATFORMS[index % len(PLATFORMS)]
+        accounts.append(
+            SimAccount(
+                account_id=f"acc_{index:05d}",
+                platform=platform,
+                username=f"@{platform}_{index:05d}",
+                profile_id=f"prof_{index % 3 + 1}",
+                token_expires_at=(now + timedelta(days=60 + index % 60)).replace(microsecond=0),
+            )
+        )
+    return accounts
+
+
+class Simulator:
+    """The fake Late API; start it with `await sim.start()` and read `sim.base_url`."""
+
+    def __init__(
+        self,
+        accounts: list[SimAccount] | None = None,
+        *,
+        api_key: str = DEFAULT_KEY,
+        rate_limit: int = 600,
+        latency: float = 0.0,
+    ) -> None:
+        self.accounts: dict[str, SimAccount] = {a.account_id: a for a in (accounts or [])}
+        self.api_key = api_key
+        self.rate_limit = rate_limit
+        self.latency = latency
+        self.faults: deque[Fault] = deque()
+        self.requests: list[tuple[float, str, int]] = []
+        self._window = 0
+        self._used = 0
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self.port = 0
+
+    # -- control ------------------------------------------------------------------------
+
+    def set(self, account_id: str, **changes: Any) -> SimAccount:
+        account = self.accounts[account_id]
+        for key, value in changes.items():
+            if not hasattr(account, key):
+                raise AttributeError(f"SimAccount has no field {key!r}")
+            setattr(account, key, value)
+        return account
+
+    def break_account(self, account_id: str, issue: str = "Token expired") -> SimAccount:
+        return self.set(
+            account_id,
+            status="error",
+            needs_reconnect=True,
+            can_post=False,
+            can_fetch_analytics=False,
+            token_valid=False,
+            issues=[issue],
+        )
+
+    def heal(self, account_id: str) -> SimAccount:
+        return self.set(
+            account_id,
+            status="healthy",
+            needs_reconnect=False,
+            can_post=True,
+            can_fetch_analytics=True,
+            token_valid=True,
+            issues=[],
+            revoked=set(),
+        )
+
+    def inject(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def count(self, path_part: str = "") -> int:
+        return sum(1 for _, path, _ in self.requests if path_part in path)
+
+    # -- server -------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/v1/accounts/health", self._health)
+        app.router.add_get("/api/v1/accounts/{account_id}/health", self._detail)
+        app.router.add_get("/api/v1/accounts", self._list)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self.base_url = f"http://{host}:{self.port}/api/v1"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _rate_headers(self) -> dict[str, str]:
+        window = math.floor(time.time() / 60)
+        if window != self._window:
+            self._window, self._used = window, 0
+        self._used += 1
+        remaining = max(self.rate_limit - self._used, 0)
+        return {
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str((window + 1) * 60),
+        }
+
+    async def _gate(self, request: web.Request) -> web.StreamResponse | None:
+        """Auth, rate limit, latency and injected faults, before the real answer."""
+        headers = self._rate_headers()
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self._used > self.rate_limit:
+            self.requests.append((time.time(), request.path, 429))
+            retry = max(int(headers["X-RateLimit-Reset"]) - int(time.time()), 1)
+            return web.json_response(
+                {"error": "Rate limit exceeded"},
+                status=429,
+                headers={**headers, "Retry-After": str(retry)},
+            )
+        fault = self._take_fault(request.path)
+        if fault is not None:
+            self.requests.append((time.time(), request.path, fault.status))
+            return await self._apply(fault, request, headers)
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self.requests.append((time.time(), request.path, 401))
+            return web.json_response({"error": "Unauthorized"}, status=401, headers=headers)
+        request["rate_headers"] = headers
+        return None
+
+    def _take_fault(self, path: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.path in path:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    async def _apply(
+        self, fault: Fault, request: web.Request, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        if fault.kind == "hang":
+            await asyncio.sleep(fault.delay or 3600)
+        if fault.kind == "drop":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if fault.kind == "truncate":
+            body = self._health_body()
+            return web.Response(
+                body=body[: len(body) // 2], content_type="application/json", headers=headers
+            )
+        if fault.kind == "empty":
+            return web.json_response(
+                {
+                    "summary": {
+                        "total": 0,
+                        "healthy": 0,
+                        "warning": 0,
+                        "error": 0,
+                        "needsReconnect": 0,
+                    },
+                    "accounts": [],
+                },
+                headers=headers,
+            )
+        if fault.kind == "shape":
+            return web.json_response({"data": {"items": list(self.accounts)[:3]}}, headers=headers)
+        return web.Response(
+            status=fault.status,
+            text=fault.body,
+            content_type=fault.content_type,
+            headers={**headers, **fault.headers},
+        )
+
+    def _health_body(self, query: Any = None) -> bytes:
+        query = query or {}
+        items = [
+            a.summary()
+            for a in self.accounts.values()
+            if (not query.get("profileId") or a.profile_id == query["profileId"])
+            and (not query.get("platform") or a.platform == query["platform"])
+            and (not query.get("status") or a.status == query["status"])
+        ]
+        summary = {
+            "total": len(items),
+            "healthy": sum(1 for i in items if i["status"] == "healthy"),
+            "warning": sum(1 for i in items if i["status"] == "warning"),
+            "error": sum(1 for i in items if i["status"] == "error"),
+            "needsReconnect": sum(1 for i in items if i["needsReconnect"]),
+        }
+        return json.dumps({"summary": summary, "accounts": items}).encode()
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self._gate(request)) is not None:
+            return early
+        self.requests.append((time.time(), request.path, 200))
+        return web.Response(
+            body=self._health_body(request.query),
+            content_type="application/json",
+            headers=request["rate_headers"],
+        )
+
+    async def _detail(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self._gate(request)) is not None:
+            return early
+        account = self.accounts.get(request.match_info["account_id"])
+        if account is None:
+            self.requests.append((time.time(), request.path, 404))
+            return web.json_response(
+                {"error": "Not found"}, status=404, headers=request["rate_headers"]
+            )
+        self.requests.append((time.time(), request.path, 200))
+        return web.json_response(account.detail(datetime.now(UTC)), headers=request["rate_headers"])
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self._gate(request)) is not None:
+            return early
+        self.requests.append((time.time(), request.path, 200))
+        accounts = [
+            {
+                "_id": a.account_id,
+                "platform": a.platform,
+                "profileId": {"_id": a.profile_id, "name": a.profile_id, "slug": a.profile_id},
+                "username": a.username,
+                "displayName": a.display_name or a.username.lstrip("@").title(),
+                "isActive": True,
+            }
+            for a in self.accounts.values()
+        ]
+        return web.json_response(
+            {"accounts": accounts, "hasAnalyticsAccess": False}, headers=request["rate_headers"]
+        )

@@ -1,0 +1,46 @@
+"""`late-monitor simulate`: the fake Late API on a loopback port until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from late_monitor.errors import ConfigError
+from late_monitor.simulator.app import DEFAULT_KEY, Simulator, make_accounts
+from late_monitor.simulator.scenario import load_scenario
+
+
+async def _serve(sim: Simulator, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        base_url = await sim.start(port=port)
+    except OSError as exc:
+        raise ConfigError(
+            f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror})"
+        ) from None
+    print(f"Late API simulator: {len(sim.accounts)} accounts", flush=True)
+    print(f'  base_url = "{base_url}"', flush=True)
+    print(f"  api key  = {sim.api_key}", flush=True)
+    print("Ctrl-C to stop.", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
+def serve(*, port: int, accounts: int, scenario: str | None, key: str | None) -> int:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: not a port number")
+    if accounts < 0:
+        raise ConfigError(f"--accounts {accounts}: cannot be negative")
+    if scenario:
+        sim = load_scenario(scenario).simulator(api_key=key or DEFAULT_KEY)
+    else:
+        sim = Simulator(make_accounts(accounts), api_key=key or DEFAULT_KEY)
+    asyncio.run(_serve(sim, port))
+    print("simulator stopped", file=sys.stderr)
+    return 0

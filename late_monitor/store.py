@@ -1,0 +1,421 @@
+"""The state file: account states, the notification outbox and cycle history in SQLite.
+
+A cycle's new states and the messages it produced are written in ONE transaction (a
+transactional outbox); delivery claims outbox rows afterwards. A file that is not ours is
+never written to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from late_monitor.errors import StateError
+from late_monitor.rules import AccountState, ApiHealth
+
+APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE accounts (
+    account_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE cycles (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    accounts INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    error TEXT
+);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    cycle_id INTEGER REFERENCES cycles(id),
+    created_at TEXT NOT NULL,
+    notify_type TEXT NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    accounts TEXT NOT NULL
+);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    message_id INTEGER NOT NULL REFERENCES messages(id),
+    destination TEXT NOT NULL,
+    label TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    last_error TEXT,
+    finished_at REAL
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMessage:
+    """A rendered message and the destinations (by key) it goes to."""
+
+    notify_type: str
+    title: str
+    body: str
+    destinations: tuple[tuple[str, str], ...]  # (key, masked label)
+    accounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    message_id: int
+    destination: str
+    label: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    notify_type: str
+    title: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRecord:
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    accounts: int
+    events: int
+    requests: int
+    error: str | None = None
+
+
+def _encode_state(state: AccountState) -> str:
+    data = asdict(state)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _decode_state(text: str) -> AccountState:
+    data: dict[str, Any] = json.loads(text)
+    for key in ("since", "token_expires_at", "last_notice_at", "detail_at"):
+        if data.get(key):
+            data[key] = datetime.fromisoformat(data[key])
+    for key in ("issues", "token_warned", "missing_scopes"):
+        data[key] = tuple(data.get(key) or ())
+    if data.get("pending") is not None:
+        data["pending"] = tuple(data["pending"])
+    return AccountState(**data)
+
+
+class Store:
+    """One late-monitor state file. Open it with `Store.open(path)`."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Store:
+        """Open (and if new, create) a state file; refuse anything that is not ours."""
+        path = path.expanduser()
+        if path.is_dir():
+            raise StateError(f"state path {path} is a directory, not a file")
+        exists = path.exists() and path.stat().st_size > 0
+        if not exists and not create:
+            raise StateError(f"no state file at {path} (run `late-monitor run --once` first)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the state directory {path.parent}: {exc.strerror}"
+            ) from None
+        try:
+            db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the state file {path}: {exc}") from None
+        try:
+            _check_ours(db, path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            _migrate(db, path)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StateError(_describe_sqlite(exc, path)) from None
+        except StateError:
+            db.close()
+            raise
+        return cls(path, db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def try_lock(self) -> int | None:
+        """Take the cycle lock without waiting: a file descriptor to release, or None if held.
+
+        flock, not SQLite's own locking, so the lock covers the whole cycle (poll, evaluate,
+        commit, deliver) and dies with the process, even on SIGKILL.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot create the lock file {lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    @staticmethod
+    def release_lock(fd: int) -> None:
+        os.close(fd)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StateError(_describe_sqlite(exc, self.path)) from None
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise StateError(_describe_sqlite(exc, self.path)) from None
+
+    def load_states(self) -> dict[str, AccountState]:
+        rows = self._db.execute("SELECT data FROM accounts").fetchall()
+        return {state.account_id: state for state in (_decode_state(r[0]) for r in rows)}
+
+    def load_api_health(self) -> ApiHealth:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'api'").fetchone()
+        return ApiHealth(**json.loads(row[0])) if row else ApiHealth()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: tells a cache it is stale."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def commit_cycle(
+        self,
+        *,
+        states: Mapping[str, AccountState],
+        changed: Iterable[str],
+        removed: Iterable[str],
+        api: ApiHealth,
+        messages: Sequence[PlannedMessage],
+        record: CycleRecord,
+    ) -> int:
+        """Write the cycle's changed states, its messages and its record atomically."""
+        now = time.time()
+        try:
+            with self._transaction() as db:
+                db.executemany(
+                    "INSERT INTO accounts (account_id, status, data) VALUES (?, ?, ?) "
+                    "ON CONFLICT(account_id) DO UPDATE SET status = excluded.status, "
+                    "data = excluded.data",
+                    (
+                        (key, states[key].status, _encode_state(states[key]))
+                        for key in changed
+                        if key in states
+                    ),
+                )
+                db.executemany(
+                    "DELETE FROM accounts WHERE account_id = ?", ((key,) for key in removed)
+                )
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('api', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (json.dumps(asdict(api)),),
+                )
+                cycle_id = db.execute(
+                    "INSERT INTO cycles (started_at, finished_at, outcome, accounts, events, "
+                    "messages, requests, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.started_at.isoformat(),
+                        record.finished_at.isoformat(),
+                        record.outcome,
+                        record.accounts,
+                        record.events,
+                        len(messages),
+                        record.requests,
+                        record.error,
+                    ),
+                ).lastrowid
+                for message in messages:
+                    message_id = db.execute(
+                        "INSERT INTO messages (cycle_id, created_at, notify_type, title, body, "
+                        "accounts) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            cycle_id,
+                            record.finished_at.isoformat(),
+                            message.notify_type,
+                            message.title,
+                            message.body,
+                            json.dumps(message.accounts),
+                        ),
+                    ).lastrowid
+                    db.executemany(
+                        "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
+                        "created_at) VALUES (?, ?, ?, ?, ?)",
+                        ((message_id, key, label, now, now) for key, label in message.destinations),
+                    )
+        except sqlite3.Error as exc:
+            raise StateError(_describe_sqlite(exc, self.path)) from None
+        assert cycle_id is not None
+        return cycle_id
+
+    def pending_deliveries(self) -> list[OutboxRow]:
+        """Every undelivered row, oldest first within each destination."""
+        rows = self._db.execute(
+            "SELECT o.id, o.message_id, o.destination, o.label, o.attempts, o.created_at, "
+            "o.next_attempt_at, m.notify_type, m.title, m.body FROM outbox o "
+            "JOIN messages m ON m.id = o.message_id "
+            "WHERE o.state = 'pending' ORDER BY o.destination, o.id"
+        ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def pending_count(self) -> int:
+        return int(
+            self._db.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        )
+
+    def next_attempt_at(self) -> float | None:
+        row = self._db.execute(
+            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'"
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def mark_delivered(self, row_id: int, *, now: float) -> None:
+        self._write(
+            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = ?, "
+            "last_error = NULL WHERE id = ?",
+            (now, row_id),
+        )
+
+    def mark_failed(self, row_id: int, *, error: str, next_attempt_at: float) -> None:
+        self._write(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+            "WHERE id = ?",
+            (error, next_attempt_at, row_id),
+        )
+
+    def mark_dropped(self, row_id: int, *, reason: str, now: float) -> None:
+        self._write(
+            "UPDATE outbox SET state = 'dropped', last_error = ?, finished_at = ? WHERE id = ?",
+            (reason, now, row_id),
+        )
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._transaction() as db:
+            db.execute(sql, params)
+
+    def prune(self, *, before: datetime) -> int:
+        """Drop cycle history and finished messages older than `before`."""
+        cutoff = before.isoformat()
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM outbox WHERE state != 'pending' AND finished_at < ?",
+                (before.timestamp(),),
+            )
+            db.execute(
+                "DELETE FROM messages WHERE created_at < ? AND id NOT IN "
+                "(SELECT message_id FROM outbox)",
+                (cutoff,),
+            )
+            cursor = db.execute(
+                "DELETE FROM cycles WHERE started_at < ? AND id NOT IN "
+                "(SELECT cycle_id FROM messages WHERE cycle_id IS NOT NULL)",
+                (cutoff,),
+            )
+            return cursor.rowcount
+
+    def recent_cycles(self, limit: int = 10) -> list[dict[str, Any]]:
+        cursor = self._db.execute(
+            "SELECT id, started_at, finished_at, outcome, accounts, events, messages, requests, "
+            "error FROM cycles ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def outbox_rows(self, *, states: tuple[str, ...] = ("pending",)) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(states))
+        cursor = self._db.execute(
+            "SELECT o.id, o.message_id, o.label, o.state, o.attempts, o.next_attempt_at, "
+            "o.last_error, o.finished_at, m.notify_type, m.title FROM outbox o "
+            f"JOIN messages m ON m.id = o.message_id WHERE o.state IN ({marks}) ORDER BY o.id",
+            states,
+        )
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _check_ours(db: sqlite3.Connection, path: Path) -> None:
+    try:
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{path} is not a late-monitor state file ({exc})") from None
+    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+        raise StateError(
+            f"{path} is another program's SQLite database, not a late-monitor state file; "
+            "refusing to touch it"
+        )
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{path} was written by a newer late-monitor (schema {version}); upgrade late-monitor"
+        )
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # still new under the lock
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+
+
+def _describe_sqlite(exc: sqlite3.Error, path: Path) -> str:
+    text = str(exc)
+    if "disk is full" in text or "disk I/O" in text:
+        return f"cannot write the state file {path}: the disk is full or failing ({text})"
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return f"cannot write the state file {path}: {text} (check the directory's permissions)"
+    if "not a database" in text or "malformed" in text:
+        return f"{path} is not a usable late-monitor state file ({text})"
+    return f"state file {path}: {text}"

@@ -1,0 +1,48 @@
+"""A real Apprise `json://` destination on loopback that records what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Sink:
+    """POSTs land in `received`; set `fail_status` to answer with an error, or stop() it."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    fail_status: int | None = None
+    hang: float = 0.0
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if self.hang:
+            await asyncio.sleep(self.hang)
+        if self.fail_status is not None:
+            return web.Response(status=self.fail_status, text="sink says no")
+        self.received.append({**await request.json(), "path": request.path})
+        return web.Response(text="ok")
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port or self.port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def url(self, token: str = "SINKTOKEN0001") -> str:  # noqa: S107 (a fake test token)
+        return f"json://127.0.0.1:{self.port}/hook/{token}"
+
+    def titles(self) -> list[str]:
+        return [m["title"] for m in self.received]
