@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import structlog
 
 from late_monitor import __version__
-from late_monitor.config import LoadedConfig, default_state_path, load_settings
-from late_monitor.cycle import CycleDeps, run_cycle
+from late_monitor.build import client_from, deps_from, setup_logging, state_path_from
+from late_monitor.config import LoadedConfig, load_settings
+from late_monitor.cycle import run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
-from late_monitor.late import LateClient
-from late_monitor.logs import REDACTOR, configure_logging
-from late_monitor.notify import Notifier
-from late_monitor.rules import Policy
+from late_monitor.logs import REDACTOR
 from late_monitor.store import Store
 
 log = structlog.get_logger("late_monitor.cli")
@@ -32,71 +28,6 @@ exit codes of --once: 0 cycle completed, 1 cycle failed (retried next time), 2 b
 SIMULATE_EXAMPLE = """example:
   late-monitor simulate --port 8787 --accounts 50
   # then in late-monitor.toml: base_url = "http://127.0.0.1:8787/api/v1" and the printed key"""
-
-
-def policy_from(loaded: LoadedConfig) -> Policy:
-    monitor = loaded.settings.monitor
-    return Policy(
-        confirm_after=monitor.confirm_after,
-        token_expiry_warn=tuple(sorted(monitor.token_expiry_warn, reverse=True)),
-        remind_every=monitor.remind_every,
-        notify_recovery=monitor.notify_recovery,
-        notify_first_seen=monitor.notify_first_seen,
-        api_failure_after=monitor.api_failure_after,
-    )
-
-
-def state_path_from(loaded: LoadedConfig) -> Path:
-    configured = loaded.settings.state.path
-    return Path(configured).expanduser() if configured else default_state_path(os.environ)
-
-
-def notifier_from(loaded: LoadedConfig) -> Notifier:
-    notify = loaded.settings.notify
-    return Notifier(
-        urls=[url.get_secret_value() for url in notify.urls],
-        config_path=notify.config,
-        routes={str(key): value for key, value in notify.routes.items()},
-        group=notify.group,
-    )
-
-
-def client_from(loaded: LoadedConfig) -> LateClient:
-    late = loaded.settings.late
-    return LateClient(
-        api_key=loaded.require_api_key(),
-        base_url=late.base_url,
-        timeout=late.timeout,
-        max_requests_per_minute=late.max_requests_per_minute,
-    )
-
-
-def deps_from(loaded: LoadedConfig, *, client: LateClient, store: Store) -> CycleDeps:
-    settings = loaded.settings
-    return CycleDeps(
-        client=client,
-        store=store,
-        notifier=notifier_from(loaded),
-        policy=policy_from(loaded),
-        profile_id=settings.late.profile_id,
-        platforms=tuple(settings.late.platforms),
-        detail=settings.monitor.detail,
-        detail_every=settings.monitor.detail_every,
-        interval=settings.monitor.interval,
-        max_requests_per_minute=settings.late.max_requests_per_minute,
-        retry_for=settings.notify.retry_for,
-    )
-
-
-def setup_logging(loaded: LoadedConfig, *, stream: object = None) -> None:
-    settings = loaded.settings
-    configure_logging(
-        level=settings.log.level,
-        fmt=settings.log.format,
-        stream=stream if stream is not None else sys.stdout,  # type: ignore[arg-type]
-        secrets=[loaded.api_key.get_secret_value()] if loaded.api_key else [],
-        urls=[url.get_secret_value() for url in settings.notify.urls],
-    )
 
 
 async def _run_once(loaded: LoadedConfig, *, dry_run: bool) -> int:

@@ -69,13 +69,14 @@ class Delivery:
     failed: int = 0
     dropped: int = 0
     failures: tuple[str, ...] = ()
+    per_destination: Mapping[tuple[str, bool], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class CycleResult:
     outcome: str  # ok | api_failed | auth_failed
     accounts: int = 0
-    by_status: Mapping[str, int] = field(default_factory=dict)
+    by_platform: Mapping[tuple[str, str], int] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
     messages: tuple[PlannedMessage, ...] = ()
     requests: int = 0
@@ -83,6 +84,13 @@ class CycleResult:
     error: str | None = None
     delivery: Delivery = field(default_factory=Delivery)
     timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def by_status(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for (status, _), count in self.by_platform.items():
+            counts[status] += count
+        return dict(counts)
 
     @property
     def exit_code(self) -> int:
@@ -162,12 +170,12 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             note=event.note or None,
         )
 
-    by_status = Counter(state.status for state in evaluation.states.values())
+    by_platform = Counter((s.status, s.platform) for s in evaluation.states.values())
     requests = deps.client.requests - requests_before
     result = CycleResult(
         outcome=outcome,
         accounts=len(evaluation.states),
-        by_status=dict(by_status),
+        by_platform=dict(by_platform),
         events=tuple(events),
         messages=tuple(messages),
         requests=requests,
@@ -259,6 +267,18 @@ async def _fetch_details(deps: CycleDeps, evaluation: Evaluation) -> dict[str, D
     return details
 
 
+async def deliver_pending(deps: CycleDeps) -> Delivery:
+    """The outbox-retry job: deliver what is due, holding the state file like a cycle does."""
+    next_at = deps.store.next_attempt_at()
+    if next_at is None or next_at > time.time():
+        return Delivery()
+    fd = await _acquire(deps.store, deps.lock_wait)
+    try:
+        return await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for)
+    finally:
+        deps.store.release_lock(fd)
+
+
 async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> Delivery:
     """Send every outbox row that is due, in order per destination; stop a destination at
     its first failure so that it later receives everything in the original order."""
@@ -268,6 +288,7 @@ async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> 
         return Delivery()
     await notifier.load()
     counts: Counter[str] = Counter()
+    per_destination: Counter[tuple[str, bool]] = Counter()
     failures: list[str] = []
 
     async def drain(destination_rows: Sequence[OutboxRow]) -> None:
@@ -292,6 +313,7 @@ async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> 
                 store.mark_delivered(row.id, now=time.time())
                 log.info("notification_delivered", message_id=row.message_id, destination=row.label)
                 counts["delivered"] += 1
+                per_destination[row.destination, True] += 1
                 continue
             if notifier.label_of(row.destination) is None:
                 store.mark_dropped(row.id, reason=error, now=time.time())
@@ -314,6 +336,7 @@ async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> 
                 retry_in_s=retry_in,
             )
             counts["failed"] += 1
+            per_destination[row.destination, False] += 1
             failures.append(f"{row.label}: {error}")
             return
 
@@ -325,6 +348,7 @@ async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> 
         failed=counts["failed"],
         dropped=counts["dropped"],
         failures=tuple(failures),
+        per_destination=dict(per_destination),
     )
 
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import structlog
 
 MASK = "***"
-_NOISY = ("apprise", "urllib3", "requests", "asyncio", "aiohttp.access", "apscheduler")
+_NOISY = ("apprise", "urllib3", "requests", "asyncio", "aiohttp.access")
 
 
 class Redactor:
@@ -128,3 +128,5 @@ def configure_logging(
         # Apprise and urllib3 print URLs with tokens at DEBUG.
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
     logging.getLogger("apprise").setLevel(max(numeric, logging.WARNING))
+    # APScheduler logs every job run at INFO: quiet when all is well.
+    logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))

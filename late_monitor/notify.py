@@ -147,6 +147,10 @@ class Notifier:
     def destinations(self) -> list[Destination]:
         return list(self._destinations.values())
 
+    def indexes(self) -> dict[str, int]:
+        """Destination key -> its position in the configuration (the metrics label)."""
+        return {key: index for index, key in enumerate(self._destinations)}
+
     def routed(self, notify_type: str) -> list[Destination]:
         """The destinations a message of this type goes to (Apprise's own tag matching)."""
         tags = self._routes.get(notify_type)

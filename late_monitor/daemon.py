@@ -1,0 +1,239 @@
+"""The long-running service: APScheduler jobs, signals, reload, systemd and HTTP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from late_monitor.build import client_from, deps_from, setup_logging, state_path_from
+from late_monitor.config import LoadedConfig, load_settings
+from late_monitor.cycle import CycleDeps, CycleResult, deliver_pending, run_cycle
+from late_monitor.errors import ConfigError, LateMonitorError
+from late_monitor.metrics import Metrics
+from late_monitor.store import Store
+from late_monitor.systemd import SystemdNotifier
+from late_monitor.web import Liveness, build_app, start_server
+
+log = structlog.get_logger("late_monitor.daemon")
+
+SHUTDOWN_GRACE = 20.0  # seconds an in-flight cycle gets to finish on SIGTERM
+OUTBOX_EVERY = 30.0
+HISTORY_DAYS = 30
+
+
+class Daemon:
+    """Runs cycles on a schedule until told to stop.
+
+    Shutdown, in order:
+      1. STOPPING=1 to systemd; the poll and retry jobs are paused (no new cycle starts);
+      2. the in-flight cycle, if any, gets SHUTDOWN_GRACE seconds to commit and deliver;
+      3. the scheduler and the HTTP server stop;
+      4. the Late session and the state file are closed.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        config_arg: str | None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self._config_arg = config_arg
+        self.store = Store.open(state_path_from(loaded))
+        self.deps: CycleDeps = deps_from(loaded, client=client_from(loaded), store=self.store)
+        self.systemd = SystemdNotifier(environ)
+        self.metrics = Metrics()
+        self.liveness = Liveness(interval=loaded.settings.monitor.interval, started=time.time())
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._busy = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._stop_requests = 0
+        self._reloads: set[asyncio.Task[None]] = set()
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        async with self._busy:
+            try:
+                result = await run_cycle(self.deps)
+            except ConfigError as exc:
+                log.error("cycle_failed", error="; ".join(exc.problems))
+                return
+            except LateMonitorError as exc:
+                log.error("cycle_failed", error=str(exc))
+                return
+            except Exception:  # the daemon outlives a bug in one cycle; the log has the trace
+                log.exception("cycle_crashed")
+                return
+        self._record(result)
+
+    def _record(self, result: CycleResult) -> None:
+        now = time.time()
+        self.liveness.cycles += 1
+        if result.outcome == "ok":
+            self.liveness.last_success = now
+        self.metrics.record(
+            result,
+            destinations=self.deps.notifier.indexes(),
+            pending=self.store.pending_count(),
+            remaining=self.deps.client.budget.remaining,
+            now=now,
+        )
+        counts = result.by_status
+        self.systemd.status(
+            f"{result.accounts} accounts: {counts.get('healthy', 0)} healthy, "
+            f"{counts.get('warning', 0)} warning, {counts.get('error', 0)} error; "
+            f"last poll {result.outcome} at {datetime.now(UTC):%H:%M:%S} UTC"
+        )
+
+    async def retry_outbox(self) -> None:
+        if self._busy.locked():
+            return  # the cycle delivers anyway
+        async with self._busy:
+            try:
+                delivery = await deliver_pending(self.deps)
+            except LateMonitorError as exc:
+                log.error("outbox_retry_failed", error=str(exc))
+                return
+        self.metrics.record_delivery(
+            delivery.per_destination, destinations=self.deps.notifier.indexes()
+        )
+        self.metrics.dropped.inc(delivery.dropped)
+        self.metrics.outbox_pending.set(self.store.pending_count())
+
+    async def housekeeping(self) -> None:
+        before = datetime.now(UTC) - timedelta(days=HISTORY_DAYS)
+        async with self._busy:
+            pruned = self.store.prune(before=before)
+        log.info("history_pruned", cycles=pruned, older_than_days=HISTORY_DAYS)
+
+    # -- signals and reload -------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop_requests += 1
+        if self._stop_requests > 1:
+            log.warning("shutdown_forced")
+            os._exit(1)
+        log.info("shutdown_requested")
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> None:
+        """Re-read the config; a valid one takes effect at the next cycle, a bad one is logged."""
+        self.systemd.reloading()
+        try:
+            loaded = load_settings(self._config_arg)
+            loaded.require_api_key()
+        except ConfigError as exc:
+            log.error("config_reload_failed", problems=exc.problems, kept="previous configuration")
+            self.systemd.ready()
+            return
+        async with self._busy:  # swap between cycles, never during one
+            old_client = self.deps.client
+            if loaded.settings.state.path != self.loaded.settings.state.path:
+                log.warning("config_reload_partial", ignored="state.path (needs a restart)")
+            self.loaded = loaded
+            setup_logging(loaded)
+            self.deps = deps_from(loaded, client=client_from(loaded), store=self.store)
+            interval = loaded.settings.monitor.interval
+            if interval != self.liveness.interval:
+                self.liveness.interval = interval
+                self.scheduler.reschedule_job("poll", trigger=IntervalTrigger(seconds=interval))
+                self.scheduler.modify_job("poll", misfire_grace_time=_grace(interval))
+            await old_client.close()
+        log.info(
+            "config_reloaded",
+            destinations=len(loaded.settings.notify.urls),
+            interval_s=loaded.settings.monitor.interval,
+        )
+        self.systemd.ready()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        http = None
+        if listen := self.loaded.settings.http.listen:
+            app = build_app(
+                liveness=lambda: self.liveness, metrics=self.metrics, store=lambda: self.store
+            )
+            http = await start_server(app, listen)
+            log.info("http_listening", listen=listen)
+        interval = self.loaded.settings.monitor.interval
+        common: dict[str, Any] = {"max_instances": 1, "coalesce": True}
+        self.scheduler.add_job(
+            self.poll,
+            IntervalTrigger(seconds=interval),
+            id="poll",
+            next_run_time=datetime.now(UTC),
+            misfire_grace_time=_grace(interval),
+            **common,
+        )
+        self.scheduler.add_job(
+            self.retry_outbox,
+            IntervalTrigger(seconds=min(OUTBOX_EVERY, interval)),
+            id="outbox",
+            misfire_grace_time=int(OUTBOX_EVERY),
+            **common,
+        )
+        self.scheduler.add_job(
+            self.housekeeping,
+            IntervalTrigger(hours=24),
+            id="housekeeping",
+            next_run_time=datetime.now(UTC) + timedelta(minutes=1),
+            misfire_grace_time=3600,
+            **common,
+        )
+        self.scheduler.start()
+        watchdog = loop.create_task(self.systemd.watchdog())
+        self.systemd.ready("first poll scheduled")
+        log.info("daemon_started", interval_s=interval, state=str(self.store.path))
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(http, watchdog)
+        return 0
+
+    async def _shutdown(self, http: Any, watchdog: asyncio.Task[None]) -> None:
+        self.systemd.stopping()
+        self.scheduler.pause()
+        try:
+            async with asyncio.timeout(SHUTDOWN_GRACE), self._busy:
+                pass
+        except TimeoutError:
+            log.warning("shutdown_cycle_abandoned", grace_s=SHUTDOWN_GRACE)
+        self.scheduler.shutdown(wait=False)
+        watchdog.cancel()
+        if http is not None:
+            await http.cleanup()
+        await self.deps.client.close()
+        self.store.close()
+        log.info("daemon_stopped")
+
+
+def _grace(interval: float) -> int:
+    return max(1, int(interval))
+
+
+def run_daemon(loaded: LoadedConfig, *, config_arg: str | None) -> int:
+    async def main() -> int:
+        return await Daemon(loaded, config_arg=config_arg).run()
+
+    return asyncio.run(main())

@@ -1,0 +1,85 @@
+"""Prometheus metrics of the daemon, in a registry of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from late_monitor.cycle import CycleResult
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.polls = Counter("late_monitor_polls", "Polls of the Late API", ["outcome"], registry=r)
+        self.poll_duration = Histogram(
+            "late_monitor_poll_duration_seconds",
+            "Wall time of one cycle",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+        )
+        self.accounts = Gauge(
+            "late_monitor_accounts",
+            "Accounts by status and platform",
+            ["status", "platform"],
+            registry=r,
+        )
+        self.events = Counter("late_monitor_events", "Events detected", ["kind"], registry=r)
+        self.sent = Counter(
+            "late_monitor_notifications_sent", "Messages accepted", ["destination"], registry=r
+        )
+        self.failed = Counter(
+            "late_monitor_notifications_failed",
+            "Delivery attempts that failed",
+            ["destination"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "late_monitor_notifications_dropped",
+            "Messages given up after notify.retry_for",
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "late_monitor_outbox_pending", "Undelivered outbox rows", registry=r
+        )
+        self.rate_remaining = Gauge(
+            "late_monitor_late_ratelimit_remaining", "X-RateLimit-Remaining last seen", registry=r
+        )
+        self.last_success = Gauge(
+            "late_monitor_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful poll",
+            registry=r,
+        )
+
+    def record(
+        self,
+        result: CycleResult,
+        *,
+        destinations: Mapping[str, int],
+        pending: int,
+        remaining: int | None,
+        now: float,
+    ) -> None:
+        self.polls.labels(result.outcome).inc()
+        self.poll_duration.observe(result.duration)
+        if result.outcome == "ok":
+            self.last_success.set(now)
+            self.accounts.clear()
+            for (status, platform), count in result.by_platform.items():
+                self.accounts.labels(status, platform).set(count)
+        for event in result.events:
+            self.events.labels(str(event.kind)).inc()
+        self.record_delivery(result.delivery.per_destination, destinations=destinations)
+        self.dropped.inc(result.delivery.dropped)
+        self.outbox_pending.set(pending)
+        if remaining is not None:
+            self.rate_remaining.set(remaining)
+
+    def record_delivery(
+        self, per_destination: Mapping[tuple[str, bool], int], *, destinations: Mapping[str, int]
+    ) -> None:
+        for (key, ok), count in per_destination.items():
+            index = str(destinations.get(key, -1))
+            (self.sent if ok else self.failed).labels(index).inc(count)

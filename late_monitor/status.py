@@ -1,0 +1,55 @@
+"""The state file's view, as data: every account, the outbox, the last cycles (no secrets)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from late_monitor.store import Store
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def status_report(store: Store, *, cycles: int = 10) -> dict[str, Any]:
+    """A stable, JSON-ready description of what the monitor knows."""
+    states = sorted(store.load_states().values(), key=lambda s: (s.platform, s.account_id))
+    api = store.load_api_health()
+    return {
+        "accounts": [
+            {
+                "account_id": s.account_id,
+                "platform": s.platform,
+                "username": s.username,
+                "status": s.status,
+                "needs_reconnect": s.needs_reconnect,
+                "can_post": s.can_post,
+                "since": _iso(s.since),
+                "token_expires_at": _iso(s.token_expires_at),
+                "last_notice_at": _iso(s.last_notice_at),
+                "issues": list(s.issues),
+                "missing_scopes": list(s.missing_scopes),
+            }
+            for s in states
+        ],
+        "api": {
+            "consecutive_failures": api.consecutive_failures,
+            "unreachable_alerted": api.unreachable_alerted,
+            "auth_alerted": api.auth_alerted,
+            "last_error": api.last_error or None,
+        },
+        "outbox": [
+            {
+                "message_id": row["message_id"],
+                "destination": row["label"],
+                "type": row["notify_type"],
+                "title": row["title"],
+                "attempts": row["attempts"],
+                "next_attempt_at": datetime.fromtimestamp(row["next_attempt_at"], UTC).isoformat(),
+                "last_error": row["last_error"],
+            }
+            for row in store.outbox_rows()
+        ],
+        "cycles": store.recent_cycles(cycles),
+    }

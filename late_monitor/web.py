@@ -1,0 +1,85 @@
+"""The optional HTTP endpoints: /healthz, /readyz, /metrics, /status (aiohttp)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from late_monitor.errors import ConfigError
+from late_monitor.metrics import Metrics
+from late_monitor.status import status_report
+from late_monitor.store import Store
+
+
+@dataclass
+class Liveness:
+    """What the daemon tells the endpoints: when it started and last polled successfully."""
+
+    interval: float
+    started: float
+    last_success: float | None = None
+    cycles: int = 0
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"http.listen: {listen!r} is not HOST:PORT (e.g. 127.0.0.1:9687)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build_app(
+    *, liveness: Callable[[], Liveness], metrics: Metrics, store: Callable[[], Store]
+) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        live = liveness()
+        limit = 3 * live.interval
+        reference = live.last_success or live.started
+        age = time.time() - reference
+        if age > limit:
+            what = (
+                "last successful poll" if live.last_success else "start without a successful poll"
+            )
+            return web.json_response(
+                {"ok": False, "reason": f"{what} {age:.0f}s ago (limit {limit:.0f}s)"}, status=503
+            )
+        return web.json_response({"ok": True, "last_success_age_s": round(age, 1)})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if liveness().cycles == 0:
+            return web.json_response(
+                {"ready": False, "reason": "no cycle completed yet"}, status=503
+            )
+        return web.json_response({"ready": True})
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(status_report(store()))
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/status", status)
+    return app
+
+
+async def start_server(app: web.Application, listen: str) -> web.AppRunner:
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"http.listen: cannot listen on {listen} ({exc.strerror})") from None
+    return runner
