@@ -25,10 +25,12 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings.sources.utils import parse_env_vars
 
 from late_monitor.errors import ConfigError
 
@@ -162,6 +164,19 @@ class LoadedConfig:
         return self.api_key.get_secret_value()
 
 
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' own environment parsing, over a mapping we pass in (tests, reload)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
 def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> tuple[Path | None, bool]:
     """The config file to read and whether the user named it (a named file must exist)."""
     if explicit:
@@ -266,8 +281,8 @@ def load_settings(
     explicit_path: str | None = None, *, environ: Mapping[str, str] | None = None
 ) -> LoadedConfig:
     """Read, merge and validate the configuration; raise ConfigError with one line per problem."""
-    environ = os.environ if environ is None else environ
-    path, named = find_config_path(explicit_path, environ)
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    path, named = find_config_path(explicit_path, env)
     data: dict[str, Any] = {}
     if path is not None and (named or path.exists()):
         data = _read_toml(path)
@@ -282,18 +297,18 @@ def load_settings(
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return env_settings, InitSettingsSource(settings_cls, init_kwargs=data)
+            return _EnvSource(settings_cls, env), InitSettingsSource(settings_cls, data)
 
     try:
         settings: Settings = _FileBacked()
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, data, path, environ)) from None
+        raise ConfigError(_format_errors(exc, data, path, env)) from None
     except ValueError as exc:  # pydantic-settings' own JSON decoding of complex env values
         raise ConfigError(f"environment: {exc}") from None
 
-    api_key, api_key_source = _resolve_api_key(settings.late, environ, path)
+    api_key, api_key_source = _resolve_api_key(settings.late, env, path)
     sources = {
-        f"{section}.{key}": _origin((section, key), data, path, environ)
+        f"{section}.{key}": _origin((section, key), data, path, env)
         for section in Settings.model_fields
         for key in type(getattr(settings, section)).model_fields
     }

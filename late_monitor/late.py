@@ -57,6 +57,7 @@ class RequestBudget:
         self._lock = asyncio.Lock()
         self._remaining: int | None = None
         self._reset_at = 0.0
+        self._blocked_until = 0.0
         self.waited = 0.0
 
     async def acquire(self) -> None:
@@ -77,13 +78,14 @@ class RequestBudget:
                 await self._pause((1 - self._tokens) / self.rate)
 
     def _server_wait(self) -> float:
-        if self._remaining is None or self._remaining > 0:
-            return 0.0
-        wait = self._reset_at - self._wall()
-        if wait <= 0:
-            self._remaining = None
-            return 0.0
-        return min(wait, MAX_WAIT)
+        now = self._wall()
+        wait = self._blocked_until - now
+        if self._remaining is not None and self._remaining <= 0:
+            if self._reset_at > now:
+                wait = max(wait, self._reset_at - now)
+            else:
+                self._remaining = None  # a new window has begun
+        return min(max(wait, 0.0), MAX_WAIT)
 
     async def _pause(self, seconds: float) -> None:
         self.waited += seconds
@@ -104,9 +106,8 @@ class RequestBudget:
             self._reset_at = max(self._reset_at, float(reset))
 
     def pause_until(self, wall_time: float) -> None:
-        """After a 429: spend nothing until the server's reset time."""
-        self._remaining = 0
-        self._reset_at = max(self._reset_at, wall_time)
+        """After a 429: send nothing before `wall_time` (from Retry-After or the reset time)."""
+        self._blocked_until = max(self._blocked_until, wall_time)
 
     @property
     def remaining(self) -> int | None:

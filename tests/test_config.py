@@ -1,0 +1,118 @@
+"""Configuration: file, environment overrides, key sources, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from late_monitor.config import format_duration, load_settings, parse_duration
+from late_monitor.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("5m", 300),
+        ("24h", 86400),
+        ("7d", 604800),
+        ("1.5h", 5400),
+        (42, 42),
+        ("0", 0),
+        ("2w", 1209600),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5 minutes", "-5m", "", "1y", True])
+def test_bad_durations_are_rejected(text: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_format_duration_round_trips() -> None:
+    assert [format_duration(s) for s in (604800, 86400, 90, 300, 1.5)] == [
+        "1w",
+        "1d",
+        "90s",
+        "5m",
+        "1.5s",
+    ]
+
+
+def test_file_then_environment_override(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[late]\nbase_url = "http://file"\n[monitor]\ninterval = "2m"\n')
+    env = {"LATE_MONITOR_MONITOR__INTERVAL": "90s", "LATE_API_KEY": "sk_env_key_123"}
+    loaded = load_settings(str(config), environ=env)
+    assert loaded.settings.late.base_url == "http://file"
+    assert loaded.settings.monitor.interval == 90
+    assert loaded.require_api_key() == "sk_env_key_123"
+    assert loaded.sources["monitor.interval"] == "LATE_MONITOR_MONITOR__INTERVAL"
+    assert loaded.sources["late.base_url"] == str(config)
+    assert loaded.sources["monitor.confirm_after"] == "default"
+
+
+def test_key_from_file_and_from_systemd_credential(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("sk_from_file_999\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[late]\napi_key_file = "{key_file}"\n')
+    assert load_settings(str(config), environ={}).require_api_key() == "sk_from_file_999"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "late-api-key").write_text("sk_credential_42")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    loaded = load_settings(str(empty), environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert loaded.require_api_key() == "sk_credential_42"
+    assert loaded.api_key_source == "systemd credential late-api-key"
+
+
+def test_missing_key_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    with pytest.raises(ConfigError, match=r"late\.api_key: no API key"):
+        load_settings(str(config), environ={}).require_api_key()
+
+
+def test_named_config_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(str(tmp_path / "nope.toml"), environ={})
+
+
+def test_every_problem_is_one_line_naming_key_and_file_without_the_secret(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[late]\napi_key = 12345678901\ntimeout = "soon"\n[monitor]\nconfirm_after = 0\n'
+        'detail = "sometimes"\n[bogus]\nx = 1\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(config), environ={})
+    problems = caught.value.problems
+    text = "\n".join(problems)
+    assert len(problems) == 5
+    assert f"{config}: late.timeout: a duration like" in text
+    assert f"{config}: monitor.confirm_after:" in text
+    assert f"{config}: monitor.detail:" in text
+    assert f"{config}: bogus: unknown key" in text
+    assert "12345678901" not in text
+
+
+def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[late\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
+        load_settings(str(config), environ={})
+
+
+def test_environment_error_names_the_variable(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    with pytest.raises(
+        ConfigError, match=r"LATE_MONITOR_MONITOR__CONFIRM_AFTER: monitor\.confirm_after"
+    ):
+        load_settings(str(config), environ={"LATE_MONITOR_MONITOR__CONFIRM_AFTER": "-1"})

@@ -1,0 +1,200 @@
+"""The Late client against the simulator on loopback: answers, faults, retries, budget."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from late_monitor.errors import ApiUnavailable, AuthRejected, BadPayload, LateApiError
+from late_monitor.late import LateClient, RequestBudget
+from late_monitor.models import parse_detail, parse_health
+from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator
+
+SEED_EXAMPLE = b"""{"summary":{"total":2,"healthy":1,"warning":0,"error":1,"needsReconnect":1},
+"accounts":[{"accountId":"abc123","platform":"instagram","username":"myaccount","status":"healthy",
+"canPost":true,"canFetchAnalytics":true,"tokenValid":true,"tokenExpiresAt":"2025-06-15T00:00:00Z",
+"needsReconnect":false,"issues":[]},{"accountId":"def456","platform":"twitter",
+"username":"mytwitter","status":"error","canPost":false,"canFetchAnalytics":false,
+"tokenValid":false,"needsReconnect":true,"issues":["Token expired"]}]}"""
+
+
+def client(sim: Simulator, **kw: object) -> LateClient:
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("timeout", 5.0)
+    kw.setdefault("max_requests_per_minute", 600)
+    return LateClient(api_key=DEFAULT_KEY, base_url=sim.base_url, **kw)  # type: ignore[arg-type]
+
+
+def test_the_seed_example_parses_with_missing_expiry_and_extra_fields() -> None:
+    body = SEED_EXAMPLE.replace(b'"issues":[]}', b'"issues":[],"newField":{"x":1}}')
+    snapshot = parse_health(body)
+    assert snapshot.accounts["abc123"].token_expires_at is not None
+    assert snapshot.accounts["def456"].token_expires_at is None
+    assert snapshot.accounts["def456"].needs_reconnect is True
+    assert snapshot.accounts["def456"].issues == ("Token expired",)
+
+
+def test_unknown_status_and_platform_are_kept_verbatim() -> None:
+    body = json.dumps(
+        {"accounts": [{"accountId": "x", "platform": "mastodon", "status": "degraded_mode"}]}
+    ).encode()
+    account = parse_health(body).accounts["x"]
+    assert (account.platform, account.status) == ("mastodon", "degraded_mode")
+
+
+def test_detail_lists_required_scopes_not_granted() -> None:
+    body = json.dumps(
+        {
+            "accountId": "a",
+            "permissions": {
+                "posting": [
+                    {"scope": "p1", "granted": False, "required": True},
+                    {"scope": "p2", "granted": True, "required": True},
+                ],
+                "analytics": [
+                    {"scope": "s1", "granted": False, "required": True},
+                    {"scope": "s2", "granted": False, "required": False},
+                ],
+                "missingRequired": ["p1"],
+            },
+            "recommendations": ["Reconnect"],
+        }
+    ).encode()
+    detail = parse_detail(body)
+    assert detail.missing_posting == ("p1",)
+    assert detail.missing_analytics == ("s1",)
+    assert detail.recommendations == ("Reconnect",)
+
+
+async def test_health_and_detail_from_the_simulator(sim: Simulator) -> None:
+    sim.set("acc_00001", revoked={"instagram_content_publish"})
+    async with client(sim) as late:
+        snapshot = await late.health()
+        detail = await late.account_health("acc_00001")
+    assert sorted(snapshot.accounts) == [f"acc_0000{i}" for i in range(5)]
+    assert detail.missing_posting == ("instagram_content_publish",)
+
+
+async def test_filters_by_profile_and_several_platforms(sim: Simulator) -> None:
+    async with client(sim) as late:
+        one = await late.health(platforms=("twitter",))
+        two = await late.health(platforms=("twitter", "instagram"))
+        profile = await late.health(profile_id="prof_2")
+    assert [a.platform for a in one.accounts.values()] == ["twitter"]
+    assert sorted(a.platform for a in two.accounts.values()) == ["instagram", "twitter"]
+    assert {a.profile_id for a in profile.accounts.values()} == {"prof_2"}
+
+
+async def test_500s_are_retried_three_times_then_unavailable(sim: Simulator) -> None:
+    sim.inject(Fault(status=500, count=5))
+    async with client(sim) as late:
+        with pytest.raises(ApiUnavailable, match="HTTP 500 Internal server error"):
+            await late.health()
+    assert sim.count("/accounts/health") == 3
+
+
+async def test_502_html_page_is_a_clear_error(sim: Simulator) -> None:
+    sim.inject(
+        Fault(
+            status=502,
+            body="<html><body>Bad gateway</body></html>",
+            content_type="text/html",
+            count=3,
+        )
+    )
+    async with client(sim) as late:
+        with pytest.raises(ApiUnavailable, match="HTTP 502"):
+            await late.health()
+
+
+async def test_hang_past_the_timeout_is_unavailable(sim: Simulator) -> None:
+    sim.inject(Fault(kind="hang", delay=30, count=3))
+    started = time.monotonic()
+    async with client(sim, timeout=0.5) as late:
+        with pytest.raises(ApiUnavailable, match=r"no answer within 0.5s"):
+            await late.health()
+    assert time.monotonic() - started < 5
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    late = LateClient(api_key="k", base_url=f"http://127.0.0.1:{port}/api/v1", backoff=0.01)
+    async with late:
+        with pytest.raises(ApiUnavailable, match="cannot connect"):
+            await late.health()
+
+
+async def test_truncated_json_is_bad_payload_with_an_excerpt(sim: Simulator) -> None:
+    sim.inject(Fault(kind="truncate"))
+    async with client(sim) as late:
+        with pytest.raises(BadPayload, match=r"HTTP 200: .*body starts: '\{\"summary\""):
+            await late.health()
+
+
+async def test_json_of_the_wrong_shape_is_bad_payload(sim: Simulator) -> None:
+    sim.inject(Fault(kind="shape"))
+    async with client(sim) as late:
+        with pytest.raises(BadPayload, match="accounts: Field required"):
+            await late.health()
+
+
+async def test_401_raises_auth_rejected_without_retrying(sim: Simulator) -> None:
+    sim.api_key = "another"
+    async with client(sim) as late:
+        with pytest.raises(AuthRejected, match="HTTP 401 Unauthorized"):
+            await late.health()
+    assert sim.count() == 1
+
+
+async def test_404_detail_is_an_api_error(sim: Simulator) -> None:
+    async with client(sim) as late:
+        with pytest.raises(LateApiError, match="HTTP 404 Not found"):
+            await late.account_health("nope")
+
+
+async def test_429_waits_for_retry_after_then_succeeds(sim: Simulator) -> None:
+    sim.inject(
+        Fault(status=429, body='{"error": "Rate limit exceeded"}', headers={"Retry-After": "1"})
+    )
+    started = time.monotonic()
+    async with client(sim) as late:
+        snapshot = await late.health()
+    assert len(snapshot.accounts) == 5
+    assert 0.9 <= time.monotonic() - started < 5
+    assert sim.count("/accounts/health") == 2
+
+
+async def test_remaining_zero_pauses_until_the_reset_time(sim: Simulator) -> None:
+    reset = int(time.time()) + 2
+    sim.inject(
+        Fault(
+            status=200,
+            body='{"accounts": []}',
+            headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
+        )
+    )
+    async with client(sim) as late:
+        await late.health()
+        await late.health()
+    seen = [t for t, path, _ in sim.requests if path.endswith("/accounts/health")]
+    assert seen[1] >= reset - 0.05
+
+
+async def test_budget_spaces_requests_beyond_the_burst() -> None:
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    clock = [0.0]
+    budget = RequestBudget(60, clock=lambda: clock[0], sleep=fake_sleep)
+    for _ in range(25):
+        await budget.acquire()
+    # 10 s worth (10 requests) at once, then one a second: 15 more take 15 s
+    assert sum(slept) == pytest.approx(15, abs=0.01)

@@ -1,0 +1,273 @@
+"""The pure rules: tables of transitions and Hypothesis invariants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from late_monitor.models import Detail, Observation, Snapshot
+from late_monitor.rules import (
+    AccountState,
+    ApiHealth,
+    Kind,
+    NotifyType,
+    Policy,
+    api_failed,
+    api_succeeded,
+    apply_details,
+    evaluate,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+POLICY = Policy()
+
+
+def obs(account_id: str = "a1", status: str = "healthy", **kw: object) -> Observation:
+    return Observation(
+        account_id=account_id, platform="twitter", username="@x", status=status, **kw
+    )  # type: ignore[arg-type]
+
+
+def snap(*observations: Observation) -> Snapshot:
+    return Snapshot(accounts={o.account_id: o for o in observations})
+
+
+def run(*polls: Snapshot, policy: Policy = POLICY, step: timedelta = timedelta(minutes=5)):
+    """Evaluate polls in sequence; the events of each poll."""
+    states: dict[str, AccountState] = {}
+    out = []
+    for index, poll in enumerate(polls):
+        result = evaluate(states, poll, now=T0 + index * step, policy=policy)
+        states = dict(result.states)
+        for gone in result.removed:
+            states.pop(gone, None)
+        out.append([(e.kind, e.notify_type) for e in result.events])
+    return out, states
+
+
+HEALTHY = obs()
+WARNING = obs(status="warning")
+ERROR = obs(status="error")
+ERROR_RECONNECT = obs(status="error", needs_reconnect=True, can_post=False)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (HEALTHY, HEALTHY, []),
+        (HEALTHY, WARNING, [(Kind.DEGRADED, NotifyType.WARNING)]),
+        (HEALTHY, ERROR, [(Kind.DEGRADED, NotifyType.FAILURE)]),
+        (WARNING, ERROR, [(Kind.DEGRADED, NotifyType.FAILURE)]),
+        (
+            HEALTHY,
+            ERROR_RECONNECT,
+            [(Kind.DEGRADED, NotifyType.FAILURE), (Kind.RECONNECT_NEEDED, NotifyType.FAILURE)],
+        ),
+        (HEALTHY, obs(needs_reconnect=True), [(Kind.RECONNECT_NEEDED, NotifyType.FAILURE)]),
+        (HEALTHY, obs(can_post=False), [(Kind.POSTING_BLOCKED, NotifyType.FAILURE)]),
+        (ERROR, WARNING, [(Kind.IMPROVED, NotifyType.INFO)]),
+        (ERROR, HEALTHY, [(Kind.RECOVERED, NotifyType.SUCCESS)]),
+        (ERROR_RECONNECT, HEALTHY, [(Kind.RECOVERED, NotifyType.SUCCESS)]),
+        (obs(needs_reconnect=True), HEALTHY, [(Kind.RECOVERED, NotifyType.SUCCESS)]),
+        (
+            ERROR_RECONNECT,
+            obs(status="healthy", needs_reconnect=True),
+            [(Kind.IMPROVED, NotifyType.INFO)],
+        ),
+        (HEALTHY, obs(status="suspended"), [(Kind.DEGRADED, NotifyType.WARNING)]),
+        (WARNING, obs(status="suspended"), []),  # unknown ranks as warning: no louder
+    ],
+)
+def test_transition_table(before: Observation, after: Observation, expected: list) -> None:
+    events, _ = run(snap(HEALTHY), snap(before), snap(after))
+    assert events[2] == expected
+
+
+def test_first_seen_healthy_is_silent_and_unhealthy_is_reported() -> None:
+    events, _ = run(snap(HEALTHY, obs("a2", "error", needs_reconnect=True)))
+    assert events[0] == [
+        (Kind.DEGRADED, NotifyType.FAILURE),
+        (Kind.RECONNECT_NEEDED, NotifyType.FAILURE),
+    ]
+
+
+def test_first_seen_unhealthy_is_silent_when_notify_first_seen_is_off() -> None:
+    events, _ = run(snap(ERROR_RECONNECT), policy=Policy(notify_first_seen=False))
+    assert events == [[]]
+
+
+def test_recovery_is_silent_when_notify_recovery_is_off() -> None:
+    events, states = run(snap(ERROR), snap(HEALTHY), policy=Policy(notify_recovery=False))
+    assert events[1] == []
+    assert states["a1"].status == "healthy"
+
+
+def test_confirm_after_needs_n_polls_in_a_row() -> None:
+    policy = Policy(confirm_after=3)
+    events, _ = run(
+        snap(HEALTHY),
+        snap(ERROR),
+        snap(ERROR),
+        snap(HEALTHY),
+        snap(ERROR),
+        snap(ERROR),
+        snap(ERROR),
+        snap(ERROR),
+        policy=policy,
+    )
+    assert events[1:4] == [[], [], []]  # the flap never reached 3 in a row
+    assert events[4:6] == [[], []]
+    assert events[6] == [(Kind.DEGRADED, NotifyType.FAILURE)]
+    assert events[7] == []
+
+
+def test_token_expiry_warns_once_per_threshold_and_rearms_on_a_new_token() -> None:
+    day = timedelta(days=1)
+    expiry = T0 + 8 * day
+    polls = [snap(obs(token_expires_at=expiry)) for _ in range(8)]
+    events, _ = run(*polls, step=day / 2)  # polls at 0, 12h, ... 3.5 days
+    flat = [kinds for kinds in events if kinds]
+    assert flat == [[(Kind.TOKEN_EXPIRING, NotifyType.WARNING)]]  # the 7-day line, once
+    later = [snap(obs(token_expires_at=expiry)) for _ in range(15)]
+    events, _ = run(*later, step=day / 2)  # reaches 7 days at 0.5 d and 1 day at 7 d
+    assert sum(1 for kinds in events if kinds) == 2
+    refreshed = [snap(obs(token_expires_at=expiry)), snap(obs(token_expires_at=T0 + 3 * day))]
+    events, _ = run(*refreshed, step=day * 1.5)
+    assert events[1] == [(Kind.TOKEN_EXPIRING, NotifyType.WARNING)]  # new token value re-armed
+
+
+def test_reminder_after_remind_every_while_still_unhealthy() -> None:
+    policy = Policy(remind_every=3600)
+    polls = [snap(ERROR)] * 14
+    events, _ = run(*polls, policy=policy, step=timedelta(minutes=10))
+    reminders = [
+        i for i, kinds in enumerate(events) if (Kind.REMINDER, NotifyType.FAILURE) in kinds
+    ]
+    assert reminders == [6, 12]
+
+
+def test_removed_needs_confirmation_when_more_than_half_vanish() -> None:
+    accounts = [obs(f"a{i}") for i in range(4)]
+    events, states = run(snap(*accounts), snap(), snap())
+    assert events[1] == []
+    assert sorted(events[2]) == [(Kind.REMOVED, NotifyType.INFO)] * 4
+    assert states == {}
+
+
+def test_empty_poll_once_then_back_reports_nothing() -> None:
+    accounts = [obs(f"a{i}") for i in range(4)]
+    events, states = run(snap(*accounts), snap(), snap(*accounts))
+    assert events == [[], [], []]
+    assert all(s.absent_polls == 0 for s in states.values())
+
+
+def test_one_of_many_removed_is_reported_at_once() -> None:
+    accounts = [obs(f"a{i}") for i in range(4)]
+    events, _ = run(snap(*accounts), snap(*accounts[1:]))
+    assert events[1] == [(Kind.REMOVED, NotifyType.INFO)]
+
+
+def test_permission_lost_from_detail_posting_is_failure_analytics_is_warning() -> None:
+    first = evaluate({}, snap(HEALTHY), now=T0, policy=POLICY)
+    base = apply_details(first, {"a1": Detail("a1")}, now=T0, policy=POLICY)
+    second = evaluate(base.states, snap(HEALTHY), now=T0 + timedelta(minutes=5), policy=POLICY)
+    lost = apply_details(
+        second,
+        {"a1": Detail("a1", missing_posting=("tweet.write",))},
+        now=T0 + timedelta(minutes=5),
+        policy=POLICY,
+    )
+    assert [(e.kind, e.notify_type, e.note) for e in lost.events] == [
+        (Kind.PERMISSION_LOST, NotifyType.FAILURE, "missing tweet.write")
+    ]
+    third = evaluate(lost.states, snap(HEALTHY), now=T0 + timedelta(minutes=10), policy=POLICY)
+    analytics = apply_details(
+        third,
+        {
+            "a1": Detail(
+                "a1", missing_posting=("tweet.write",), missing_analytics=("tweet.analytics",)
+            )
+        },
+        now=T0 + timedelta(minutes=10),
+        policy=POLICY,
+    )
+    assert [(e.kind, e.notify_type) for e in analytics.events] == [
+        (Kind.PERMISSION_LOST, NotifyType.WARNING)
+    ]
+
+
+def test_api_unreachable_after_n_failures_once_then_recovered_once() -> None:
+    api = ApiHealth()
+    kinds = []
+    for _ in range(5):
+        api, events = api_failed(api, error="boom", auth=False, policy=Policy(api_failure_after=3))
+        kinds.append([e.kind for e in events])
+    assert kinds == [[], [], [Kind.API_UNREACHABLE], [], []]
+    api, events = api_succeeded(api)
+    assert [e.kind for e in events] == [Kind.API_RECOVERED]
+    assert api == ApiHealth()
+    assert api_succeeded(api)[1] == []
+
+
+def test_auth_failure_alerts_once_until_a_success() -> None:
+    api = ApiHealth()
+    api, first = api_failed(api, error="401", auth=True, policy=POLICY)
+    api, second = api_failed(api, error="401", auth=True, policy=POLICY)
+    assert [e.kind for e in first] == [Kind.AUTH_FAILED]
+    assert second == []
+
+
+# -- properties ----------------------------------------------------------------------------
+
+statuses = st.sampled_from(["healthy", "warning", "error", "suspended"])
+observations = st.builds(
+    Observation,
+    account_id=st.sampled_from([f"a{i}" for i in range(6)]),
+    platform=st.sampled_from(["twitter", "instagram"]),
+    username=st.just("@u"),
+    status=statuses,
+    needs_reconnect=st.booleans(),
+    can_post=st.booleans(),
+    token_valid=st.booleans(),
+    token_expires_at=st.none() | st.integers(-2, 30).map(lambda d: T0 + timedelta(days=d)),
+    issues=st.lists(st.sampled_from(["Token expired", "Rate limited"]), max_size=2).map(tuple),
+)
+snapshots = st.lists(observations, max_size=6).map(lambda obs_: snap(*obs_))
+policies = st.builds(
+    Policy,
+    confirm_after=st.integers(1, 3),
+    remind_every=st.sampled_from([0.0, 3600.0, 86400.0]),
+    notify_recovery=st.booleans(),
+    notify_first_seen=st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(snapshots, min_size=1, max_size=6), policies)
+def test_evaluate_is_deterministic(polls: list[Snapshot], policy: Policy) -> None:
+    assert run(*polls, policy=policy) == run(*polls, policy=policy)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(snapshots, min_size=1, max_size=5), snapshots, policies)
+def test_the_same_snapshot_again_gives_no_new_events(
+    history: list[Snapshot], last: Snapshot, policy: Policy
+) -> None:
+    policy = Policy(
+        confirm_after=1,
+        remind_every=0,
+        notify_recovery=policy.notify_recovery,
+        notify_first_seen=policy.notify_first_seen,
+    )
+    states: dict[str, AccountState] = {}
+    now = T0
+    for poll in [*history, last, last]:
+        result = evaluate(states, poll, now=now, policy=policy)
+        states = {k: v for k, v in result.states.items() if k not in result.removed}
+    # one more identical poll, a moment later: nothing new to say
+    again = evaluate(states, last, now=now, policy=policy)
+    assert again.events == ()
+    assert again.changed == frozenset()

@@ -1,0 +1,136 @@
+"""The SQLite state file: round trips, the outbox, refusing files that are not ours."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from late_monitor.errors import StateError
+from late_monitor.rules import AccountState, ApiHealth
+from late_monitor.store import CycleRecord, PlannedMessage, Store
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def record() -> CycleRecord:
+    return CycleRecord(
+        started_at=T0, finished_at=T0, outcome="ok", accounts=1, events=1, requests=1
+    )
+
+
+def state(account_id: str = "a1", **kw: object) -> AccountState:
+    base: dict[str, object] = {
+        "account_id": account_id,
+        "platform": "twitter",
+        "username": "@a",
+        "status": "error",
+        "needs_reconnect": True,
+        "can_post": False,
+        "since": T0,
+        "token_expires_at": T0 + timedelta(days=3),
+        "issues": ("Token expired",),
+        "pending": ("healthy", False, True),
+        "pending_count": 1,
+        "token_warned": (604800.0,),
+        "missing_scopes": ("tweet.write",),
+        "detail_at": T0,
+        "last_notice_at": T0,
+    }
+    base.update(kw)
+    return AccountState(**base)  # type: ignore[arg-type]
+
+
+def test_states_messages_and_api_health_round_trip(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    message = PlannedMessage("failure", "Late: x", "body", (("k1", "json://a"), ("k2", "json://b")))
+    store.commit_cycle(
+        states={"a1": state()},
+        changed=["a1"],
+        removed=[],
+        api=ApiHealth(2, True, False, "e"),
+        messages=[message],
+        record=record(),
+    )
+    store.close()
+    again = Store.open(tmp_path / "s.db")
+    assert again.load_states() == {"a1": state()}
+    assert again.load_api_health() == ApiHealth(2, True, False, "e")
+    rows = again.pending_deliveries()
+    assert [(r.destination, r.title) for r in rows] == [("k1", "Late: x"), ("k2", "Late: x")]
+    again.mark_delivered(rows[0].id, now=1.0)
+    again.mark_failed(rows[1].id, error="down", next_attempt_at=2.0)
+    assert [(r.destination, r.attempts) for r in again.pending_deliveries()] == [("k2", 1)]
+    assert again.recent_cycles()[0]["messages"] == 1
+
+
+def test_removed_accounts_are_deleted(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    store.commit_cycle(
+        states={"a1": state(), "a2": state("a2")},
+        changed=["a1", "a2"],
+        removed=[],
+        api=ApiHealth(),
+        messages=[],
+        record=record(),
+    )
+    store.commit_cycle(
+        states={"a1": state()},
+        changed=[],
+        removed=["a2"],
+        api=ApiHealth(),
+        messages=[],
+        record=record(),
+    )
+    assert list(store.load_states()) == ["a1"]
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="another program's SQLite database"):
+        Store.open(path)
+    assert path.read_bytes() == before
+
+
+def test_random_bytes_are_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    junk = os.urandom(4096)
+    path.write_bytes(junk)
+    with pytest.raises(StateError, match="not a late-monitor state file"):
+        Store.open(path)
+    assert path.read_bytes() == junk
+
+
+def test_a_directory_that_cannot_be_created_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match="cannot create the state directory"):
+        Store.open(blocker / "sub" / "state.db")
+
+
+def test_cycle_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    first = Store.open(tmp_path / "s.db")
+    second = Store.open(tmp_path / "s.db")
+    fd = first.try_lock()
+    assert fd is not None
+    assert second.try_lock() is None
+    first.release_lock(fd)
+    fd2 = second.try_lock()
+    assert fd2 is not None
+    second.release_lock(fd2)
+
+
+def test_prune_keeps_pending_messages(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    message = PlannedMessage("info", "t", "b", (("k", "l"),))
+    store.commit_cycle(
+        states={}, changed=[], removed=[], api=ApiHealth(), messages=[message], record=record()
+    )
+    store.prune(before=T0 + timedelta(days=400))
+    assert len(store.pending_deliveries()) == 1
