@@ -70,10 +70,12 @@ def deps_from(loaded: LoadedConfig, *, client: LateClient, store: Store) -> Cycl
     )
 
 
-def setup_logging(loaded: LoadedConfig, *, stream: TextIO | None = None) -> None:
+def setup_logging(
+    loaded: LoadedConfig, *, stream: TextIO | None = None, level: str | None = None
+) -> None:
     settings = loaded.settings
     configure_logging(
-        level=settings.log.level,
+        level=level if level and settings.log.level != "debug" else settings.log.level,
         fmt=settings.log.format,
         stream=stream if stream is not None else sys.stdout,
         secrets=[loaded.api_key.get_secret_value()] if loaded.api_key else [],

@@ -25,6 +25,27 @@ RUN_EXAMPLE = """examples:
   late-monitor run --once --dry-run                                 # print, send nothing
 exit codes of --once: 0 cycle completed, 1 cycle failed (retried next time), 2 bad config/usage"""
 
+CHECK_EXAMPLE = """example (Nagios/Icinga command):
+  late-monitor check --config /etc/late-monitor/config.toml -t 10
+  LATE CRITICAL - 1 error, 1 needs reconnect of 12 | total=12 healthy=11 ...
+exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (API unreachable, bad config, bad key)"""
+
+STATUS_EXAMPLE = """examples:
+  late-monitor status                 # a table (colours on a terminal)
+  late-monitor status --json | jq '.accounts[] | select(.status != "healthy")'"""
+
+TEST_NOTIFY_EXAMPLE = """examples:
+  late-monitor test-notify            # every destination; exit 1 if any failed
+  late-monitor test-notify --tag oncall"""
+
+CONFIG_EXAMPLE = """example:
+  late-monitor config check --config /etc/late-monitor/config.toml
+exit 2 with one line per problem; secrets are never printed"""
+
+DEMO_EXAMPLE = """examples:
+  late-monitor demo                                   # ~30 s, nothing to set up
+  late-monitor demo --notify slack://T000/B000/XXXX   # also see the messages in your Slack"""
+
 SIMULATE_EXAMPLE = """example:
   late-monitor simulate --port 8787 --accounts 50
   # then in late-monitor.toml: base_url = "http://127.0.0.1:8787/api/v1" and the printed key"""
@@ -64,10 +85,64 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(loaded, config_arg=args.config)
 
 
+def _loaded_for_tool(args: argparse.Namespace) -> LoadedConfig:
+    """Settings for a command whose own output is stdout: logs go to stderr, quietly."""
+    loaded = load_settings(args.config)
+    setup_logging(loaded, stream=sys.stderr, level="warning")
+    return loaded
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from late_monitor.commands import cmd_status as status
+
+    return status(_loaded_for_tool(args), as_json=args.json)
+
+
+def cmd_test_notify(args: argparse.Namespace) -> int:
+    from late_monitor.commands import cmd_test_notify as test_notify
+
+    return test_notify(_loaded_for_tool(args), tag=args.tag)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from late_monitor.commands import cmd_config_check as config_check
+
+    return config_check(_loaded_for_tool(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from late_monitor.check import CRITICAL, WARNING, run_check
+
+    try:
+        loaded: LoadedConfig | None = _loaded_for_tool(args)
+        error = ""
+    except ConfigError as exc:
+        loaded, error = None, "; ".join(exc.problems)
+    code, text = run_check(loaded, timeout=args.timeout, config_error=error)
+    print(REDACTOR.redact(text), flush=True)
+    return WARNING if args.warning_only_exit and code == CRITICAL else code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from late_monitor.demo import run_demo
+
+    return run_demo(notify=args.notify or [], scale=args.scale)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from late_monitor.simulator.cli import serve
 
     return serve(port=args.port, accounts=args.accounts, scenario=args.scenario, key=args.key)
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="TOML config file (default: $LATE_MONITOR_CONFIG, ./late-monitor.toml, "
+        "/etc/late-monitor/config.toml)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,12 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument(
-        "--config",
-        "-c",
-        help="TOML config file (default: $LATE_MONITOR_CONFIG, "
-        "./late-monitor.toml, /etc/late-monitor/config.toml)",
-    )
+    _config_option(run)
     run.add_argument("--once", action="store_true", help="run one cycle and exit")
     run.add_argument(
         "--dry-run",
@@ -98,6 +168,73 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the messages instead of sending them; write no state",
     )
     run.set_defaults(func=cmd_run)
+
+    check = commands.add_parser(
+        "check",
+        help="Nagios/Icinga plugin: one live poll, exit 0/1/2/3",
+        epilog=CHECK_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(check)
+    check.add_argument(
+        "-t",
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="give up (UNKNOWN) after this many seconds (default 10)",
+    )
+    check.add_argument(
+        "--warning-only-exit",
+        action="store_true",
+        help="exit WARNING (1) where it would exit CRITICAL (2)",
+    )
+    check.set_defaults(func=cmd_check)
+
+    status = commands.add_parser(
+        "status",
+        help="what the state file knows: accounts, outbox, last cycles",
+        epilog=STATUS_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(status)
+    status.add_argument("--json", action="store_true", help="stable JSON instead of a table")
+    status.set_defaults(func=cmd_status)
+
+    test_notify = commands.add_parser(
+        "test-notify",
+        help="send a test message to every destination",
+        epilog=TEST_NOTIFY_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(test_notify)
+    test_notify.add_argument("--tag", help="only destinations with this Apprise tag")
+    test_notify.set_defaults(func=cmd_test_notify)
+
+    config = commands.add_parser("config", help="configuration tools (config check)")
+    config_commands = config.add_subparsers(dest="config_command", metavar="check")
+    config_check = config_commands.add_parser(
+        "check",
+        help="validate the configuration and show the effective settings",
+        epilog=CONFIG_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(config_check)
+    config_check.set_defaults(func=cmd_config_check)
+
+    demo = commands.add_parser(
+        "demo",
+        help="see it work in 30 s: the monitor against the bundled simulator",
+        epilog=DEMO_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="also send the demo's messages to this Apprise URL (repeatable)",
+    )
+    demo.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    demo.set_defaults(func=cmd_demo)
 
     simulate = commands.add_parser(
         "simulate",
@@ -123,6 +260,8 @@ def _normalise(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_normalise(list(sys.argv[1:] if argv is None else argv)))
+    if args.command == "config" and not getattr(args, "func", None):
+        parser.parse_args(["config", "--help"])
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -59,7 +59,7 @@ def parse_duration(value: object) -> float:
 
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling of a duration: 604800 -> '7d', 90 -> '90s'."""
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
@@ -83,7 +83,7 @@ class _Section(BaseModel):
 
 class LateSettings(_Section):
     api_key: SecretStr | None = None
-    api_key_file: Path | None = None
+    api_key_file: str = ""
     base_url: str = DEFAULT_BASE_URL
     profile_id: str = ""
     platforms: list[str] = Field(default_factory=list)
@@ -254,10 +254,9 @@ def _resolve_api_key(
         return SecretStr(key), "LATE_API_KEY"
     if late.api_key is not None and late.api_key.get_secret_value():
         return late.api_key, str(path) if path else "configuration"
-    if late.api_key_file is not None:
-        return SecretStr(_read_secret_file(late.api_key_file, "late.api_key_file")), str(
-            late.api_key_file
-        )
+    if late.api_key_file:
+        key_file = Path(late.api_key_file).expanduser()
+        return SecretStr(_read_secret_file(key_file, "late.api_key_file")), str(key_file)
     if credentials := environ.get("CREDENTIALS_DIRECTORY"):
         credential = Path(credentials) / CREDENTIAL_NAME
         if credential.is_file():

@@ -54,14 +54,14 @@ class Redactor:
 
 def url_secrets(url: str) -> list[str]:
     """The parts of an Apprise URL that are credentials: password, tokens in host/path/query."""
-    secrets = [url]
+    secrets: list[str] = []
     try:
         parts = urlsplit(url)
     except ValueError:
         return secrets
     if parts.password:
         secrets.append(parts.password)
-    host = parts.hostname or ""
+    host = parts.netloc.rpartition("@")[2].rsplit(":", 1)[0]  # .hostname would lowercase it
     if host and "." not in host and host != "localhost" and ":" not in host:
         secrets.append(host)  # slack://TOKEN/..., tgram://BOTTOKEN/...: the "host" is a token
     if parts.username and parts.scheme not in ("mailto", "mailtos"):

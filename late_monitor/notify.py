@@ -154,8 +154,10 @@ class Notifier:
     def routed(self, notify_type: str) -> list[Destination]:
         """The destinations a message of this type goes to (Apprise's own tag matching)."""
         tags = self._routes.get(notify_type)
-        if not tags:
-            return self.destinations
+        return self.tagged(*tags) if tags else self.destinations
+
+    def tagged(self, *tags: str) -> list[Destination]:
+        """Destinations matching any of the tags, or tagged `always` (Apprise's matching)."""
         wanted = {id(service) for service in self._apprise.find(tag=list(tags))}
         return [d for d in self._destinations.values() if id(d.service) in wanted]
 

@@ -35,7 +35,7 @@ def test_bad_durations_are_rejected(text: object) -> None:
 
 def test_format_duration_round_trips() -> None:
     assert [format_duration(s) for s in (604800, 86400, 90, 300, 1.5)] == [
-        "1w",
+        "7d",
         "1d",
         "90s",
         "5m",
@@ -116,3 +116,13 @@ def test_environment_error_names_the_variable(tmp_path: Path) -> None:
         ConfigError, match=r"LATE_MONITOR_MONITOR__CONFIRM_AFTER: monitor\.confirm_after"
     ):
         load_settings(str(config), environ={"LATE_MONITOR_MONITOR__CONFIRM_AFTER": "-1"})
+
+
+def test_the_example_config_is_valid_and_documents_every_key() -> None:
+    example = Path(__file__).parent.parent / "config.example.toml"
+    loaded = load_settings(str(example), environ={"LATE_API_KEY": "sk_x_123456"})
+    text = example.read_text()
+    for key in loaded.sources:
+        section, name = key.split(".")
+        assert f"[{section}]" in text
+        assert f"\n{name} =" in text or f"[{key}]" in text, key

@@ -1,0 +1,101 @@
+"""`late-monitor check`: a Nagios/Icinga plugin. One live poll; no state written, nothing sent."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from late_monitor.build import client_from
+from late_monitor.config import LoadedConfig
+from late_monitor.errors import AuthRejected, ConfigError, LateApiError
+from late_monitor.models import Observation, Snapshot
+from late_monitor.rules import HEALTHY, rank
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+def _critical(account: Observation) -> bool:
+    return rank(account.status) >= 2 or account.needs_reconnect or not account.can_post
+
+
+def assess(snapshot: Snapshot, *, now: datetime, expiry_warn: float) -> tuple[int, str]:
+    """The plugin's exit code and output for one poll."""
+    accounts = sorted(snapshot.accounts.values(), key=lambda a: (-rank(a.status), a.account_id))
+    horizon = now + timedelta(seconds=expiry_warn)
+    expiring = [a for a in accounts if a.token_expires_at and a.token_expires_at <= horizon]
+    errors = sum(1 for a in accounts if rank(a.status) >= 2)
+    warnings = sum(1 for a in accounts if rank(a.status) == 1)
+    reconnect = sum(1 for a in accounts if a.needs_reconnect)
+    healthy = sum(1 for a in accounts if a.status == HEALTHY)
+    days = round(expiry_warn / 86400)
+    if any(_critical(a) for a in accounts):
+        code = CRITICAL
+    elif warnings or expiring:
+        code = WARNING
+    else:
+        code = OK
+    parts = []
+    if errors:
+        parts.append(f"{errors} error")
+    if reconnect:
+        parts.append(f"{reconnect} needs reconnect")
+    if warnings:
+        parts.append(f"{warnings} warning")
+    if expiring:
+        parts.append(f"{len(expiring)} token expiring within {days}d")
+    summary = ", ".join(parts) or "all healthy"
+    perfdata = (
+        f"total={len(accounts)} healthy={healthy} warning={warnings} error={errors} "
+        f"needs_reconnect={reconnect} expiring_{days}d={len(expiring)}"
+    )
+    lines = [f"LATE {_NAMES[code]} - {summary} of {len(accounts)} | {perfdata}"]
+    expiring_ids = {a.account_id for a in expiring}
+    for a in accounts:
+        if a.status == HEALTHY and not _critical(a) and a.account_id not in expiring_ids:
+            continue
+        notes = [a.status]
+        if a.needs_reconnect:
+            notes.append("needs reconnect")
+        if not a.can_post:
+            notes.append("cannot post")
+        if a.account_id in expiring_ids and a.token_expires_at:
+            notes.append(f"token expires {a.token_expires_at:%Y-%m-%d %H:%M} UTC")
+        notes += list(a.issues)
+        lines.append(
+            f"{a.platform} {a.username or a.account_id} ({a.account_id}): " + "; ".join(notes)
+        )
+    return code, "\n".join(lines)
+
+
+async def _poll(loaded: LoadedConfig) -> Snapshot:
+    async with client_from(loaded) as client:
+        late = loaded.settings.late
+        return await client.health(profile_id=late.profile_id, platforms=tuple(late.platforms))
+
+
+def run_check(
+    loaded: LoadedConfig | None, *, timeout: float, config_error: str = ""
+) -> tuple[int, str]:
+    """Poll within `timeout` seconds; UNKNOWN for a bad config, a rejected key or no answer."""
+    if loaded is None:
+        return UNKNOWN, f"LATE UNKNOWN - bad configuration: {config_error}"
+    try:
+        loaded.require_api_key()
+    except ConfigError as exc:
+        return UNKNOWN, f"LATE UNKNOWN - bad configuration: {exc.problems[0]}"
+
+    async def bounded() -> Snapshot:
+        async with asyncio.timeout(timeout):
+            return await _poll(loaded)
+
+    try:
+        snapshot = asyncio.run(bounded())
+    except TimeoutError:
+        return UNKNOWN, f"LATE UNKNOWN - no answer from the Late API within {timeout:g}s"
+    except AuthRejected as exc:
+        return UNKNOWN, f"LATE UNKNOWN - API key rejected: {exc}"
+    except LateApiError as exc:
+        return UNKNOWN, f"LATE UNKNOWN - Late API unavailable: {exc}"
+    warn = max(loaded.settings.monitor.token_expiry_warn, default=7 * 86400.0)
+    return assess(snapshot, now=datetime.now(UTC), expiry_warn=warn)

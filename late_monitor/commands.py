@@ -1,0 +1,183 @@
+"""The operator commands: `status`, `test-notify` and `config check`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from late_monitor.build import notifier_from, state_path_from
+from late_monitor.config import LoadedConfig, format_duration
+from late_monitor.errors import ConfigError
+from late_monitor.logs import REDACTOR
+from late_monitor.status import status_report
+from late_monitor.store import Store
+from late_monitor.web import parse_listen
+
+_COLOURS = {"healthy": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
+_RESET = "\033[0m"
+SECRET_KEYS = {"late.api_key", "notify.urls"}
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "-"
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def render_status(report: dict[str, Any], *, colour: bool) -> str:
+    """A readable table of accounts, then the outbox and the last cycles."""
+    rows = [
+        ("PLATFORM", "USERNAME", "STATUS", "RECONNECT", "SINCE", "TOKEN EXPIRES", "LAST NOTICE")
+    ]
+    statuses = []
+    for a in report["accounts"]:
+        rows.append(
+            (
+                a["platform"],
+                a["username"] or a["account_id"],
+                a["status"],
+                "yes" if a["needs_reconnect"] else "no",
+                _when(a["since"]),
+                _when(a["token_expires_at"]),
+                _when(a["last_notice_at"]),
+            )
+        )
+        statuses.append(a["status"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        if colour and index > 0 and (code := _COLOURS.get(statuses[index - 1])):
+            cells[2] = f"{code}{cells[2]}{_RESET}"
+        lines.append("  ".join(cells).rstrip())
+    if not report["accounts"]:
+        lines.append("(no accounts recorded yet)")
+    api = report["api"]
+    if api["consecutive_failures"] or api["auth_alerted"]:
+        lines.append(
+            f"\nLate API: {api['consecutive_failures']} failed polls in a row; "
+            f"last error: {api['last_error']}"
+        )
+    lines.append(f"\nOutbox: {len(report['outbox'])} pending")
+    for row in report["outbox"]:
+        lines.append(
+            f"  #{row['message_id']} -> {row['destination']}: {row['title']} "
+            f"(attempts {row['attempts']}, next {_when(row['next_attempt_at'])}"
+            + (f", last error: {row['last_error']}" if row["last_error"] else "")
+            + ")"
+        )
+    lines.append("\nLast cycles:")
+    for cycle in report["cycles"][:5]:
+        lines.append(
+            f"  {_when(cycle['started_at'])}  {cycle['outcome']:<11} "
+            f"{cycle['accounts']} accounts, {cycle['events']} events, "
+            f"{cycle['messages']} messages, {cycle['requests']} requests"
+            + (f"  ({cycle['error']})" if cycle["error"] else "")
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdout) -> int:
+    store = Store.open(state_path_from(loaded), create=False)
+    try:
+        report = status_report(store)
+    finally:
+        store.close()
+    if as_json:
+        out.write(REDACTOR.redact(json.dumps(report, indent=2, sort_keys=True)) + "\n")
+    else:
+        out.write(REDACTOR.redact(render_status(report, colour=out.isatty())) + "\n")
+    return 0
+
+
+def cmd_test_notify(loaded: LoadedConfig, *, tag: str | None, out: TextIO = sys.stdout) -> int:
+    """Send a test message to every destination (or the tagged ones); one line each."""
+    notifier = notifier_from(loaded)
+    if not notifier.configured:
+        raise ConfigError(
+            "notify.urls: no destinations configured (set notify.urls or notify.config)"
+        )
+
+    async def send() -> list[tuple[str, str | None]]:
+        await notifier.load()
+        destinations = notifier.tagged(tag) if tag else notifier.destinations
+        if not destinations:
+            raise ConfigError(f"--tag {tag}: no destination has this tag")
+        title = "Late monitor: test notification"
+        body = (
+            "This is a test from late-monitor. If you can read this, this destination "
+            "will receive account-health alerts."
+        )
+        results = await asyncio.gather(
+            *(
+                notifier.send(d.key, title=title, body=body, notify_type="info")
+                for d in destinations
+            )
+        )
+        return [(d.label, error) for d, error in zip(destinations, results, strict=True)]
+
+    failed = 0
+    for label, error in asyncio.run(send()):
+        if error is None:
+            out.write(f"ok      {label}\n")
+        else:
+            failed += 1
+            out.write(f"failed  {label}: {error}\n")
+    return 1 if failed else 0
+
+
+def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
+    if key == "late.api_key":
+        return "(set, hidden)" if loaded.api_key is not None else "(not set)"
+    if key == "notify.urls":
+        return "[" + ", ".join(f'"{u}"' for u in value) + "]"
+    if key in {
+        "monitor.interval",
+        "monitor.detail_every",
+        "monitor.remind_every",
+        "late.timeout",
+        "notify.retry_for",
+    }:
+        return f'"{format_duration(value)}"'
+    if key == "monitor.token_expiry_warn":
+        return "[" + ", ".join(f'"{format_duration(v)}"' for v in value) + "]"
+    return json.dumps(value)
+
+
+def cmd_config_check(loaded: LoadedConfig, *, out: TextIO = sys.stdout) -> int:
+    """Validate everything that can be checked offline, then print the effective settings."""
+    problems = []
+    try:
+        loaded.require_api_key()
+    except ConfigError as exc:
+        problems += exc.problems
+    if loaded.settings.http.listen:
+        try:
+            parse_listen(loaded.settings.http.listen)
+        except ConfigError as exc:
+            problems += exc.problems
+    notifier = notifier_from(loaded)
+    labels: list[str] = []
+    try:
+        asyncio.run(notifier.load())
+        labels = [d.label for d in notifier.destinations]
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    lines = [
+        f"config file: {loaded.path or '(none: defaults and environment only)'}",
+        f"state file:  {state_path_from(loaded)}",
+    ]
+    for section, model in loaded.settings:
+        lines.append(f"\n[{section}]")
+        for key, value in model:
+            name = f"{section}.{key}"
+            shown = _shown(name, labels if name == "notify.urls" else value, loaded)
+            lines.append(f"{key} = {shown}    # from {loaded.sources.get(name, 'default')}")
+    lines.append("\nconfiguration OK")
+    out.write(REDACTOR.redact("\n".join(lines)) + "\n")
+    return 0

@@ -1,0 +1,202 @@
+"""`late-monitor demo`: the real daemon against the bundled simulator, playing a short story.
+
+Nothing is faked on the monitor's side: the config is a real TOML file, the cycles are the
+daemon's, and every notification goes through Apprise to the `console://` destination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from late_monitor.build import setup_logging
+from late_monitor.config import load_settings
+from late_monitor.daemon import Daemon
+from late_monitor.simulator.app import Fault, SimAccount, Simulator
+from late_monitor.simulator.scenario import Change, Scenario, apply_change
+from late_monitor.store import Store
+
+_ACCOUNTS = [
+    ("acc_tw_acme", "twitter", "@acme"),
+    ("acc_ig_acme", "instagram", "acme.shop"),
+    ("acc_li_acme", "linkedin", "acme-corp"),
+    ("acc_fb_acme", "facebook", "AcmeOfficial"),
+    ("acc_tt_acme", "tiktok", "@acme"),
+    ("acc_yt_acme", "youtube", "AcmeTV"),
+    ("acc_th_acme", "threads", "@acme"),
+    ("acc_bs_acme", "bluesky", "acme.bsky.social"),
+    ("acc_tw_bolt", "twitter", "@boltcoffee"),
+    ("acc_ig_bolt", "instagram", "boltcoffee"),
+    ("acc_pi_bolt", "pinterest", "boltcoffee"),
+    ("acc_gb_bolt", "googlebusiness", "Bolt Coffee Soho"),
+]
+
+
+def story(scale: float = 1.0) -> Scenario:
+    """A dozen accounts; a token expires, a warning, an expiring token, API trouble, recovery."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    accounts = [
+        SimAccount(
+            account_id=i,
+            platform=p,
+            username=u,
+            profile_id="prof_acme" if "acme" in i else "prof_bolt",
+            token_expires_at=now + timedelta(days=60),
+        )
+        for i, p, u in _ACCOUNTS
+    ]
+    s = scale
+    changes = [
+        Change(at=0, label="12 healthy accounts; the first poll records them silently"),
+        Change(
+            at=4 * s,
+            account="acc_tw_acme",
+            label="Twitter @acme: the token expires",
+            fields={
+                "status": "error",
+                "needs_reconnect": True,
+                "can_post": False,
+                "token_valid": False,
+                "issues": ["Token expired"],
+            },
+        ),
+        Change(
+            at=8 * s,
+            account="acc_ig_acme",
+            label="Instagram acme.shop drops to warning",
+            fields={
+                "status": "warning",
+                "issues": ["Instagram limited API access for this account"],
+            },
+        ),
+        Change(
+            at=12 * s,
+            account="acc_li_acme",
+            label="LinkedIn acme-corp: token now expires within 7 days",
+            fields={"token_expires_in": 6 * 86400.0 + 3600},
+        ),
+        Change(
+            at=15 * s,
+            label="the Late API answers 500 for a while",
+            fault=Fault(status=500, count=12, path="/accounts/health"),
+        ),
+        Change(
+            at=23 * s,
+            label="... then 429 with Retry-After (the client waits it out: nothing to report)",
+            fault=Fault(
+                status=429,
+                body='{"error": "Rate limit exceeded"}',
+                headers={"Retry-After": "1"},
+                count=2,
+                path="/accounts/health",
+            ),
+        ),
+        Change(
+            at=26 * s,
+            account="acc_tw_acme",
+            label="everything recovers",
+            fields={
+                "status": "healthy",
+                "needs_reconnect": False,
+                "can_post": True,
+                "token_valid": True,
+                "issues": [],
+            },
+        ),
+        Change(at=26 * s, account="acc_ig_acme", fields={"status": "healthy", "issues": []}),
+        Change(at=26 * s, account="acc_li_acme", fields={"token_expires_in": 60 * 86400.0}),
+        Change(at=31 * s, label="end of the story"),
+    ]
+    return Scenario(accounts=accounts, changes=changes)
+
+
+def _config(directory: Path, base_url: str, api_key: str, extra_urls: list[str]) -> Path:
+    urls = ", ".join(f'"{url}"' for url in ["console://", *extra_urls])
+    path = directory / "demo.toml"
+    path.write_text(
+        f"""[late]
+base_url = "{base_url}"
+api_key = "{api_key}"
+timeout = "5s"
+max_requests_per_minute = 600
+[monitor]
+interval = "1s"
+detail = "changed"
+detail_every = "0"
+api_failure_after = 3
+[state]
+path = "{directory / "state.db"}"
+[notify]
+urls = [{urls}]
+[log]
+level = "error"
+format = "console"
+"""
+    )
+    return path
+
+
+async def _play(notify: list[str], scale: float) -> int:
+    scenario = story(scale)
+    sim = scenario.simulator()
+    base_url = await sim.start()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="late-monitor-demo-") as tmp:
+        config = _config(Path(tmp), base_url, sim.api_key, notify)
+        loaded = load_settings(str(config), environ={})
+        setup_logging(loaded, stream=sys.stderr)
+        print(
+            f"late-monitor demo: the real monitor against the bundled Late simulator at "
+            f"{base_url}, polling every second; notifications are printed as they arrive.",
+            flush=True,
+        )
+        daemon = Daemon(loaded, config_arg=str(config), environ={})
+        running = asyncio.create_task(daemon.run())
+
+        def progress(change: Change) -> None:
+            if change.label:
+                print(f"\n--- [{time.monotonic() - started:4.1f}s] {change.label}", flush=True)
+
+        try:
+            for change in sorted(scenario.changes, key=lambda c: c.at):
+                delay = started + change.at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                apply_change(sim, change)
+                progress(change)
+            await asyncio.sleep(2 * scale)
+        finally:
+            daemon.request_stop()
+            await running
+            await sim.stop()
+        summary = _summary(Path(tmp) / "state.db", sim)
+    print(summary, flush=True)
+    return 0
+
+
+def _summary(state: Path, sim: Simulator) -> str:
+    store = Store.open(state, create=False)
+    try:
+        cycles = store.recent_cycles(10_000)
+        rows = store.outbox_rows(states=("pending", "delivered", "dropped"))
+    finally:
+        store.close()
+    outcomes = Counter(c["outcome"] for c in cycles)
+    types = Counter(r["notify_type"] for r in rows)
+    return (
+        f"\n=== demo finished: {len(cycles)} polls ({outcomes['ok']} ok, "
+        f"{sum(outcomes.values()) - outcomes['ok']} failed), {sim.count()} API requests, "
+        f"{len(rows)} messages ({', '.join(f'{n} {t}' for t, n in sorted(types.items()))}).\n"
+        "Next: `late-monitor simulate` to point your own config at the simulator, or set\n"
+        "LATE_API_KEY and notify.urls (see config.example.toml) and run `late-monitor run --once`."
+    )
+
+
+def run_demo(*, notify: list[str], scale: float = 1.0) -> int:
+    return asyncio.run(_play(notify, scale))

@@ -1,0 +1,225 @@
+"""Every command as a user runs it: a real process against the simulator and loopback sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from late_monitor.simulator import DEFAULT_KEY, Simulator
+from tests.conftest import run_cli, write_config
+from tests.sink import Sink
+
+
+async def test_demo_plays_the_story_in_order_and_exits_0(base_env, tmp_path: Path) -> None:
+    started = time.monotonic()
+    ran = await run_cli("demo", env=base_env, cwd=tmp_path, limit=90)
+    assert ran.code == 0, ran.output
+    assert time.monotonic() - started < 60
+    markers = [
+        "=== [failure] Late: 1 account needs attention\n[FAILURE] twitter @acme",
+        "=== [warning] Late: 1 account needs attention\n[WARNING] instagram acme.shop",
+        "[WARNING] linkedin acme-corp (acc_li_acme): healthy - token expires in 6 days",
+        "=== [failure] Late: the Late API is unreachable",
+        "=== [success] Late: the Late API answers again",
+        "=== [success] Late: 2 recovered",
+        "=== demo finished:",
+    ]
+    positions = [ran.stdout.find(marker) for marker in markers]
+    assert -1 not in positions, ran.stdout
+    assert positions == sorted(positions)
+    assert "Traceback" not in ran.output
+
+
+async def test_check_gives_ok_warning_critical_and_unknown(
+    sim: Simulator, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = str(monitor_config())
+
+    async def check(*extra: str) -> tuple[int, str]:
+        ran = await run_cli("check", "--config", config, *extra, env=base_env, cwd=tmp_path)
+        return ran.code, ran.stdout
+
+    code, out = await check()
+    assert (code, out.splitlines()[0]) == (
+        0,
+        "LATE OK - all healthy of 5 | total=5 healthy=5 warning=0 error=0 "
+        "needs_reconnect=0 expiring_7d=0",
+    )
+    sim.set("acc_00002", status="warning", issues=["Slow API"])
+    code, out = await check()
+    assert code == 1
+    assert out.startswith("LATE WARNING - 1 warning of 5 |")
+    assert "linkedin @linkedin_00002 (acc_00002): warning; Slow API" in out
+    sim.break_account("acc_00004")
+    code, out = await check()
+    assert code == 2
+    assert out.startswith("LATE CRITICAL - 1 error, 1 needs reconnect, 1 warning of 5 |")
+    assert await check("--warning-only-exit") == (1, out)
+    sim.api_key = "rotated"
+    code, out = await check()
+    assert code == 3
+    assert out.startswith("LATE UNKNOWN - API key rejected")
+    assert not (tmp_path / "state.db").exists()  # no state written, ever
+
+
+async def test_check_is_unknown_when_the_api_hangs_and_keeps_its_timeout(
+    sim: Simulator, monitor_config, base_env, tmp_path: Path
+) -> None:
+    from late_monitor.simulator import Fault
+
+    sim.inject(Fault(kind="hang", delay=60, count=10))
+    started = time.monotonic()
+    ran = await run_cli(
+        "check", "-t", "1.5", "--config", str(monitor_config()), env=base_env, cwd=tmp_path
+    )
+    assert ran.code == 3
+    assert ran.stdout.startswith("LATE UNKNOWN - no answer from the Late API within 1.5s")
+    assert time.monotonic() - started < 10
+
+
+async def test_check_with_bad_config_is_unknown(base_env, tmp_path: Path) -> None:
+    bad = write_config(tmp_path / "bad.toml", {"monitor": {"interval": "often"}})
+    ran = await run_cli("check", "--config", str(bad), env=base_env, cwd=tmp_path)
+    assert ran.code == 3
+    assert ran.stdout.startswith("LATE UNKNOWN - bad configuration:")
+
+
+async def test_test_notify_reports_each_destination(
+    sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = monitor_config(
+        notify={"urls": [sink.url("OKTOKEN1234"), "json://127.0.0.1:9/down/DOWNTOKEN99"]}
+    )
+    ran = await run_cli("test-notify", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 1
+    lines = ran.stdout.splitlines()
+    assert lines[0] == f"ok      json://127.0.0.1:{sink.port}/hook/***"
+    assert lines[1].startswith("failed  json://127.0.0.1:9/down/***: ")
+    assert "OKTOKEN1234" not in ran.output and "DOWNTOKEN99" not in ran.output
+    assert sink.titles() == ["Late monitor: test notification"]
+
+
+async def test_status_json_matches_what_the_sink_received(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = str(monitor_config())
+    await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)
+    sim.break_account("acc_00001")
+    sim.set("acc_00003", status="warning")
+    assert (await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)).code == 0
+    ran = await run_cli("status", "--json", "--config", config, env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    report = json.loads(ran.stdout)
+    noticed = {a["account_id"]: a["status"] for a in report["accounts"] if a["last_notice_at"]}
+    assert noticed == {"acc_00001": "error", "acc_00003": "warning"}
+    (message,) = sink.received
+    named = {
+        line.split("(")[1].split(")")[0]
+        for line in message["message"].splitlines()
+        if line.startswith("[")
+    }
+    assert named == set(noticed)
+    assert report["outbox"] == []
+    assert report["cycles"][0]["messages"] == 1
+    table = await run_cli("status", "--config", config, env=base_env, cwd=tmp_path)
+    assert "acc_00001" not in table.stdout  # the table shows usernames
+    assert "@instagram_00001  error" in table.stdout
+
+
+async def test_status_without_a_state_file_says_so(
+    monitor_config, base_env, tmp_path: Path
+) -> None:
+    ran = await run_cli("status", "--config", str(monitor_config()), env=base_env, cwd=tmp_path)
+    assert ran.code == 2
+    assert "no state file at" in ran.stderr
+
+
+async def test_config_check_masks_secrets_and_names_sources(
+    sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = monitor_config(notify={"urls": [sink.url("URLTOKEN777")]})
+    env = {**base_env, "LATE_MONITOR_MONITOR__INTERVAL": "2m"}
+    ran = await run_cli("config", "check", "--config", str(config), env=env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    assert DEFAULT_KEY not in ran.output
+    assert "URLTOKEN777" not in ran.output
+    assert 'interval = "2m"    # from LATE_MONITOR_MONITOR__INTERVAL' in ran.stdout
+    assert "api_key = (set, hidden)" in ran.stdout
+    assert ran.stdout.rstrip().endswith("configuration OK")
+
+
+async def test_config_check_lists_every_problem_and_exits_2(base_env, tmp_path: Path) -> None:
+    bad = write_config(
+        tmp_path / "bad.toml",
+        {
+            "late": {"api_key": "sk_should_not_print", "timeout": "-3s"},
+            "notify": {"urls": ["nosuchscheme://SECRETPART123"]},
+        },
+    )
+    ran = await run_cli("config", "check", "--config", str(bad), env=base_env, cwd=tmp_path)
+    assert ran.code == 2
+    assert "late.timeout" in ran.stderr
+    assert "sk_should_not_print" not in ran.output
+    bad.write_text(
+        '[late]\napi_key = "sk_should_not_print"\n[notify]\n'
+        'urls = ["nosuchscheme://SECRETPART123"]\n'
+    )
+    ran = await run_cli("config", "check", "--config", str(bad), env=base_env, cwd=tmp_path)
+    assert ran.code == 2
+    assert "notify.urls[0]: Apprise does not accept" in ran.stderr
+    assert "SECRETPART123" not in ran.output
+
+
+async def test_dry_run_prints_and_writes_nothing(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = str(monitor_config())
+    await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)
+    sim.break_account("acc_00000")
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        before = db.execute("SELECT count(*) FROM cycles").fetchone()[0]
+    for _ in range(2):
+        ran = await run_cli(
+            "run", "--once", "--dry-run", "--config", config, env=base_env, cwd=tmp_path
+        )
+        assert ran.code == 0, ran.output
+        assert "=== [failure] Late: 1 account needs attention" in ran.stdout
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM cycles").fetchone()[0] == before
+        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    assert sink.received == []
+
+
+async def test_bad_config_exits_2_with_one_line_per_problem(base_env, tmp_path: Path) -> None:
+    bad = write_config(tmp_path / "bad.toml", {"monitor": {"interval": "soon", "unknown": 1}})
+    ran = await run_cli("run", "--once", "--config", str(bad), env=base_env, cwd=tmp_path)
+    assert ran.code == 2
+    assert ran.stderr.splitlines() == [
+        f"late-monitor: config error: {bad}: monitor.interval: a duration like '90s', '5m', "
+        "'24h' or '7d' is expected",
+        f"late-monitor: config error: {bad}: monitor.unknown: unknown key",
+    ]
+    missing = await run_cli(
+        "--once", "--config", str(tmp_path / "nope.toml"), env=base_env, cwd=tmp_path
+    )
+    assert missing.code == 2
+    assert missing.stderr.strip().endswith("nope.toml: config file not found")
+
+
+async def test_ten_concurrent_runs_send_one_cycles_worth(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = str(monitor_config())
+    await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)
+    sim.break_account("acc_00002")
+    sim.latency = 0.2
+    runs = await asyncio.gather(
+        *(run_cli("--once", "--config", config, env=base_env, cwd=tmp_path) for _ in range(10))
+    )
+    assert all(r.code in (0, 1) for r in runs), [r.output for r in runs]
+    assert not any("database is locked" in r.output or "Traceback" in r.output for r in runs)
+    assert len(sink.received) == 1
+    assert "acc_00002" in sink.received[0]["message"]
