@@ -123,6 +123,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     return WARNING if args.warning_only_exit and code == CRITICAL else code
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """GET a health URL (the container HEALTHCHECK): exit 0 on 2xx, else 1 with the reason."""
+    import urllib.error
+    import urllib.request
+
+    if not args.url.startswith(("http://", "https://")):
+        raise ConfigError(f"probe: {args.url!r} is not an http(s) URL")
+    try:
+        with urllib.request.urlopen(args.url, timeout=args.timeout) as response:  # noqa: S310
+            print(f"{response.status} {response.read(500).decode('utf-8', 'replace')}")
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"{exc.code} {exc.read(500).decode('utf-8', 'replace')}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"probe failed: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+    return 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from late_monitor.demo import run_demo
 
@@ -220,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_option(config_check)
     config_check.set_defaults(func=cmd_config_check)
+
+    probe = commands.add_parser(
+        "probe", help="GET a /healthz URL; exit 0 if healthy (for container health checks)"
+    )
+    probe.add_argument("url", nargs="?", default="http://127.0.0.1:9687/healthz")
+    probe.add_argument("-t", "--timeout", type=float, default=5.0)
+    probe.set_defaults(func=cmd_probe)
 
     demo = commands.add_parser(
         "demo",
