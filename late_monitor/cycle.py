@@ -270,7 +270,9 @@ async def _fetch_details(deps: CycleDeps, evaluation: Evaluation) -> dict[str, D
 async def deliver_pending(deps: CycleDeps) -> Delivery:
     """The outbox-retry job: deliver what is due, holding the state file like a cycle does."""
     next_at = deps.store.next_attempt_at()
-    if next_at is None or next_at > time.time():
+    if next_at is None or (
+        next_at > time.time() and deps.store.oldest_pending() > time.time() - deps.retry_for
+    ):
         return Delivery()
     fd = await _acquire(deps.store, deps.lock_wait)
     try:
@@ -282,28 +284,30 @@ async def deliver_pending(deps: CycleDeps) -> Delivery:
 async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> Delivery:
     """Send every outbox row that is due, in order per destination; stop a destination at
     its first failure so that it later receives everything in the original order."""
-    rows = store.pending_deliveries()
     now = time.time()
-    if not rows or min(row.next_attempt_at for row in rows) > now:
-        return Delivery()
-    await notifier.load()
     counts: Counter[str] = Counter()
+    rows = []
+    for row in store.pending_deliveries():
+        if now - row.created_at > retry_for:
+            reason = f"undelivered after {retry_for:g}s ({row.attempts} attempts)"
+            store.mark_dropped(row.id, reason=reason, now=now)
+            log.warning(
+                "notification_dropped",
+                message_id=row.message_id,
+                destination=row.label,
+                reason=reason,
+            )
+            counts["dropped"] += 1
+        else:
+            rows.append(row)
+    if not rows or min(row.next_attempt_at for row in rows) > now:
+        return Delivery(dropped=counts["dropped"])
+    await notifier.load()
     per_destination: Counter[tuple[str, bool]] = Counter()
     failures: list[str] = []
 
     async def drain(destination_rows: Sequence[OutboxRow]) -> None:
         for row in destination_rows:
-            if now - row.created_at > retry_for:
-                reason = f"undelivered after {retry_for:g}s ({row.attempts} attempts)"
-                store.mark_dropped(row.id, reason=reason, now=time.time())
-                log.warning(
-                    "notification_dropped",
-                    message_id=row.message_id,
-                    destination=row.label,
-                    reason=reason,
-                )
-                counts["dropped"] += 1
-                continue
             if row.next_attempt_at > now:
                 return
             error = await notifier.send(
@@ -325,7 +329,8 @@ async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> 
                 )
                 counts["dropped"] += 1
                 continue
-            retry_in = backoff_delay(row.attempts + 1)
+            # the last try falls on the retry_for deadline, not after it
+            retry_in = min(backoff_delay(row.attempts + 1), row.created_at + retry_for - now)
             store.mark_failed(row.id, error=error, next_attempt_at=time.time() + retry_in)
             log.warning(
                 "notification_failed",

@@ -76,6 +76,14 @@ class Daemon:
                 log.exception("cycle_crashed")
                 return
         self._record(result)
+        if result.duration > self.liveness.interval:
+            log.warning(
+                "cycle_slow",
+                duration_s=round(result.duration, 2),
+                interval_s=self.liveness.interval,
+                hint="polls are skipped while a cycle runs; raise monitor.interval or "
+                "late.max_requests_per_minute",
+            )
 
     def _record(self, result: CycleResult) -> None:
         now = time.time()

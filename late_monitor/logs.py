@@ -128,5 +128,7 @@ def configure_logging(
         # Apprise and urllib3 print URLs with tokens at DEBUG.
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
     logging.getLogger("apprise").setLevel(max(numeric, logging.WARNING))
-    # APScheduler logs every job run at INFO: quiet when all is well.
+    # APScheduler logs every job run at INFO, and every skipped run (a cycle longer than the
+    # interval) at WARNING; the daemon reports slow cycles itself, once each.
     logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("apscheduler.scheduler").setLevel(max(numeric, logging.ERROR))

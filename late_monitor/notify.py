@@ -301,8 +301,8 @@ def _count(n: int) -> str:
 
 
 def backoff_delay(attempts: int) -> float:
-    """After the n-th failed attempt: 60 s, then doubling, capped at 30 minutes."""
-    return float(min(60 * 2 ** max(attempts - 1, 0), 1800))
+    """After the n-th failed attempt: 30 s, then doubling, capped at 30 minutes."""
+    return float(min(30 * 2 ** max(attempts - 1, 0), 1800))
 
 
 __all__ = ["CONSOLE_URL", "Destination", "Notifier", "NotifyType", "backoff_delay", "render"]

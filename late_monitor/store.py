@@ -309,6 +309,12 @@ class Store:
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
+    def oldest_pending(self) -> float:
+        row = self._db.execute(
+            "SELECT min(created_at) FROM outbox WHERE state = 'pending'"
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else float("inf")
+
     def mark_delivered(self, row_id: int, *, now: float) -> None:
         self._write(
             "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = ?, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,8 @@ class Sink:
             await asyncio.sleep(self.hang)
         if self.fail_status is not None:
             return web.Response(status=self.fail_status, text="sink says no")
-        self.received.append({**await request.json(), "path": request.path})
+        body = await request.json()
+        self.received.append({**body, "path": request.path, "at": time.monotonic()})
         return web.Response(text="ok")
 
     async def start(self, port: int = 0) -> None:

@@ -256,7 +256,7 @@ class Simulator:
             "X-RateLimit-Reset": str((window + 1) * 60),
         }
 
-    async def _gate(self, request: web.Request) -> web.StreamResponse | None:
+    async def _gate(self, request: web.Request) -> tuple[web.StreamResponse | None, dict[str, str]]:
         """Auth, rate limit, latency and injected faults, before the real answer."""
         headers = self._rate_headers()
         if self.latency:
@@ -268,16 +268,17 @@ class Simulator:
                 {"error": "Rate limit exceeded"},
                 status=429,
                 headers={**headers, "Retry-After": str(retry)},
-            )
+            ), headers
         fault = self._take_fault(request.path)
         if fault is not None:
             self.requests.append((time.time(), request.path, fault.status))
-            return await self._apply(fault, request, headers)
+            return await self._apply(fault, request, headers), headers
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             self.requests.append((time.time(), request.path, 401))
-            return web.json_response({"error": "Unauthorized"}, status=401, headers=headers)
-        request["rate_headers"] = headers
-        return None
+            return web.json_response(
+                {"error": "Unauthorized"}, status=401, headers=headers
+            ), headers
+        return None, headers
 
     def _take_fault(self, path: str) -> Fault | None:
         for fault in self.faults:
@@ -344,29 +345,30 @@ class Simulator:
         return json.dumps({"summary": summary, "accounts": items}).encode()
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
-        if (early := await self._gate(request)) is not None:
+        early, headers = await self._gate(request)
+        if early is not None:
             return early
         self.requests.append((time.time(), request.path, 200))
         return web.Response(
             body=self._health_body(request.query),
             content_type="application/json",
-            headers=request["rate_headers"],
+            headers=headers,
         )
 
     async def _detail(self, request: web.Request) -> web.StreamResponse:
-        if (early := await self._gate(request)) is not None:
+        early, headers = await self._gate(request)
+        if early is not None:
             return early
         account = self.accounts.get(request.match_info["account_id"])
         if account is None:
             self.requests.append((time.time(), request.path, 404))
-            return web.json_response(
-                {"error": "Not found"}, status=404, headers=request["rate_headers"]
-            )
+            return web.json_response({"error": "Not found"}, status=404, headers=headers)
         self.requests.append((time.time(), request.path, 200))
-        return web.json_response(account.detail(datetime.now(UTC)), headers=request["rate_headers"])
+        return web.json_response(account.detail(datetime.now(UTC)), headers=headers)
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
-        if (early := await self._gate(request)) is not None:
+        early, headers = await self._gate(request)
+        if early is not None:
             return early
         self.requests.append((time.time(), request.path, 200))
         accounts = [
@@ -381,5 +383,5 @@ class Simulator:
             for a in self.accounts.values()
         ]
         return web.json_response(
-            {"accounts": accounts, "hasAnalyticsAccess": False}, headers=request["rate_headers"]
+            {"accounts": accounts, "hasAnalyticsAccess": False}, headers=headers
         )

@@ -1,0 +1,95 @@
+"""A destination that is down: queued in the outbox, delivered in order once back, or dropped."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from late_monitor.simulator import Simulator
+from tests.conftest import run_cli
+from tests.sink import Sink
+from tests.test_daemon import daemon, free_port
+
+
+def make_due(state: Path) -> None:
+    """Stand in for the minutes that pass between cron runs: pending rows become due."""
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE state = 'pending'")
+
+
+async def test_down_then_hanging_then_500_destination_gets_everything_in_order(
+    sim: Simulator, sink: Sink, sink2: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = str(
+        monitor_config(notify={"urls": [sink.url("HEALTHY1234"), sink2.url("BROKEN1234")]})
+    )
+    state = tmp_path / "state.db"
+
+    async def cycle(expect: int) -> None:
+        ran = await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)
+        assert ran.code == expect, ran.output
+
+    await cycle(0)
+    port2 = sink2.port
+    await sink2.stop()  # connection refused
+    sim.break_account("acc_00001")
+    await cycle(1)
+    await sink2.start(port2)
+    sink2.hang = 8.0  # longer than Apprise's 4 s read timeout
+    make_due(state)
+    sim.break_account("acc_00002")
+    await cycle(1)
+    sink2.hang = 0.0
+    sink2.fail_status = 500
+    make_due(state)
+    sim.break_account("acc_00003")
+    await cycle(1)
+    assert len(sink.received) == 3
+    assert sink2.received == []
+    with sqlite3.connect(state) as db:
+        attempts = db.execute("SELECT attempts FROM outbox WHERE state = 'pending' ORDER BY id")
+        assert [row[0] for row in attempts] == [3, 0, 0]  # only the oldest is tried: order
+
+    sink2.fail_status = None
+    make_due(state)
+    await cycle(0)
+    assert [m["message"] for m in sink2.received] == [m["message"] for m in sink.received]
+    assert len(sink.received) == 3  # the healthy destination got each exactly once
+    await cycle(0)
+    assert len(sink2.received) == 3
+
+
+async def test_after_retry_for_a_message_is_dropped_logged_and_counted(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = monitor_config(
+        monitor={"interval": "1s"},
+        notify={"urls": ["json://127.0.0.1:9/never/NEVERTOKEN1"], "retry_for": "2s"},
+        http={"listen": f"127.0.0.1:{port}"},
+    )
+    async with daemon(config, base_env, tmp_path) as run:
+        await run.until(lambda: run.count("poll_completed") >= 1)
+        sim.break_account("acc_00004")
+        await run.until(lambda: run.count("notification_failed") >= 1)
+        failed_at = time.monotonic()
+        await run.until(lambda: run.count("notification_dropped") == 1, limit=10)
+        assert time.monotonic() - failed_at < 5
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as r,
+        ):
+            text = await r.text()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert families["late_monitor_notifications_dropped"].samples[0].value == 1
+        assert families["late_monitor_outbox_pending"].samples[0].value == 0
+        run.signal(signal.SIGINT)
+        assert await run.wait() == 0
+    dropped = next(line for line in run.lines if "notification_dropped" in line)
+    assert "undelivered after 2s" in dropped
+    assert "NEVERTOKEN1" not in "".join(run.lines)
