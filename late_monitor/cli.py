@@ -150,7 +150,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from late_monitor.simulator.cli import serve
 
-    return serve(port=args.port, accounts=args.accounts, scenario=args.scenario, key=args.key)
+    return serve(
+        port=args.port,
+        accounts=args.accounts,
+        scenario=args.scenario,
+        key=args.key,
+        latency=args.latency,
+        rate_limit=args.rate_limit,
+    )
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -271,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--accounts", type=int, default=12)
     simulate.add_argument("--scenario", help="TOML file of accounts and timed changes")
     simulate.add_argument("--key", help="API key the simulator accepts (default: a fixed demo key)")
+    simulate.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
+    simulate.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
     simulate.set_defaults(func=cmd_simulate)
     return parser
 

@@ -8,11 +8,12 @@ what is still to be sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
 
@@ -83,7 +84,8 @@ class CycleResult:
     duration: float = 0.0
     error: str | None = None
     delivery: Delivery = field(default_factory=Delivery)
-    timings: Mapping[str, float] = field(default_factory=dict)
+    timings: Mapping[str, float] = field(default_factory=dict)  # wall seconds per phase
+    cpu: Mapping[str, float] = field(default_factory=dict)  # CPU seconds per phase
 
     @property
     def by_status(self) -> dict[str, int]:
@@ -117,22 +119,41 @@ async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:
         deps.store.release_lock(fd)
 
 
+class Stopwatch:
+    """Wall and CPU time (this thread's) spent in each phase of a cycle."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.thread_time() - cpu
+
+
 async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     started = deps.clock()
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
+    watch = Stopwatch()
     requests_before = deps.client.requests
     store = deps.store
-    previous = store.load_states()
-    api = store.load_api_health()
-    timings["load"] = time.perf_counter() - t0
+    with watch.phase("load"):
+        previous = store.load_states()
+        api = store.load_api_health()
 
     details: dict[str, Detail] = {}
     error: str | None = None
     evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
-    t = time.perf_counter()
     try:
-        snapshot = await deps.client.health(profile_id=deps.profile_id, platforms=deps.platforms)
+        with watch.phase("fetch"):
+            snapshot = await deps.client.health(
+                profile_id=deps.profile_id, platforms=deps.platforms
+            )
     except AuthRejected as exc:
         outcome, error = "auth_failed", str(exc)
         api, events = api_failed(api, error=error, auth=True, policy=deps.policy)
@@ -141,24 +162,22 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         api, events = api_failed(api, error=error, auth=False, policy=deps.policy)
     else:
         outcome = "ok"
-        timings["fetch"] = time.perf_counter() - t
         now = deps.clock()
-        t = time.perf_counter()
-        evaluation = evaluate(previous, snapshot, now=now, policy=deps.policy)
-        timings["evaluate"] = time.perf_counter() - t
-        details = await _fetch_details(deps, evaluation)
-        evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
+        with watch.phase("evaluate"):
+            evaluation = evaluate(previous, snapshot, now=now, policy=deps.policy)
+        with watch.phase("detail"):
+            details = await _fetch_details(deps, evaluation)
+            evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
         api, api_events = api_succeeded(api)
         events = [*api_events, *evaluation.events]
     if error:
         log.warning("poll_failed", outcome=outcome, error=error)
 
-    t = time.perf_counter()
     messages: list[PlannedMessage] = []
-    if events and deps.notifier.configured:
-        await deps.notifier.load()
-        messages = deps.notifier.plan(events, details)
-    timings["render"] = time.perf_counter() - t
+    with watch.phase("render"):
+        if events and deps.notifier.configured:
+            await deps.notifier.load()
+            messages = deps.notifier.plan(events, details)
     for event in events:
         log.info(
             "event_detected",
@@ -180,37 +199,34 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         messages=tuple(messages),
         requests=requests,
         error=error,
-        timings=timings,
     )
     if dry_run:
         await _print_dry_run(deps.notifier, events, details)
-        return _finish(result, t0)
+        return _finish(result, t0, watch)
 
-    t = time.perf_counter()
-    store.commit_cycle(
-        states=evaluation.states,
-        changed=evaluation.changed,
-        removed=evaluation.removed,
-        api=api,
-        messages=messages,
-        record=CycleRecord(
-            started_at=started,
-            finished_at=deps.clock(),
-            outcome=outcome,
-            accounts=len(evaluation.states),
-            events=len(events),
-            requests=requests,
-            error=error,
-        ),
-    )
-    timings["store"] = time.perf_counter() - t
-    t = time.perf_counter()
-    delivery = await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for)
-    timings["deliver"] = time.perf_counter() - t
-    return _finish(CycleResult(**{**result.__dict__, "delivery": delivery, "timings": timings}), t0)
+    with watch.phase("store"):
+        store.commit_cycle(
+            states=evaluation.states,
+            changed=evaluation.changed,
+            removed=evaluation.removed,
+            api=api,
+            messages=messages,
+            record=CycleRecord(
+                started_at=started,
+                finished_at=deps.clock(),
+                outcome=outcome,
+                accounts=len(evaluation.states),
+                events=len(events),
+                requests=requests,
+                error=error,
+            ),
+        )
+    with watch.phase("deliver"):
+        delivery = await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for)
+    return _finish(replace(result, delivery=delivery), t0, watch)
 
 
-def _finish(result: CycleResult, t0: float) -> CycleResult:
+def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:
     duration = time.perf_counter() - t0
     log.info(
         "poll_completed",
@@ -224,7 +240,7 @@ def _finish(result: CycleResult, t0: float) -> CycleResult:
         delivery_failed=result.delivery.failed,
         duration_ms=round(duration * 1000, 1),
     )
-    return CycleResult(**{**result.__dict__, "duration": duration})
+    return replace(result, duration=duration, timings=watch.wall, cpu=watch.cpu)
 
 
 def _detail_targets(deps: CycleDeps, evaluation: Evaluation) -> list[str]:

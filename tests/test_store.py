@@ -134,3 +134,31 @@ def test_prune_keeps_pending_messages(tmp_path: Path) -> None:
     )
     store.prune(before=T0 + timedelta(days=400))
     assert len(store.pending_deliveries()) == 1
+
+
+def test_a_cached_view_sees_what_another_connection_committed(tmp_path: Path) -> None:
+    daemon, cron = Store.open(tmp_path / "s.db"), Store.open(tmp_path / "s.db")
+    daemon.commit_cycle(
+        states={"a1": state()},
+        changed=["a1"],
+        removed=[],
+        api=ApiHealth(),
+        messages=[],
+        record=record(),
+    )
+    assert daemon.load_states() == {"a1": state()}
+    assert cron.load_states() == {"a1": state()}
+    cron.commit_cycle(
+        states={"a1": state(status="warning")},
+        changed=["a1"],
+        removed=[],
+        api=ApiHealth(),
+        messages=[],
+        record=record(),
+    )
+    assert daemon.load_states()["a1"].status == "warning"
+    daemon.commit_cycle(
+        states={}, changed=[], removed=["a1"], api=ApiHealth(), messages=[], record=record()
+    )
+    assert daemon.load_states() == {}
+    assert cron.load_states() == {}

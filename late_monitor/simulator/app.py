@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -228,6 +229,9 @@ class Simulator:
         app.router.add_get("/api/v1/accounts/health", self._health)
         app.router.add_get("/api/v1/accounts/{account_id}/health", self._detail)
         app.router.add_get("/api/v1/accounts", self._list)
+        # Control endpoints for benchmarks and demos driving a simulator in another process.
+        app.router.add_post("/_sim/churn", self._churn)
+        app.router.add_get("/_sim/stats", self._stats)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -243,6 +247,30 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def churn(self, fraction: float, rng: random.Random) -> list[str]:
+        """Move `fraction` of the accounts to another status (healthy <-> warning/error)."""
+        ids = rng.sample(sorted(self.accounts), round(len(self.accounts) * fraction))
+        for account_id in ids:
+            account = self.accounts[account_id]
+            if account.status == "healthy":
+                account.status = rng.choice(["warning", "error"])
+                account.issues = ["Simulated problem"]
+            else:
+                account.status, account.issues = "healthy", []
+        return ids
+
+    async def _churn(self, request: web.Request) -> web.Response:
+        fraction = float(request.query.get("fraction", "0.01"))
+        rng = random.Random(request.query.get("seed", "0"))
+        changed = self.churn(fraction, rng)
+        return web.json_response({"changed": len(changed)})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        by_status: dict[str, int] = {}
+        for _, _, status in self.requests:
+            by_status[str(status)] = by_status.get(str(status), 0) + 1
+        return web.json_response({"requests": len(self.requests), "by_status": by_status})
 
     def _rate_headers(self) -> dict[str, str]:
         window = math.floor(time.time() / 60)

@@ -32,7 +32,15 @@ async def _serve(sim: Simulator, port: int) -> None:
         await sim.stop()
 
 
-def serve(*, port: int, accounts: int, scenario: str | None, key: str | None) -> int:
+def serve(
+    *,
+    port: int,
+    accounts: int,
+    scenario: str | None,
+    key: str | None,
+    latency: float = 0.0,
+    rate_limit: int = 600,
+) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: not a port number")
     if accounts < 0:
@@ -40,7 +48,12 @@ def serve(*, port: int, accounts: int, scenario: str | None, key: str | None) ->
     if scenario:
         sim = load_scenario(scenario).simulator(api_key=key or DEFAULT_KEY)
     else:
-        sim = Simulator(make_accounts(accounts), api_key=key or DEFAULT_KEY)
+        sim = Simulator(
+            make_accounts(accounts),
+            api_key=key or DEFAULT_KEY,
+            latency=latency,
+            rate_limit=rate_limit,
+        )
     asyncio.run(_serve(sim, port))
     print("simulator stopped", file=sys.stderr)
     return 0
