@@ -302,18 +302,21 @@ async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> 
     its first failure so that it later receives everything in the original order."""
     now = time.time()
     counts: Counter[str] = Counter()
+
+    def drop(row: OutboxRow, reason: str) -> None:
+        store.mark_dropped(row.id, reason=reason, now=time.time())
+        log.warning(
+            "notification_dropped",
+            message_id=row.message_id,
+            destination=row.label,
+            reason=reason,
+        )
+        counts["dropped"] += 1
+
     rows = []
     for row in store.pending_deliveries():
         if now - row.created_at > retry_for:
-            reason = f"undelivered after {retry_for:g}s ({row.attempts} attempts)"
-            store.mark_dropped(row.id, reason=reason, now=now)
-            log.warning(
-                "notification_dropped",
-                message_id=row.message_id,
-                destination=row.label,
-                reason=reason,
-            )
-            counts["dropped"] += 1
+            drop(row, f"undelivered after {retry_for:g}s ({row.attempts} attempts)")
         else:
             rows.append(row)
     if not rows or min(row.next_attempt_at for row in rows) > now:
@@ -336,14 +339,7 @@ async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> 
                 per_destination[row.destination, True] += 1
                 continue
             if notifier.label_of(row.destination) is None:
-                store.mark_dropped(row.id, reason=error, now=time.time())
-                log.warning(
-                    "notification_dropped",
-                    message_id=row.message_id,
-                    destination=row.label,
-                    reason=error,
-                )
-                counts["dropped"] += 1
+                drop(row, error)
                 continue
             # the last try falls on the retry_for deadline, not after it
             retry_in = min(backoff_delay(row.attempts + 1), row.created_at + retry_for - now)

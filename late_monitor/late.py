@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self
@@ -34,9 +35,11 @@ MAX_WAIT = 120.0  # longest we wait on one 429 before giving the cycle up
 class RequestBudget:
     """A token bucket for our own limit, plus pacing on the server's X-RateLimit-* headers.
 
-    The bucket holds ten seconds' worth of requests, so a burst never spends more than a sixth
-    of a minute's allowance; the server's Remaining count, decremented locally for requests in
-    flight, stops us before a 429 rather than after.
+    The bucket (a sixth of the minute's allowance, refilled at the full rate) keeps bursts
+    short; a log of the last minute's sends makes sure no 60-second window ever holds more
+    than `per_minute` requests, so a long sweep runs at the budget's exact pace. The
+    server's Remaining count, decremented locally for requests in flight, stops us before a
+    429 rather than after.
     """
 
     def __init__(
@@ -47,8 +50,10 @@ class RequestBudget:
         wall: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.rate = per_minute / 60.0
+        self.per_minute = per_minute
         self.capacity = max(1.0, per_minute / 6.0)
+        self.rate = per_minute / 60.0
+        self._sent: deque[float] = deque()
         self._tokens = self.capacity
         self._clock = clock
         self._wall = wall
@@ -70,8 +75,14 @@ class RequestBudget:
                 if server_wait > 0:
                     await self._pause(server_wait)
                     continue
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                while self._sent and self._sent[0] <= now - 60:
+                    self._sent.popleft()
+                if len(self._sent) >= self.per_minute:
+                    await self._pause(self._sent[0] + 60 - now)
+                    continue
+                if self._tokens >= 1 - 1e-9:  # float refills may land a hair below 1
+                    self._tokens = max(self._tokens - 1, 0.0)
+                    self._sent.append(now)
                     if self._remaining is not None:
                         self._remaining -= 1
                     return

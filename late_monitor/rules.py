@@ -210,18 +210,23 @@ def _human(seconds: float) -> str:
     return f"{max(seconds / 60, 1):.0f} minutes"
 
 
-def _observe(state: AccountState, obs: Observation) -> AccountState:
-    """Copy what a poll says verbatim (not subject to confirmation) into the state."""
-    if (
-        state.token_valid == obs.token_valid
-        and state.token_expires_at == obs.token_expires_at
+def _verbatim_unchanged(state: AccountState, obs: Observation) -> bool:
+    """The fields a poll copies as they are (not subject to confirmation) are the same."""
+    return (
+        state.token_expires_at == obs.token_expires_at
         and state.issues == obs.issues
+        and state.token_valid == obs.token_valid
         and state.username == obs.username
         and state.display_name == obs.display_name
         and state.platform == obs.platform
         and state.profile_id == obs.profile_id
         and state.absent_polls == 0
-    ):
+    )
+
+
+def _observe(state: AccountState, obs: Observation) -> AccountState:
+    """Copy what a poll says verbatim (not subject to confirmation) into the state."""
+    if _verbatim_unchanged(state, obs):
         return state
     return replace(
         state,
@@ -272,15 +277,8 @@ def _quiet(prev: AccountState, obs: Observation, now: datetime, policy: Policy) 
         obs.status == prev.status
         and obs.needs_reconnect == prev.needs_reconnect
         and obs.can_post == prev.can_post
-        and obs.token_expires_at == prev.token_expires_at
-        and obs.issues == prev.issues
-        and obs.token_valid == prev.token_valid
-        and obs.username == prev.username
-        and obs.display_name == prev.display_name
-        and obs.platform == prev.platform
-        and obs.profile_id == prev.profile_id
         and prev.pending is None
-        and prev.absent_polls == 0
+        and _verbatim_unchanged(prev, obs)
     ):
         return False
     expires = prev.token_expires_at
