@@ -89,7 +89,7 @@ class AccountState:
     token_expires_at: datetime | None = None
     issues: tuple[str, ...] = ()
     display_name: str = ""
-    profile_id: str = ""
+    profile_id: str | None = None
     pending: Condition | None = None
     pending_count: int = 0
     last_notice_at: datetime | None = None
