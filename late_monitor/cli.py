@@ -247,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_check.set_defaults(func=cmd_config_check)
 
     probe = commands.add_parser(
-        "probe", help="GET a /healthz URL; exit 0 if healthy (for container health checks)"
+        "probe",
+        help="GET a /healthz URL; exit 0 if healthy (for container health checks)",
+        epilog="example:\n  late-monitor probe http://127.0.0.1:9687/healthz   # exit 0 if 2xx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     probe.add_argument("url", nargs="?", default="http://127.0.0.1:9687/healthz")
     probe.add_argument("-t", "--timeout", type=float, default=5.0)

@@ -224,3 +224,29 @@ async def test_ten_concurrent_runs_send_one_cycles_worth(
     assert not any("database is locked" in r.output or "Traceback" in r.output for r in runs)
     assert len(sink.received) == 1
     assert "acc_00002" in sink.received[0]["message"]
+
+
+def test_every_command_help_shows_an_example() -> None:
+    import argparse
+
+    from late_monitor.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {}
+    for name, sub in commands.choices.items():
+        if name == "config":
+            inner = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction))
+            sub, name = inner.choices["check"], "config check"
+        helps[name] = sub.format_help()
+    assert set(helps) == {
+        "run",
+        "check",
+        "status",
+        "test-notify",
+        "config check",
+        "probe",
+        "demo",
+        "simulate",
+    }
+    assert [name for name, text in helps.items() if "example" not in text] == []
