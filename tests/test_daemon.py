@@ -133,7 +133,7 @@ async def test_sighup_applies_new_destinations_and_keeps_running_on_a_broken_con
         polls = run.count("poll_completed")
         sim.heal("acc_00002")
         await run.until(lambda: len(sink2.received) == 2)  # still running on the old config
-        assert run.count("poll_completed") > polls
+        await run.until(lambda: run.count("poll_completed") > polls)
         run.signal(signal.SIGTERM)
         assert await run.wait() == 0
     failed = next(line for line in run.lines if "config_reload_failed" in line)
