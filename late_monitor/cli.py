@@ -1,4 +1,8 @@
-"""The `late-monitor` command: parse arguments, build Settings once, run the chosen command."""
+"""The `late-monitor` command: parse arguments, build Settings once, run the chosen command.
+
+Commands import their modules when they run, so that `run --once` (cron) does not pay for
+the daemon's scheduler and metrics, nor `check` for the notifier.
+"""
 
 from __future__ import annotations
 

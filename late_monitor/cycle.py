@@ -24,7 +24,6 @@ from late_monitor.late import LateClient
 from late_monitor.models import Detail
 from late_monitor.notify import Notifier, backoff_delay
 from late_monitor.rules import (
-    AccountState,
     Evaluation,
     Event,
     Policy,
@@ -383,6 +382,3 @@ async def _print_dry_run(
             await console.send(
                 key, title=message.title, body=message.body, notify_type=message.notify_type
             )
-
-
-__all__ = ["AccountState", "CycleDeps", "CycleResult", "deliver_due", "run_cycle"]

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from late_monitor.build import setup_logging
@@ -38,8 +39,6 @@ _ACCOUNTS = [
 
 def story(scale: float = 1.0) -> Scenario:
     """A dozen accounts; a token expires, a warning, an expiring token, API trouble, recovery."""
-    from datetime import UTC, datetime, timedelta
-
     now = datetime.now(UTC).replace(microsecond=0)
     accounts = [
         SimAccount(

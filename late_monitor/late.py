@@ -6,24 +6,20 @@ Every failure leaves here as a `LateApiError`; aiohttp's exceptions never reach 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self
+from urllib.parse import quote
 
 import aiohttp
 import structlog
 
 from late_monitor import __version__
-from late_monitor.errors import (
-    ApiUnavailable,
-    AuthRejected,
-    BadPayload,
-    LateApiError,
-    RateLimited,
-)
+from late_monitor.errors import ApiUnavailable, AuthRejected, LateApiError, RateLimited
 from late_monitor.models import Detail, Snapshot, bad_payload, parse_detail, parse_health
 
 log = structlog.get_logger("late_monitor.late")
@@ -202,8 +198,6 @@ class LateClient:
 
     async def account_health(self, account_id: str) -> Detail:
         """One account's detail: token status, scopes, recommendations."""
-        from urllib.parse import quote
-
         status, body = await self._get(f"/accounts/{quote(account_id, safe='')}/health", {})
         return parse_detail(body, status=status)
 
@@ -290,8 +284,6 @@ def _error_for(status: int, body: bytes, path: str) -> LateApiError:
 
 def _error_message(body: bytes) -> str:
     """The `error` (or `message`) of Late's JSON error body, if it is one."""
-    import json
-
     try:
         data = json.loads(body)
     except ValueError:
@@ -301,6 +293,3 @@ def _error_message(body: bytes) -> str:
             if isinstance(data.get(key), str):
                 return str(data[key])[:200]
     return ""
-
-
-__all__ = ["BadPayload", "LateClient", "RequestBudget"]

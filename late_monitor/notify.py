@@ -21,7 +21,7 @@ import structlog
 from late_monitor.errors import ConfigError
 from late_monitor.logs import REDACTOR
 from late_monitor.models import Detail
-from late_monitor.rules import Event, Kind, NotifyType, worst_type
+from late_monitor.rules import Event, Kind, worst_type
 from late_monitor.store import PlannedMessage
 
 log = structlog.get_logger("late_monitor.notify")
@@ -303,6 +303,3 @@ def _count(n: int) -> str:
 def backoff_delay(attempts: int) -> float:
     """After the n-th failed attempt: 30 s, then doubling, capped at 30 minutes."""
     return float(min(30 * 2 ** max(attempts - 1, 0), 1800))
-
-
-__all__ = ["CONSOLE_URL", "Destination", "Notifier", "NotifyType", "backoff_delay", "render"]
