@@ -104,13 +104,15 @@ async def test_state_change_is_notified_within_two_intervals(
 ) -> None:
     async with daemon(daemon_config(), base_env, tmp_path) as run:
         await run.until(lambda: run.count("poll_completed") >= 1)
+        sim.break_account("acc_00000")  # the first message also loads Apprise's plugins
+        await run.until(lambda: len(sink.received) == 1)
         sim.break_account("acc_00001")
         changed = time.monotonic()
-        await run.until(lambda: len(sink.received) == 1)
-        assert time.monotonic() - changed < 2.5
+        await run.until(lambda: len(sink.received) == 2)
+        assert time.monotonic() - changed < 2.5  # two 1 s intervals, plus delivery
         run.signal(signal.SIGTERM)
         assert await run.wait() == 0
-    assert "acc_00001" in sink.received[0]["message"]
+    assert "acc_00001" in sink.received[1]["message"]
     assert run.count("daemon_stopped") == 1
 
 
