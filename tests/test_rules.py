@@ -271,3 +271,27 @@ def test_the_same_snapshot_again_gives_no_new_events(
     again = evaluate(states, last, now=now, policy=policy)
     assert again.events == ()
     assert again.changed == frozenset()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(snapshots, min_size=1, max_size=5),
+    snapshots,
+    policies,
+    st.integers(0, 40 * 24).map(lambda h: timedelta(hours=h)),
+)
+def test_the_quiet_shortcut_agrees_with_the_full_rules(
+    history: list[Snapshot], last: Snapshot, policy: Policy, later: timedelta
+) -> None:
+    from late_monitor import rules
+
+    states: dict[str, AccountState] = {}
+    for index, poll in enumerate(history):
+        result = evaluate(states, poll, now=T0 + index * timedelta(hours=6), policy=policy)
+        states = {k: v for k, v in result.states.items() if k not in result.removed}
+    now = T0 + later
+    horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    for account_id, obs in last.accounts.items():
+        prev = states.get(account_id)
+        if prev is not None and rules._quiet(prev, obs, now, policy, horizon):
+            assert rules._full(prev, obs, now, policy) == (prev, [])
