@@ -98,6 +98,25 @@ async def run_cli(*args: str, env: dict[str, str], cwd: Path, limit: float = 60)
     return Ran(process.returncode, stdout.decode(), stderr.decode())
 
 
+async def spawn_daemon(
+    config: Path, *, env: dict[str, str], cwd: Path, stdout: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """`late-monitor run --config CONFIG` (the daemon) as a background process."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "late_monitor",
+        "run",
+        "--config",
+        str(config),
+        env=env,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+
+
 @pytest.fixture
 def monitor_config(tmp_path: Path, sim: Simulator, sink: Sink):  # type: ignore[no-untyped-def]
     """A config for the simulator and the sink; call it with overrides per section."""

@@ -11,7 +11,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from late_monitor.simulator import Simulator
-from tests.conftest import run_cli
+from tests.conftest import run_cli, spawn_daemon
 from tests.sink import Sink
 
 ROOT = Path(__file__).parent.parent
@@ -67,19 +66,7 @@ class Daemon:
 
 @contextlib.asynccontextmanager
 async def daemon(config: Path, env: dict[str, str], cwd: Path) -> AsyncIterator[Daemon]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "late_monitor",
-        "run",
-        "--config",
-        str(config),
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
+    process = await spawn_daemon(config, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE)
     running = Daemon(process)
     try:
         yield running

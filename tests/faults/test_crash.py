@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass
 from itertools import pairwise
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from late_monitor.simulator import Simulator, make_accounts
-from tests.conftest import write_config
+from tests.conftest import spawn_daemon, write_config
 from tests.sink import Sink
 
 KILLS = int(os.environ.get("LATE_MONITOR_KILLS", "20"))
@@ -34,22 +33,6 @@ class Transition:
     old: str
     new: str
     at: float
-
-
-async def start(config: Path, env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "late_monitor",
-        "run",
-        "--config",
-        str(config),
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
 
 
 @pytest.mark.timeout(60 + int(KILLS * EPOCH * 2))
@@ -77,7 +60,7 @@ async def test_sigkill_anywhere_loses_no_transition_and_duplicates_at_most_once(
     truth: list[Transition] = []
     accounts = sorted(sim.accounts)
     try:
-        process = await start(config, base_env, tmp_path)
+        process = await spawn_daemon(config, env=base_env, cwd=tmp_path)
         await asyncio.sleep(1.5)
         for _ in range(KILLS):
             epoch_start = time.monotonic()
@@ -89,7 +72,7 @@ async def test_sigkill_anywhere_loses_no_transition_and_duplicates_at_most_once(
             await asyncio.sleep(rng.uniform(0.05, EPOCH - 1.2))
             process.send_signal(signal.SIGKILL)
             await process.wait()
-            process = await start(config, base_env, tmp_path)
+            process = await spawn_daemon(config, env=base_env, cwd=tmp_path)
             await asyncio.sleep(max(0.0, epoch_start + EPOCH - time.monotonic()))
         await asyncio.sleep(2.5)  # quiet: let the last state be seen and sent
         process.send_signal(signal.SIGTERM)
