@@ -22,7 +22,7 @@ import structlog
 from late_monitor.errors import AuthRejected, LateApiError, StateBusy
 from late_monitor.late import LateClient
 from late_monitor.models import Detail
-from late_monitor.notify import Notifier, backoff_delay
+from late_monitor.notify import CONSOLE_URL, Notifier, backoff_delay
 from late_monitor.rules import (
     Evaluation,
     Event,
@@ -257,8 +257,9 @@ def _detail_targets(deps: CycleDeps, evaluation: Evaluation) -> list[str]:
         return evented
     per_cycle = math.ceil(len(states) * deps.interval / deps.detail_every)
     allowance = int(deps.max_requests_per_minute * deps.interval / 60) - 1 - len(evented)
+    already = set(evented)
     sweep = due_for_detail(
-        (s for s in states.values() if s.account_id not in set(evented)),
+        (s for s in states.values() if s.account_id not in already),
         count=min(per_cycle, max(allowance, 0)),
     )
     return evented + sweep
@@ -375,7 +376,7 @@ async def _print_dry_run(
     if not events:
         print("dry run: nothing to notify", flush=True)
         return
-    console = Notifier(urls=["console://"], group=notifier.group)
+    console = Notifier(urls=[CONSOLE_URL], group=notifier.group)
     await console.load()
     for message in console.plan(events, details):
         for key, _ in message.destinations:

@@ -17,6 +17,7 @@ from pathlib import Path
 from late_monitor.build import setup_logging
 from late_monitor.config import load_settings
 from late_monitor.daemon import Daemon
+from late_monitor.notify import CONSOLE_URL
 from late_monitor.simulator.app import Fault, SimAccount, Simulator
 from late_monitor.simulator.scenario import Change, Scenario, apply_change
 from late_monitor.store import Store
@@ -116,7 +117,7 @@ def story(scale: float = 1.0) -> Scenario:
 
 
 def _config(directory: Path, base_url: str, api_key: str, extra_urls: list[str]) -> Path:
-    urls = ", ".join(f'"{url}"' for url in ["console://", *extra_urls])
+    urls = ", ".join(f'"{url}"' for url in [CONSOLE_URL, *extra_urls])
     path = directory / "demo.toml"
     path.write_text(
         f"""[late]

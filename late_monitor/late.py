@@ -215,8 +215,8 @@ class LateClient:
                 async with self._get_session().get(url, params=params) as response:
                     body = await response.read()
                     status = response.status
-                    self.budget.observe(response.headers)
-                    retry_after = _retry_after(response.headers, self.budget)
+                    headers = response.headers
+                    self.budget.observe(headers)
             except TimeoutError:
                 last = ApiUnavailable(f"GET {path}: no answer within {self._timeout.total:g}s")
             except aiohttp.ClientError as exc:
@@ -226,7 +226,7 @@ class LateClient:
                     return status, body
                 last = _error_for(status, body, path)
                 if isinstance(last, RateLimited):
-                    wait = retry_after
+                    wait = _retry_after(headers)
                     if wait > MAX_WAIT:
                         raise RateLimited(
                             f"GET {path}: rate limited for {wait:.0f}s more", status=429
@@ -252,7 +252,7 @@ class LateClient:
         raise last
 
 
-def _retry_after(headers: Mapping[str, str], budget: RequestBudget) -> float:
+def _retry_after(headers: Mapping[str, str]) -> float:
     seconds = _int_header(headers, "Retry-After")
     if seconds is not None:
         return max(0.0, float(seconds))

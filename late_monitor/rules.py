@@ -6,6 +6,7 @@ whether somebody is woken up lives in this module.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -475,13 +476,15 @@ def api_succeeded(api: ApiHealth) -> tuple[ApiHealth, list[Event]]:
 
 
 def due_for_detail(states: Iterable[AccountState], *, count: int) -> list[str]:
-    """The `count` accounts whose detail is oldest (never fetched first): the rolling sweep."""
+    """The `count` accounts whose detail is oldest (never fetched first): the rolling sweep.
+
+    A partial selection (O(n log count)), not a sort of every account each cycle."""
     if count <= 0:
         return []
-    ordered = sorted(
-        states, key=lambda s: (s.detail_at is not None, s.detail_at or s.since, s.account_id)
+    oldest = heapq.nsmallest(
+        count, states, key=lambda s: (s.detail_at is not None, s.detail_at or s.since, s.account_id)
     )
-    return [s.account_id for s in ordered[:count]]
+    return [s.account_id for s in oldest]
 
 
 def worst_type(events: Iterable[Event]) -> NotifyType:

@@ -295,3 +295,25 @@ def test_the_quiet_shortcut_agrees_with_the_full_rules(
         prev = states.get(account_id)
         if prev is not None and rules._quiet(prev, obs, now, policy, horizon):
             assert rules._full(prev, obs, now, policy) == (prev, [])
+
+
+def test_the_detail_sweep_takes_never_fetched_then_oldest() -> None:
+    from late_monitor.rules import due_for_detail
+
+    def st_(account_id: str, hours: int | None) -> AccountState:
+        detail_at = None if hours is None else T0 + timedelta(hours=hours)
+        return AccountState(
+            account_id=account_id,
+            platform="x",
+            username="",
+            status="healthy",
+            needs_reconnect=False,
+            can_post=True,
+            since=T0,
+            detail_at=detail_at,
+        )
+
+    states = [st_("a", 5), st_("b", None), st_("c", 1), st_("d", 3), st_("e", None)]
+    assert due_for_detail(states, count=3) == ["b", "e", "c"]
+    assert due_for_detail(states, count=0) == []
+    assert due_for_detail(states, count=10) == ["b", "e", "c", "d", "a"]
