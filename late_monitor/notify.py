@@ -1,8 +1,8 @@
 """Notifications: render a cycle's events into messages and deliver them through Apprise.
 
-Apprise is imported and built off the event loop, and only when something is to be sent (its
-first `add()` loads ~200 plugins). Each destination is its own Apprise object, so each outbox
-row (message, destination) gets its own result.
+Apprise is imported and built off the event loop, only when something is to be sent, and with
+only the plugins the destinations use (`plugins`). Each destination is its own Apprise object,
+so each outbox row (message, destination) gets its own result.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
-import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from late_monitor import plugins
 from late_monitor.errors import ConfigError
 from late_monitor.logs import REDACTOR
 from late_monitor.models import Detail
@@ -26,7 +26,7 @@ from late_monitor.store import PlannedMessage
 
 log = structlog.get_logger("late_monitor.notify")
 
-CONSOLE_URL = "console://"
+CONSOLE_URL = f"{plugins.CONSOLE}://"
 _ATTENTION = {
     Kind.DEGRADED,
     Kind.RECONNECT_NEEDED,
@@ -59,24 +59,6 @@ def _label(service: Any) -> str:
     return REDACTOR.redact(str(service.url(privacy=True)).split("?", 1)[0])
 
 
-_console_registered = False
-
-
-def _register_console() -> None:
-    """`console://`: print messages to stdout through the real Apprise path (demo, dry-run)."""
-    global _console_registered
-    if _console_registered:
-        return
-    decorators: Any = importlib.import_module("apprise.decorators")  # untyped plugin API
-
-    def _console(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
-        print(f"\n=== [{notify_type}] {title}\n{body}", file=sys.stdout, flush=True)
-        return True
-
-    decorators.notify(on="console", name="late-monitor console")(_console)
-    _console_registered = True
-
-
 class Notifier:
     """The destinations of `[notify]`, their routes, and delivery of one message to one."""
 
@@ -103,14 +85,14 @@ class Notifier:
         return bool(self._urls or self._config_path)
 
     async def load(self) -> None:
-        """Build the Apprise objects in a worker thread (plugin loading blocks ~0.4 s)."""
+        """Build the Apprise objects in a worker thread (importing plugins blocks)."""
         if self._apprise is None:
             await asyncio.to_thread(self._build)
 
     def _build(self) -> None:
         apprise: Any = importlib.import_module("apprise")  # its plugin API is untyped
 
-        _register_console()
+        plugins.prepare(self._urls, everything=bool(self._config_path))
         apobj = apprise.Apprise()
         problems = []
         for index, url in enumerate(self._urls):
