@@ -1,5 +1,5 @@
 """`python -m late_monitor` is the `late-monitor` command."""
 
-from late_monitor.cli import main
+from late_monitor.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import structlog
 
@@ -319,5 +323,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The `late-monitor` command: main(), then exit without the interpreter's teardown.
+
+    Freeing every imported module's objects one by one took ~0.2 s here, a fifth of a
+    `run --once` from cron (bench/run.py). Every command has finished its work, closed its
+    state file and awaited its threads when main() returns; what remains is flushed here.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()
