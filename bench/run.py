@@ -50,22 +50,27 @@ def cold_start(runs: int = 5) -> dict[str, Any]:
     print("  running cold start", file=sys.stderr, flush=True)
     sim, base = start_simulator(100, 0.0, 100000)
     sink_port = free_port()
-    sink = subprocess.Popen(
+    sink = subprocess.Popen(  # prints one line per message received
         [
             sys.executable,
             "-c",
             (
                 "from aiohttp import web\n"
-                "async def ok(request):\n    await request.read(); return web.Response(text='ok')\n"
+                "async def ok(request):\n"
+                "    await request.read(); print('message', flush=True)\n"
+                "    return web.Response(text='ok')\n"
                 "app = web.Application(); app.router.add_post('/{t:.*}', ok)\n"
                 f"web.run_app(app, host='127.0.0.1', port={sink_port}, print=None)\n"
             ),
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     time.sleep(1.0)
-    cli = shutil.which("late-monitor") or "late-monitor"
+    # the script pip installed beside this Python, as a venv user runs it (not a pyenv shim)
+    beside = Path(sys.executable).with_name("late-monitor")
+    cli = str(beside) if beside.exists() else shutil.which("late-monitor") or "late-monitor"
     once, floor = [], []
     try:
         for index in range(runs):
@@ -92,6 +97,9 @@ def cold_start(runs: int = 5) -> dict[str, Any]:
     finally:
         sim.terminate()
         sink.terminate()
+    received = sink.communicate()[0].count("message")
+    if received != runs:
+        raise RuntimeError(f"cold start: the sink got {received} messages for {runs} runs")
     return {
         "run_once_s": statistics.median(once),
         "import_floor_s": statistics.median(floor),
