@@ -9,8 +9,9 @@ import time
 import pytest
 
 from late_monitor.errors import ApiUnavailable, AuthRejected, BadPayload, LateApiError
+from late_monitor.health import parse_health
 from late_monitor.late import LateClient, RequestBudget
-from late_monitor.models import parse_detail, parse_health
+from late_monitor.models import parse_detail
 from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator
 
 SEED_EXAMPLE = b"""{"summary":{"total":2,"healthy":1,"warning":0,"error":1,"needsReconnect":1},

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from late_monitor.errors import BadPayload
-from late_monitor.models import Snapshot, parse_detail, parse_health
+from late_monitor.health import parse_health
+from late_monitor.models import Snapshot, parse_detail
 from late_monitor.notify import render
 from late_monitor.rules import AccountState, Policy, evaluate
 from late_monitor.simulator import Fault, Simulator

@@ -1,0 +1,222 @@
+"""Parsing the health list in batches gives exactly what parsing it whole gives."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from late_monitor.errors import BadPayload
+from late_monitor.health import BATCH_BYTES, HealthParser, parse_health
+from late_monitor.models import Observation
+from late_monitor.simulator import make_accounts
+
+SMALL = 300  # bytes per batch: a few accounts each, so that every body below is cut often
+
+
+def whole(body: bytes) -> dict[str, Observation]:
+    """The reference: the same body parsed in one piece."""
+    return dict(parse_health(body, batch_bytes=len(body) + 1).accounts)
+
+
+def accounts(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "accountId": f"acc_{i:05d}",
+            "platform": "twitter",
+            "username": f"@user_{i}",
+            "displayName": f"User {i}",
+            "status": ["healthy", "warning", "error"][i % 3],
+            "canPost": i % 5 != 0,
+            "tokenValid": True,
+            "tokenExpiresAt": "2027-01-01T00:00:00Z",
+            "needsReconnect": i % 7 == 0,
+            "issues": ["x"] if i % 4 == 0 else [],
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    "dump",
+    [
+        lambda p: json.dumps(p, separators=(",", ":")),  # Late's own, compact
+        lambda p: json.dumps(p),  # ", " between items, as the simulator writes
+        lambda p: json.dumps(p, indent=2),  # newlines and indentation between accounts
+    ],
+    ids=["compact", "spaced", "indented"],
+)
+@pytest.mark.parametrize("summary_first", [True, False])
+def test_a_body_cut_into_batches_parses_as_the_whole(dump: Any, summary_first: bool) -> None:
+    listed = accounts(60)
+    summary = {"total": 60, "healthy": 20, "warning": 20, "error": 20, "needsReconnect": 9}
+    payload = (
+        {"summary": summary, "accounts": listed}
+        if summary_first
+        else {"accounts": listed, "summary": summary}
+    )
+    body = dump(payload).encode()
+
+    parsed = parse_health(body, batch_bytes=SMALL).accounts
+
+    assert len(body) > 20 * SMALL
+    assert list(parsed) == [a["accountId"] for a in listed]
+    assert dict(parsed) == whole(body)
+
+
+def test_the_simulators_large_body_parses_in_batches_as_the_whole() -> None:
+    body = json.dumps({"accounts": [a.summary() for a in make_accounts(3000)]}).encode()
+    assert len(body) > 2 * BATCH_BYTES  # the default size really cuts this one
+
+    assert dict(parse_health(body).accounts) == whole(body)
+
+
+def test_separators_inside_strings_and_nested_values_do_not_fool_the_cuts() -> None:
+    listed = accounts(40)
+    listed[3]["displayName"] = 'Acme},{"accountId":"fake","status":"error"}, {'
+    listed[9]["issues"] = ["a},{b", "}, {"]
+    listed[17]["extra"] = [{"accountId": "nested1"}, {"accountId": "nested2"}]
+    payload = {"junk": {"accounts": [{"accountId": "decoy", "status": "error"}]}}
+    payload["accounts"] = listed  # type: ignore[assignment]
+    body = json.dumps(payload).encode()
+
+    parsed = parse_health(body, batch_bytes=SMALL).accounts
+
+    assert list(parsed) == [a["accountId"] for a in listed]
+    assert parsed["acc_00003"].display_name == listed[3]["displayName"]
+    assert dict(parsed) == whole(body)
+
+
+def test_an_accounts_key_nested_before_the_real_one_is_not_taken_for_it() -> None:
+    decoys = [{"accountId": f"decoy{i}", "status": "error"} for i in range(30)]
+    body = json.dumps(
+        {"junk": {"accounts": decoys}, "accounts": [{"accountId": "real", "status": "healthy"}]}
+    ).encode()
+
+    assert list(parse_health(body, batch_bytes=SMALL).accounts) == ["real"]
+
+
+def test_a_bad_account_deep_in_a_large_body_is_reported_where_it_is() -> None:
+    listed = accounts(80)
+    del listed[57]["status"]
+    body = json.dumps({"accounts": listed}).encode()
+
+    with pytest.raises(BadPayload, match=r"accounts\.57\.status: Field required"):
+        parse_health(body, batch_bytes=SMALL)
+
+
+def test_a_body_cut_off_after_many_accounts_is_a_bad_payload() -> None:
+    body = json.dumps({"accounts": accounts(80)}).encode()
+
+    with pytest.raises(BadPayload, match="HTTP 200"):
+        parse_health(body[: len(body) * 2 // 3], batch_bytes=SMALL)
+
+
+text = st.text(alphabet=st.sampled_from('ab{}[],:" \\\n'), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"accountId": text, "status": st.sampled_from(["healthy", "error"])},
+            optional={"displayName": text, "issues": st.lists(text, max_size=3), "x": text},
+        ),
+        max_size=25,
+    ),
+    st.integers(min_value=1, max_value=400),
+    st.booleans(),
+)
+def test_any_accounts_with_json_syntax_in_their_strings_parse_as_the_whole(
+    listed: list[dict[str, Any]], size: int, compact: bool
+) -> None:
+    separators = (",", ":") if compact else (", ", ": ")
+    body = json.dumps({"accounts": listed, "summary": {"total": 1}}, separators=separators)
+
+    assert dict(parse_health(body.encode(), batch_bytes=size).accounts) == whole(body.encode())
+
+
+def polls(parser: HealthParser, *bodies: bytes) -> list[dict[str, Observation]]:
+    return [dict(parser.parse(body).accounts) for body in bodies]
+
+
+def test_later_polls_reuse_the_unchanged_accounts_and_parse_the_rest() -> None:
+    first = accounts(60)
+    second = [dict(a) for a in first]
+    second[5]["status"] = "warning"  # changed (was error)
+    del second[20]  # gone
+    second.insert(30, {"accountId": "acc_new", "status": "healthy"})  # new
+    second[40], second[41] = second[41], second[40]  # reordered
+    bodies = [json.dumps({"accounts": a}).encode() for a in (first, first, second, second)]
+    parser = HealthParser(batch_bytes=SMALL)
+
+    results = polls(parser, *bodies)
+
+    for body, result in zip(bodies, results, strict=True):
+        assert result == whole(body)
+        assert list(result) == list(parse_health(body).accounts)
+    two, three, four = results[1], results[2], results[3]
+    assert three["acc_00006"] is two["acc_00006"]  # unchanged: the same object, not parsed
+    assert three["acc_00041"] is two["acc_00041"]  # moved, still the same bytes
+    assert three["acc_00005"] is not two["acc_00005"]
+    assert three["acc_00005"].status == "warning"
+    assert "acc_00020" not in three
+    assert all(four[key] is three[key] for key in list(four)[:-1])  # the last is always parsed
+
+
+def test_a_bad_body_between_good_ones_is_reported_and_forgets_nothing() -> None:
+    good = json.dumps({"accounts": accounts(60)}).encode()
+    bad = good.replace(b'"status": "warning"', b'"status": 7', 1)
+    parser = HealthParser(batch_bytes=SMALL)
+    before = polls(parser, good, good)[1]
+
+    with pytest.raises(BadPayload, match=r"accounts\.1\.status"):
+        parser.parse(bad)
+    after = dict(parser.parse(good).accounts)
+
+    assert after == before
+    assert after["acc_00010"] is before["acc_00010"]
+
+
+def test_an_account_with_separators_in_its_strings_is_parsed_right_every_poll() -> None:
+    listed = accounts(40)
+    listed[12]["displayName"] = 'Acme},{"accountId":"fake"}, {'
+    body = json.dumps({"accounts": listed}).encode()
+    changed = body.replace(b'"acc_00001", "platform": "twitter"', b'"acc_00001", "platform": "x"')
+
+    results = polls(HealthParser(batch_bytes=SMALL), body, body, changed, changed)
+
+    assert results[3] == whole(changed)
+    assert results[3]["acc_00001"].platform == "x"
+    assert "fake" not in results[3]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "accountId": st.sampled_from([f"a{i}" for i in range(12)]),
+                    "status": st.sampled_from(["healthy", "error"]),
+                },
+                optional={"displayName": text, "issues": st.lists(text, max_size=2)},
+            ),
+            max_size=12,
+            unique_by=lambda a: a["accountId"],
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(min_value=1, max_value=200),
+)
+def test_any_sequence_of_polls_parses_each_body_as_the_whole(
+    listings: list[list[dict[str, Any]]], size: int
+) -> None:
+    parser = HealthParser(batch_bytes=size)
+    for listed in listings:
+        body = json.dumps({"accounts": listed}).encode()
+        assert dict(parser.parse(body).accounts) == whole(body)
