@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
+from operator import attrgetter
 
 import structlog
 
@@ -38,6 +39,7 @@ from late_monitor.store import CycleRecord, OutboxRow, PlannedMessage, Store
 log = structlog.get_logger("late_monitor.cycle")
 
 DETAIL_CONCURRENCY = 8
+_STATUS_PLATFORM = attrgetter("status", "platform")
 
 
 def utcnow() -> datetime:
@@ -188,7 +190,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             note=event.note or None,
         )
 
-    by_platform = Counter((s.status, s.platform) for s in evaluation.states.values())
+    by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
     requests = deps.client.requests - requests_before
     result = CycleResult(
         outcome=outcome,

@@ -362,6 +362,7 @@ def evaluate(
     changed: set[str] = set()
     events: list[Event] = []
     horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    known = 0
     for account_id, obs in snapshot.accounts.items():
         prev = previous.get(account_id)
         new_events: Sequence[Event]
@@ -369,6 +370,7 @@ def evaluate(
             state, new_events = _first_seen(obs, now, policy)
             changed.add(account_id)
         else:
+            known += 1
             state, new_events = _next(prev, obs, now, policy, horizon)
             if state is not prev:
                 changed.add(account_id)
@@ -376,7 +378,11 @@ def evaluate(
         if new_events:
             events += new_events
 
-    missing = [account_id for account_id in previous if account_id not in snapshot.accounts]
+    missing = (
+        [account_id for account_id in previous if account_id not in snapshot.accounts]
+        if known < len(previous)
+        else []
+    )
     removed: set[str] = set()
     mass = len(missing) * 2 > len(previous)
     for account_id in missing:

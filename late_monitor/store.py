@@ -301,7 +301,9 @@ class Store:
             self._cache = None
             raise StateError(_describe_sqlite(exc, self.path)) from None
         if self._cache is not None:
-            kept = {k: v for k, v in states.items() if k not in removed}
+            kept = dict(states)
+            for key in removed:
+                kept.pop(key, None)
             self._cache = (self.data_version(), kept)
         assert cycle_id is not None
         return cycle_id
