@@ -117,6 +117,7 @@ def phase_summary(results: list[CycleResult]) -> dict[str, Any]:
     return {
         "wall_s": statistics.median(r.duration for r in results),
         "cpu_s": statistics.median(sum(r.cpu.values()) for r in results),
+        "cpu_max_s": max(sum(r.cpu.values()) for r in results),
         "cpu_by_phase_s": cpu,
         "requests": statistics.median(r.requests for r in results),
         "events": statistics.median(len(r.events) for r in results),

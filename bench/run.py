@@ -110,14 +110,15 @@ def cold_start(runs: int = 5) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     rows = [
-        "| accounts | wall/cycle | CPU/cycle | fetch+parse | evaluate | detail | store | render"
-        " | requests/cycle (changed) | peak RSS | state file |",
+        "| accounts | wall/cycle | CPU/cycle (max) | fetch+parse | evaluate | detail | store"
+        " | render | requests/cycle (changed) | peak RSS | state file |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["steady"]:
         s, cpu = r["steady"], r["steady"]["cpu_by_phase_s"]
         rows.append(
-            f"| {r['accounts']:,} | {s['wall_s']:.2f} s | {s['cpu_s']:.3f} s | "
+            f"| {r['accounts']:,} | {s['wall_s']:.2f} s | {s['cpu_s']:.3f} s ({s['cpu_max_s']:.2f})"
+            " | "
             f"{cpu.get('fetch', 0):.3f} | {cpu.get('evaluate', 0):.3f} | {cpu.get('detail', 0):.3f}"
             f" | {cpu.get('store', 0):.3f} | {cpu.get('render', 0):.3f} | {s['requests']:.0f} "
             f"({r['changed_per_cycle']}) | {r['peak_rss_mb']:.0f} MB "
@@ -145,7 +146,7 @@ def table(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=5)
     args = parser.parse_args()
     sizes = [1000, 10000] if args.quick else [1000, 10000, 50000]
     results: dict[str, Any] = {
