@@ -1,6 +1,6 @@
 """The late-monitor benchmark: cost per cycle, requests, memory, detail sweep and cold start.
 
-    python3 bench/run.py                 # everything, ~6 minutes on 2 cores
+    python3 bench/run.py                 # everything, ~5 minutes on 2 cores
     python3 bench/run.py --quick         # 1,000 and 10,000 accounts only, no sweep
 
 Each case runs in its own process (bench/cycle_bench.py) so that its peak RSS is its own.
