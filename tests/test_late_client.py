@@ -7,12 +7,13 @@ import socket
 import time
 
 import pytest
+from aiohttp import web
 
 from late_monitor.errors import ApiUnavailable, AuthRejected, BadPayload, LateApiError
 from late_monitor.health import parse_health
 from late_monitor.late import LateClient, RequestBudget
 from late_monitor.models import parse_detail
-from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator
+from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator, make_accounts
 
 SEED_EXAMPLE = b"""{"summary":{"total":2,"healthy":1,"warning":0,"error":1,"needsReconnect":1},
 "accounts":[{"accountId":"abc123","platform":"instagram","username":"myaccount","status":"healthy",
@@ -201,3 +202,41 @@ async def test_budget_never_exceeds_its_rate_in_any_minute_and_keeps_pace() -> N
     assert busiest <= 60
     # 300 requests at 60/min: the first 60 s window holds 60, then one a second: 240 s + 60
     assert 240 <= sent[-1] <= 300 * 1.05
+
+
+@pytest.mark.parametrize("encoding", ["content-length", "gzip", "chunked"])
+async def test_a_large_body_reads_the_same_however_it_is_sent(encoding: str) -> None:
+    body = json.dumps({"accounts": [a.summary() for a in make_accounts(2500)]}).encode()
+
+    async def health(request: web.Request) -> web.StreamResponse:
+        if encoding == "chunked":
+            response = web.StreamResponse()
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for start in range(0, len(body), 50_000):
+                await response.write(body[start : start + 50_000])
+            await response.write_eof()
+            return response
+        response = web.Response(body=body, content_type="application/json")
+        if encoding == "gzip":
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/accounts/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with LateClient(
+            api_key=DEFAULT_KEY, base_url=f"http://127.0.0.1:{port}/api/v1"
+        ) as late:
+            snapshots = [await late.health() for _ in range(3)]  # batched, then remembered
+    finally:
+        await runner.cleanup()
+
+    assert len(body) > 600_000
+    expected = dict(parse_health(body, batch_bytes=len(body) + 1).accounts)
+    assert all(dict(s.accounts) == expected for s in snapshots)
