@@ -46,16 +46,15 @@ def parse_health(
 
 
 class HealthParser:
-    """Parses the bodies of successive polls. From its second poll on it remembers each
-    account's Observation under a hash of the account's bytes, and an account whose bytes
-    hash the same (at the same length) as in the poll before gets that Observation back
-    without being validated again.
+    """Parses the bodies of successive polls. It remembers each account's Observation under
+    a hash of the account's bytes, and an account whose bytes hash the same (at the same
+    length) as in the poll before gets that Observation back without being validated again.
 
     At 50,000 accounts with 1% changing per poll that validates 500 accounts instead of
-    50,000 (bench/run.py). The hash is Python's own SipHash, keyed at random per process, so
-    no account's text can be made to collide on purpose; by chance, two different accounts'
-    bytes agree on hash and length about once in 10^12 polls of 50,000 accounts. A process
-    that polls once (`run --once`) remembers nothing.
+    50,000 (bench/run.py), for ~7 MB of hashes kept between polls. The hash is Python's own
+    SipHash, keyed at random per process, so no account's text can be made to collide on
+    purpose; by chance, two different accounts' bytes agree on hash and length about once
+    in 10^12 polls of 50,000 accounts.
     """
 
     def __init__(self, *, batch_bytes: int = BATCH_BYTES) -> None:
@@ -69,9 +68,7 @@ class HealthParser:
         self._polls += 1
         with _gc_paused():
             try:
-                observations = (
-                    self._unchanged_reused(body) if self._polls > 1 else self._batched(body)
-                )
+                observations = self._by_account(body)
             except (ValidationError, ValueError):
                 observations = None  # parsed whole below, which says what is wrong (if anything)
             if observations is None:
@@ -85,22 +82,9 @@ class HealthParser:
                 accounts=dict(zip(map(_ACCOUNT_ID, observations), observations, strict=True))
             )
 
-    def _batched(self, body: Body) -> list[Observation] | None:
-        """The accounts of a large body, validated ~`batch_bytes` at a time."""
-        start = _accounts_start(body, self._batch)
-        if start is None:
-            return None
-        observations: list[Observation] = []
-        position = start
-        while (cut := _BETWEEN.search(body, position + self._batch)) is not None:
-            observations += OBSERVATIONS.validate_json(
-                b"[" + body[position : cut.start() + 1] + b"]"
-            )
-            position = cut.end() - 1  # the next account's opening brace
-        return observations + _last(body, start, position)
-
-    def _unchanged_reused(self, body: Body) -> list[Observation] | None:
-        """Every account cut out alone; only the ones not seen byte for byte are validated."""
+    def _by_account(self, body: Body) -> list[Observation] | None:
+        """Every account cut out alone; only the ones not seen last poll are validated, a
+        batch of ~`batch_bytes` at a time."""
         start = _accounts_start(body, self._batch)
         if start is None:
             return None

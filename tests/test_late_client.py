@@ -233,7 +233,7 @@ async def test_a_large_body_reads_the_same_however_it_is_sent(encoding: str) -> 
         async with LateClient(
             api_key=DEFAULT_KEY, base_url=f"http://127.0.0.1:{port}/api/v1"
         ) as late:
-            snapshots = [await late.health() for _ in range(3)]  # batched, then remembered
+            snapshots = [await late.health() for _ in range(3)]  # parsed, then remembered
     finally:
         await runner.cleanup()
 
