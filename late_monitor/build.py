@@ -50,6 +50,7 @@ def client_from(loaded: LoadedConfig) -> LateClient:
         base_url=late.base_url,
         timeout=late.timeout,
         max_requests_per_minute=late.max_requests_per_minute,
+        max_body=late.max_body_mb << 20,
     )
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from late_monitor.build import client_from
 from late_monitor.config import LoadedConfig
-from late_monitor.errors import AuthRejected, ConfigError, LateApiError
+from late_monitor.errors import AuthRejected, BadPayload, ConfigError, LateApiError
 from late_monitor.models import Observation, Snapshot
 from late_monitor.rules import HEALTHY, rank
 
@@ -15,17 +15,23 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 
+def _status(account: Observation) -> str:
+    return "unreadable" if account.status is None else account.status  # ranks as a warning
+
+
 def _critical(account: Observation) -> bool:
-    return rank(account.status) >= 2 or account.needs_reconnect or not account.can_post
+    return (
+        rank(_status(account)) >= 2 or account.needs_reconnect is True or account.can_post is False
+    )
 
 
 def assess(snapshot: Snapshot, *, now: datetime, expiry_warn: float) -> tuple[int, str]:
     """The plugin's exit code and output for one poll."""
-    accounts = sorted(snapshot.accounts.values(), key=lambda a: (-rank(a.status), a.account_id))
+    accounts = sorted(snapshot.accounts.values(), key=lambda a: (-rank(_status(a)), a.account_id))
     horizon = now + timedelta(seconds=expiry_warn)
     expiring = [a for a in accounts if a.token_expires_at and a.token_expires_at <= horizon]
-    errors = sum(1 for a in accounts if rank(a.status) >= 2)
-    warnings = sum(1 for a in accounts if rank(a.status) == 1)
+    errors = sum(1 for a in accounts if rank(_status(a)) >= 2)
+    warnings = sum(1 for a in accounts if rank(_status(a)) == 1)
     reconnect = sum(1 for a in accounts if a.needs_reconnect)
     healthy = sum(1 for a in accounts if a.status == HEALTHY)
     days = round(expiry_warn / 86400)
@@ -54,10 +60,10 @@ def assess(snapshot: Snapshot, *, now: datetime, expiry_warn: float) -> tuple[in
     for a in accounts:
         if a.status == HEALTHY and not _critical(a) and a.account_id not in expiring_ids:
             continue
-        notes = [a.status]
+        notes = [_status(a)]
         if a.needs_reconnect:
             notes.append("needs reconnect")
-        if not a.can_post:
+        if a.can_post is False:
             notes.append("cannot post")
         if a.account_id in expiring_ids and a.token_expires_at:
             notes.append(f"token expires {a.token_expires_at:%Y-%m-%d %H:%M} UTC")
@@ -95,6 +101,8 @@ def run_check(
         return UNKNOWN, f"LATE UNKNOWN - no answer from the Late API within {timeout:g}s"
     except AuthRejected as exc:
         return UNKNOWN, f"LATE UNKNOWN - API key rejected: {exc}"
+    except BadPayload as exc:
+        return UNKNOWN, f"LATE UNKNOWN - {exc}"
     except LateApiError as exc:
         return UNKNOWN, f"LATE UNKNOWN - Late API unavailable: {exc}"
     warn = max(loaded.settings.monitor.token_expiry_warn, default=7 * 86400.0)

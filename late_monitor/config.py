@@ -89,6 +89,7 @@ class LateSettings(_Section):
     platforms: list[str] = Field(default_factory=list)
     timeout: PositiveDuration = 30.0
     max_requests_per_minute: int = Field(default=30, gt=0)
+    max_body_mb: int = Field(default=128, gt=0, le=4096)
 
 
 class MonitorSettings(_Section):

@@ -20,11 +20,13 @@ from operator import attrgetter
 
 import structlog
 
-from late_monitor.errors import AuthRejected, LateApiError, StateBusy
+from late_monitor.errors import AuthRejected, BadPayload, LateApiError, StateBusy
 from late_monitor.late import LateClient
 from late_monitor.models import Detail
 from late_monitor.notify import CONSOLE_URL, Notifier, backoff_delay
 from late_monitor.rules import (
+    AccountState,
+    ApiHealth,
     Evaluation,
     Event,
     Policy,
@@ -33,12 +35,16 @@ from late_monitor.rules import (
     apply_details,
     due_for_detail,
     evaluate,
+    follow_ups,
+    unreadable_told,
 )
+from late_monitor.scope import Scope, check_scope
 from late_monitor.store import CycleRecord, OutboxRow, PlannedMessage, Store
 
 log = structlog.get_logger("late_monitor.cycle")
 
 DETAIL_CONCURRENCY = 8
+DETAIL_SLICE = 5.0  # seconds of detail calls a cycle's news may wait for; the rest follow
 _STATUS_PLATFORM = attrgetter("status", "platform")
 
 
@@ -84,6 +90,7 @@ class CycleResult:
     requests: int = 0
     duration: float = 0.0
     error: str | None = None
+    unreadable: int = 0  # accounts listed with fields that could not be read
     delivery: Delivery = field(default_factory=Delivery)
     timings: Mapping[str, float] = field(default_factory=dict)  # wall seconds per phase
     cpu: Mapping[str, float] = field(default_factory=dict)  # CPU seconds per phase
@@ -147,9 +154,24 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     with watch.phase("load"):
         previous = store.load_states()
         api = store.load_api_health()
+    scope = Scope.of(
+        base_url=deps.client.base_url, profile_id=deps.profile_id, platforms=deps.platforms
+    )
+    recorded = Scope.load(store.read_meta("scope"))
+    forgotten: frozenset[str] = frozenset()
+    if check_scope(recorded, scope, path=str(store.path)):
+        forgotten = frozenset(k for k, state in previous.items() if not scope.covers(state))
+        previous = {k: state for k, state in previous.items() if k not in forgotten}
+        log.info(
+            "scope_narrowed",
+            was=recorded.describe() if recorded else "",
+            now=scope.describe(),
+            accounts_forgotten=len(forgotten),
+        )
 
     details: dict[str, Detail] = {}
     error: str | None = None
+    unreadable_count = 0
     evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
     try:
         with watch.phase("fetch"):
@@ -159,6 +181,9 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     except AuthRejected as exc:
         outcome, error = "auth_failed", str(exc)
         api, events = api_failed(api, error=error, auth=True, policy=deps.policy)
+    except BadPayload as exc:
+        outcome, error = "api_failed", str(exc)
+        api, events = api_failed(api, error=error, auth=False, policy=deps.policy, unreadable=True)
     except LateApiError as exc:
         outcome, error = "api_failed", str(exc)
         api, events = api_failed(api, error=error, auth=False, policy=deps.policy)
@@ -168,10 +193,16 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         with watch.phase("evaluate"):
             evaluation = evaluate(previous, snapshot, now=now, policy=deps.policy)
         with watch.phase("detail"):
-            details = await _fetch_details(deps, evaluation)
+            evented = _evented(evaluation) if deps.detail != "never" else []
+            details = await _fetch_details(deps, evented, within=DETAIL_SLICE)
             evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
+            evaluation = _detail_later(evaluation, [a for a in evented if a not in details])
         api, api_events = api_succeeded(api)
-        events = [*api_events, *evaluation.events]
+        api, unreadable = unreadable_told(api, snapshot, evaluation.states)
+        for event in unreadable:
+            log.warning("accounts_unreadable", accounts=len(api.unreadable), note=event.note)
+        unreadable_count = len(snapshot.unreadable) + snapshot.unidentified
+        events = [*api_events, *unreadable, *evaluation.events]
     if error:
         log.warning("poll_failed", outcome=outcome, error=error)
 
@@ -180,16 +211,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         if events and deps.notifier.configured:
             await deps.notifier.load()
             messages = deps.notifier.plan(events, details)
-    for event in events:
-        log.info(
-            "event_detected",
-            kind=str(event.kind),
-            account_id=event.account_id,
-            notify_type=str(event.notify_type),
-            old_status=event.old_status,
-            new_status=event.new_status,
-            note=event.note or None,
-        )
+    _log_events(events)
 
     by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
     requests = deps.client.requests - requests_before
@@ -201,6 +223,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         messages=tuple(messages),
         requests=requests,
         error=error,
+        unreadable=unreadable_count,
     )
     if dry_run:
         await _print_dry_run(deps.notifier, events, details)
@@ -210,7 +233,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         store.commit_cycle(
             states=evaluation.states,
             changed=evaluation.changed,
-            removed=evaluation.removed,
+            removed=evaluation.removed | forgotten,
             api=api,
             messages=messages,
             record=CycleRecord(
@@ -223,9 +246,74 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
                 error=error,
             ),
         )
+    if recorded != scope:
+        store.write_meta("scope", scope.dump())  # after the commit: a crash before it redoes this
     with watch.phase("deliver"):
         delivery = await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for)
-    return _finish(replace(result, delivery=delivery), t0, watch)
+    result = replace(result, delivery=delivery)
+    if outcome == "ok" and deps.detail != "never":
+        with watch.phase("enrich"):
+            result = await _enrich(
+                deps, result, evaluation.states, api, fetched=set(details), base=requests_before
+            )
+    return _finish(result, t0, watch)
+
+
+async def _enrich(
+    deps: CycleDeps,
+    result: CycleResult,
+    states: Mapping[str, AccountState],
+    api: ApiHealth,
+    *,
+    fetched: set[str],
+    base: int,
+) -> CycleResult:
+    """After the cycle's news is committed and sent: the details that did not fit in its
+    slice (a big incident), and the rolling sweep, within the cycle's share of the request
+    budget. What they reveal is committed and sent as a follow-up; a process stopped in
+    between loses nothing, since the accounts still wanting detail are marked so."""
+    targets = _detail_targets(deps, states, fetched=fetched)
+    if not targets:
+        return result
+    details = await _fetch_details(deps, targets, within=None)
+    if not details:
+        return result
+    now = deps.clock()
+    before = Evaluation(states=states, changed=frozenset(), removed=frozenset())
+    enriched = apply_details(before, details, now=now, policy=deps.policy)
+    events = [*enriched.events, *follow_ups(states, enriched.states, details, enriched.events)]
+    messages: list[PlannedMessage] = []
+    if events and deps.notifier.configured:
+        await deps.notifier.load()
+        messages = deps.notifier.plan(events, details)
+    _log_events(events)
+    deps.store.commit_cycle(
+        states=enriched.states,
+        changed=enriched.changed,
+        removed=(),
+        api=api,
+        messages=messages,
+        record=CycleRecord(
+            started_at=now,
+            finished_at=deps.clock(),
+            outcome="detail",
+            accounts=len(enriched.states),
+            events=len(events),
+            requests=len(targets),
+            error=None,
+        ),
+    )
+    delivery = result.delivery
+    if messages:
+        more = await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for)
+        delivery = _add(delivery, more)
+    return replace(
+        result,
+        events=(*result.events, *events),
+        messages=(*result.messages, *messages),
+        requests=deps.client.requests - base,
+        delivery=delivery,
+    )
 
 
 def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:
@@ -245,31 +333,80 @@ def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:
     return replace(result, duration=duration, timings=watch.wall, cpu=watch.cpu)
 
 
-def _detail_targets(deps: CycleDeps, evaluation: Evaluation) -> list[str]:
-    if deps.detail == "never":
-        return []
+def _log_events(events: Sequence[Event]) -> None:
+    for event in events:
+        log.info(
+            "event_detected",
+            kind=str(event.kind),
+            account_id=event.account_id,
+            notify_type=str(event.notify_type),
+            old_status=event.old_status,
+            new_status=event.new_status,
+            note=event.note or None,
+        )
+
+
+def _add(one: Delivery, two: Delivery) -> Delivery:
+    per_destination = Counter(one.per_destination)
+    per_destination.update(two.per_destination)
+    return Delivery(
+        delivered=one.delivered + two.delivered,
+        failed=one.failed + two.failed,
+        dropped=one.dropped + two.dropped,
+        failures=(*one.failures, *two.failures),
+        per_destination=dict(per_destination),
+    )
+
+
+def _evented(evaluation: Evaluation) -> list[str]:
+    """The accounts this poll has news of, each once, in the order of their events."""
     states = evaluation.states
-    if deps.detail == "all":
-        return list(states)
-    evented = list(
+    return list(
         dict.fromkeys(
             e.account_id for e in evaluation.events if e.account_id and e.account_id in states
         )
     )
+
+
+def _detail_later(evaluation: Evaluation, missed: Sequence[str]) -> Evaluation:
+    """Mark the accounts whose detail did not fit in the cycle's slice: fetched after the
+    news is out, in this cycle or the next ones."""
+    if not missed:
+        return evaluation
+    states = dict(evaluation.states)
+    for account_id in missed:
+        states[account_id] = replace(states[account_id], detail_due=True)
+    return replace(evaluation, states=states, changed=evaluation.changed | frozenset(missed))
+
+
+def _detail_targets(
+    deps: CycleDeps, states: Mapping[str, AccountState], *, fetched: set[str]
+) -> list[str]:
+    """The accounts to fetch detail for once the cycle's news is out: those still owed one
+    (oldest news first), then the rolling sweep, within the cycle's share of the budget."""
+    if deps.detail == "all":
+        return [account_id for account_id in states if account_id not in fetched]
+    allowance = int(deps.max_requests_per_minute * deps.interval / 60) - 1 - len(fetched)
+    if allowance <= 0:
+        return []
+    owed = [s for s in states.values() if s.detail_due and s.account_id not in fetched]
+    owed.sort(key=lambda s: (s.last_notice_at or s.since, s.account_id))
+    targets = [s.account_id for s in owed[:allowance]]
     if deps.detail_every <= 0 or not states:
-        return evented
+        return targets
     per_cycle = math.ceil(len(states) * deps.interval / deps.detail_every)
-    allowance = int(deps.max_requests_per_minute * deps.interval / 60) - 1 - len(evented)
-    already = set(evented)
+    already = fetched | set(targets)
     sweep = due_for_detail(
         (s for s in states.values() if s.account_id not in already),
-        count=min(per_cycle, max(allowance, 0)),
+        count=min(per_cycle, allowance - len(targets)),
     )
-    return evented + sweep
+    return targets + sweep
 
 
-async def _fetch_details(deps: CycleDeps, evaluation: Evaluation) -> dict[str, Detail]:
-    targets = _detail_targets(deps, evaluation)
+async def _fetch_details(
+    deps: CycleDeps, targets: Sequence[str], *, within: float | None
+) -> dict[str, Detail]:
+    """Detail for `targets`, as many as the budget gives `within` seconds (None: all)."""
     if not targets:
         return {}
     gate = asyncio.Semaphore(DETAIL_CONCURRENCY)
@@ -282,7 +419,13 @@ async def _fetch_details(deps: CycleDeps, evaluation: Evaluation) -> dict[str, D
             except LateApiError as exc:
                 log.info("detail_failed", account_id=account_id, error=str(exc))
 
-    await asyncio.gather(*(fetch(account_id) for account_id in targets))
+    tasks = [asyncio.ensure_future(fetch(account_id)) for account_id in targets]
+    _, pending = await asyncio.wait(tasks, timeout=within)
+    if pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        log.info("detail_deferred", accounts=len(pending), slice_s=within)
     return details
 
 

@@ -6,7 +6,8 @@ LateMonitorError
 |   +-- ApiUnavailable        connection refused, timeout, 5xx after retries
 |   +-- AuthRejected          401/403: the API key is wrong or lacks access
 |   +-- RateLimited           429 that outlasted our retries
-|   +-- BadPayload            not JSON, an HTML page, or JSON of the wrong shape
+|   +-- BadPayload            not JSON, an HTML page, JSON of the wrong shape, too large
+|   +-- Redirected            sent elsewhere: the key is not followed to another host
 +-- StateError                the state file is unusable (exit 2)
 |   +-- StateBusy             another process holds the state file (exit 1)
 +-- DeliveryError             a destination did not accept a message
@@ -53,6 +54,10 @@ class RateLimited(LateApiError):
 
 class BadPayload(LateApiError):
     """A body that is not JSON, or JSON of the wrong shape."""
+
+
+class Redirected(LateApiError):
+    """Late answered with a redirect to another origin: `late.base_url` needs changing."""
 
 
 class StateError(LateMonitorError):

@@ -21,11 +21,13 @@ from pydantic import ValidationError
 from late_monitor.models import (
     HEALTH,
     OBSERVATIONS,
+    SHAPE_ERROR,
     Body,
     Observation,
     Snapshot,
     bad_payload,
     describe,
+    flawed,
 )
 
 BATCH_BYTES = 1 << 18
@@ -66,23 +68,31 @@ class HealthParser:
         self, body: Body, *, status: int = 200, platforms: frozenset[str] = frozenset()
     ) -> Snapshot:
         self._polls += 1
+        flaws: list[Observation] = []
         with _gc_paused():
             try:
-                observations = self._by_account(body)
+                observations = self._by_account(body, flaws, status)
             except (ValidationError, ValueError):
                 observations = None  # parsed whole below, which says what is wrong (if anything)
             if observations is None:
-                try:
-                    observations = HEALTH.validate_json(body)["accounts"]
-                except ValidationError as exc:
-                    raise bad_payload(body, status, describe(exc)) from None
+                observations = _whole(body, status)
+                flaws = [o for o in observations if flawed(o)]
             if platforms:
                 observations = [o for o in observations if o.platform in platforms]
-            return Snapshot(
-                accounts=dict(zip(map(_ACCOUNT_ID, observations), observations, strict=True))
-            )
+                flaws = [o for o in flaws if o.platform in platforms]
+            accounts = dict(zip(map(_ACCOUNT_ID, observations), observations, strict=True))
+        unidentified = sum(1 for o in flaws if not o.account_id)
+        if unidentified:
+            del accounts[""]
+        return Snapshot(
+            accounts=accounts,
+            unreadable={o.account_id: o.flaws for o in flaws if o.account_id and o.flaws},
+            unidentified=unidentified,
+        )
 
-    def _by_account(self, body: Body) -> list[Observation] | None:
+    def _by_account(
+        self, body: Body, flaws: list[Observation], status: int
+    ) -> list[Observation] | None:
         """Every account cut out alone; only the ones not seen last poll are validated, a
         batch of ~`batch_bytes` at a time."""
         start = _accounts_start(body, self._batch)
@@ -102,21 +112,27 @@ class HealthParser:
                 if entry is not None and entry.size == len(piece):
                     entry.poll = poll
                     found.append(entry.observation)
+                    if entry.flawed:
+                        flaws.append(entry.observation)
                     continue
                 batch.append((len(found), key, piece))
                 found.append(None)
                 size += len(piece)
                 if size >= self._batch:
-                    self._validate(batch, found)
+                    self._validate(batch, found, flaws)
                     batch, size = [], 0
-        self._validate(batch, found)
-        last = _last(body, start, position)
+        self._validate(batch, found, flaws)
+        last = _last(body, start, position, status)
+        flaws += [o for o in last if flawed(o)]
         for stale in [key for key, entry in known.items() if entry.poll != poll]:
             del known[stale]  # changed or gone
         return [*found, *last]  # type: ignore[list-item]  # every None was filled
 
     def _validate(
-        self, batch: list[tuple[int, int, bytes]], found: list[Observation | None]
+        self,
+        batch: list[tuple[int, int, bytes]],
+        found: list[Observation | None],
+        flaws: list[Observation],
     ) -> None:
         """Validate new accounts' bytes in one go; each piece must be exactly one account."""
         if not batch:
@@ -126,18 +142,23 @@ class HealthParser:
             raise ValueError("a cut fell inside an account")  # two pieces made one object
         for (index, key, piece), observation in zip(batch, observations, strict=True):
             found[index] = observation
-            self._known[key] = _Known(observation, len(piece), self._polls)
+            odd = flawed(observation)
+            if odd:
+                flaws.append(observation)
+            self._known[key] = _Known(observation, len(piece), self._polls, odd)
 
 
 class _Known:
-    """An account's Observation, the size of its bytes, and the last poll that held them."""
+    """An account's Observation, the size of its bytes, the last poll that held them, and
+    whether some field of it could not be read."""
 
-    __slots__ = ("observation", "poll", "size")
+    __slots__ = ("flawed", "observation", "poll", "size")
 
-    def __init__(self, observation: Observation, size: int, poll: int) -> None:
+    def __init__(self, observation: Observation, size: int, poll: int, flawed: bool) -> None:
         self.observation = observation
         self.size = size
         self.poll = poll
+        self.flawed = flawed
 
 
 def _accounts_start(body: Body, batch: int) -> int | None:
@@ -151,10 +172,20 @@ def _accounts_start(body: Body, batch: int) -> int | None:
     return start.end()
 
 
-def _last(body: Body, start: int, position: int) -> list[Observation]:
+def _last(body: Body, start: int, position: int, status: int) -> list[Observation]:
     """The accounts from `position` to the end, validated with the document around them
     (everything before the list, everything after it): the envelope is checked here."""
-    return list(HEALTH.validate_json(body[:start] + body[position:])["accounts"])
+    return _whole(body[:start] + body[position:], status)
+
+
+def _whole(body: Body, status: int) -> list[Observation]:
+    """Every account of a body parsed in one piece. Only a body without the documented shape
+    (not JSON, no `accounts` array) is an error; an entry that is not an object is skipped."""
+    try:
+        entries = HEALTH.validate_json(body)["accounts"]
+    except ValidationError as exc:
+        raise bad_payload(body, status, f"{SHAPE_ERROR} ({describe(exc)})") from None
+    return [entry for entry in entries if entry is not None]
 
 
 @contextlib.contextmanager

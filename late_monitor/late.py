@@ -8,18 +8,26 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 import structlog
 
 from late_monitor import __version__
-from late_monitor.errors import ApiUnavailable, AuthRejected, LateApiError, RateLimited
+from late_monitor.errors import (
+    ApiUnavailable,
+    AuthRejected,
+    BadPayload,
+    LateApiError,
+    RateLimited,
+    Redirected,
+)
 from late_monitor.health import HealthParser
 from late_monitor.models import Body, Detail, Snapshot, bad_payload, parse_detail
 
@@ -27,6 +35,9 @@ log = structlog.get_logger("late_monitor.late")
 
 Sleep = Callable[[float], Awaitable[None]]
 MAX_WAIT = 120.0  # longest we wait on one 429 before giving the cycle up
+MAX_BODY = 128 << 20  # 50,000 accounts are ~15 MB
+MAX_REDIRECTS = 3  # within the base URL's own origin
+_TOKENS = re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+|\bsk_[\w-]{4,}")
 
 
 class RequestBudget:
@@ -149,9 +160,11 @@ class LateClient:
         attempts: int = 3,
         backoff: float = 0.5,
         backoff_cap: float = 8.0,
+        max_body: int = MAX_BODY,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._api_key = api_key
+        self._max_body = max_body
         self.base_url = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
         self.budget = RequestBudget(max_requests_per_minute, sleep=sleep)
@@ -214,11 +227,7 @@ class LateClient:
             await self.budget.acquire()
             self.requests += 1
             try:
-                async with self._get_session().get(url, params=params) as response:
-                    body = await _read(response)
-                    status = response.status
-                    headers = response.headers
-                    self.budget.observe(headers)
+                status, headers, body = await self._fetch(url, path, params)
             except TimeoutError:
                 last = ApiUnavailable(f"GET {path}: no answer within {self._timeout.total:g}s")
             except aiohttp.ClientError as exc:
@@ -226,7 +235,7 @@ class LateClient:
             else:
                 if 200 <= status < 300:
                     return status, body
-                last = _error_for(status, body, path)
+                last = _error_for(status, self._masked(body), path)
                 if isinstance(last, RateLimited):
                     wait = _retry_after(headers)
                     if wait > MAX_WAIT:
@@ -253,27 +262,76 @@ class LateClient:
         assert last is not None
         raise last
 
+    async def _fetch(
+        self, url: str, path: str, params: Mapping[str, str]
+    ) -> tuple[int, Mapping[str, str], Body]:
+        """One GET. Redirects are followed only within the base URL's own origin: the key
+        is never sent elsewhere, and a vendor that moved says where to point base_url."""
+        origin = _origin(self.base_url)
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self._get_session().get(
+                url, params=params, allow_redirects=False
+            ) as response:
+                self.budget.observe(response.headers)
+                if response.status not in (301, 302, 303, 307, 308):
+                    body = await _read(response, limit=self._max_body)
+                    return response.status, response.headers, body
+                target = urljoin(str(response.url), response.headers.get("Location", ""))
+            if _origin(target) != origin:
+                raise Redirected(
+                    f"GET {path}: HTTP {response.status} redirect to {_plain(target)}; "
+                    f"late-monitor does not send the API key to another host: set "
+                    f"late.base_url to {_plain(_base_of(target, path))!r} if that is Late",
+                    status=response.status,
+                )
+            url, params = target, {}
+        raise Redirected(f"GET {path}: more than {MAX_REDIRECTS} redirects", status=310)
 
-async def _read(response: aiohttp.ClientResponse) -> Body:
-    """The whole body, each chunk copied into one buffer as it comes: `read()` keeps every
-    chunk and then joins them, holding the body twice (30 MB at 50,000 accounts). Sized from
-    Content-Length when the body is not compressed, so the buffer never moves while growing."""
-    size = response.content_length
-    if size is None or response.headers.get("Content-Encoding", "identity") != "identity":
-        grown = bytearray()
-        async for chunk in response.content.iter_any():
-            grown += chunk
-        return grown
-    body = bytearray(size)
-    filled = 0
-    with memoryview(body) as view:
-        async for chunk in response.content.iter_any():
-            if filled + len(chunk) > size:  # aiohttp stops at Content-Length: not expected
-                raise aiohttp.ClientPayloadError(f"more than Content-Length {size} bytes")
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-    if filled != size:  # aiohttp raises on a short body itself: not expected either
-        raise aiohttp.ClientPayloadError(f"{filled} bytes for a Content-Length of {size}")
+    def _masked(self, body: Body) -> Body:
+        """An error body with the API key and anything shaped like a token blanked out: it
+        may end up in a message and the state file (a 401 page echoing the header)."""
+        text = body.decode("utf-8", "replace")
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return _TOKENS.sub(lambda m: (m.group(1) or "") + "***", text).encode()
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+def _plain(url: str) -> str:
+    """A URL without its query and credentials, to print."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def _base_of(target: str, path: str) -> str:
+    plain = _plain(target)
+    return plain[: -len(path)] if plain.endswith(path) else plain
+
+
+async def _read(response: aiohttp.ClientResponse, *, limit: int) -> Body:
+    """The whole body, each chunk appended as it comes (`read()` keeps every chunk and then
+    joins them, holding the body twice: 30 MB at 50,000 accounts). Nothing is allocated
+    from what Content-Length claims, and a body over `limit` bytes is refused."""
+    claimed = response.content_length
+    if claimed is not None and claimed > limit:
+        raise BadPayload(
+            f"HTTP {response.status}: Late announced a body of {claimed / 1e6:.0f} MB, over "
+            f"late.max_body_mb ({limit >> 20} MB)",
+            status=response.status,
+        )
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise BadPayload(
+                f"HTTP {response.status}: the body is over late.max_body_mb ({limit >> 20} MB)",
+                status=response.status,
+            )
     return body
 
 

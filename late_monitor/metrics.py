@@ -26,6 +26,11 @@ class Metrics:
             ["status", "platform"],
             registry=r,
         )
+        self.unreadable = Gauge(
+            "late_monitor_unreadable_accounts",
+            "Accounts the last poll listed with fields late-monitor could not read",
+            registry=r,
+        )
         self.events = Counter("late_monitor_events", "Events detected", ["kind"], registry=r)
         self.sent = Counter(
             "late_monitor_notifications_sent", "Messages accepted", ["destination"], registry=r
@@ -66,6 +71,7 @@ class Metrics:
         self.poll_duration.observe(result.duration)
         if result.outcome == "ok":
             self.last_success.set(now)
+            self.unreadable.set(result.unreadable)
             self.accounts.clear()
             for (status, platform), count in result.by_platform.items():
                 self.accounts.labels(status, platform).set(count)

@@ -9,51 +9,83 @@ Unknown fields are ignored, unknown statuses and platforms kept verbatim.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, NotRequired, Required
+from typing import Annotated, Any, Required
 
-from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import core_schema
 from typing_extensions import TypedDict
 
 from late_monitor.errors import BadPayload
 
 Body = bytes | bytearray  # a response body as read
+UNKNOWN_PLATFORM = "unknown"
+SHAPE_ERROR = "Late answered in a shape late-monitor cannot read"
+
+
+class OrDefault:
+    """Annotation: a value that does not validate (null, a wrong type, a bad date) becomes
+    `default`, inside pydantic-core, at no cost per account. Every field of the health list
+    is optional in the vendor's schema and none is declared non-null: one odd account must
+    not fail the poll of all the others."""
+
+    __slots__ = ("default",)
+
+    def __init__(self, default: object) -> None:
+        self.default = default
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_default_schema(
+            handler(source), default=self.default, on_error="default"
+        )
 
 
 class _Scope(TypedDict, total=False):
-    scope: Required[str]
-    granted: bool
-    required: bool
+    scope: Annotated[str, OrDefault("")]
+    granted: Annotated[bool, OrDefault(True)]
+    required: Annotated[bool, OrDefault(False)]
+
+
+_Scopes = Annotated[list[Annotated[_Scope, OrDefault(None)]], OrDefault([])]
 
 
 class _Permissions(TypedDict, total=False):
-    posting: list[_Scope]
-    analytics: list[_Scope]
-    optional: list[_Scope]
-    canPost: bool
-    canFetchAnalytics: bool
-    missingRequired: list[str]
+    posting: _Scopes
+    analytics: _Scopes
+    optional: _Scopes
+    canPost: Annotated[bool | None, OrDefault(None)]
+    canFetchAnalytics: Annotated[bool | None, OrDefault(None)]
+    missingRequired: Annotated[list[Annotated[str, OrDefault("")]], OrDefault([])]
 
 
 class _TokenStatus(TypedDict, total=False):
-    valid: bool
-    expiresAt: str | None
-    expiresIn: str
-    needsRefresh: bool
+    valid: Annotated[bool | None, OrDefault(None)]
+    expiresAt: Annotated[str | None, OrDefault(None)]
+    expiresIn: Annotated[str, OrDefault("")]
+    needsRefresh: Annotated[bool, OrDefault(False)]
+
+
+_Texts = Annotated[list[Annotated[str, OrDefault("")]], OrDefault([])]
 
 
 class _DetailPayload(TypedDict, total=False):
     accountId: Required[str]
-    status: str
-    platform: str
-    username: str
-    displayName: str
-    tokenStatus: _TokenStatus
-    permissions: _Permissions
-    issues: list[str]
-    recommendations: list[str]
+    status: Annotated[str | None, OrDefault(None)]
+    tokenStatus: Annotated[_TokenStatus, OrDefault({})]
+    permissions: Annotated[_Permissions, OrDefault({})]
+    issues: _Texts
+    recommendations: _Texts
 
 
 _DETAIL = TypeAdapter(_DetailPayload)
@@ -84,26 +116,62 @@ def _when(value: object) -> object:
     config=ConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True),
 )
 class Observation:
-    """One account as one poll of `GET /accounts/health` saw it."""
+    """One account as one poll of `GET /accounts/health` saw it.
 
-    account_id: Annotated[str, Field(alias="accountId")]
-    status: str
-    platform: str = "unknown"
-    username: str = ""
-    needs_reconnect: Annotated[bool, Field(alias="needsReconnect")] = False
-    can_post: Annotated[bool, Field(alias="canPost")] = True
-    token_valid: Annotated[bool, Field(alias="tokenValid")] = True
+    A field Late left out takes its default. A null or unreadable descriptive field reads
+    as empty; a null or unreadable field that decides alerts (status and the flags) reads as
+    None, "not said": the rules keep the account's last known value for it, and `flaws`
+    names it so the operator hears of it once. An entry without a usable accountId reads
+    with `account_id == ""` and is set aside whole.
+    """
+
+    account_id: Annotated[str, Field(alias="accountId"), OrDefault("")] = ""
+    status: Annotated[str | None, OrDefault(None)] = None
+    platform: Annotated[str, OrDefault(UNKNOWN_PLATFORM)] = UNKNOWN_PLATFORM
+    username: Annotated[str, OrDefault("")] = ""
+    needs_reconnect: Annotated[bool | None, Field(alias="needsReconnect"), OrDefault(None)] = False
+    can_post: Annotated[bool | None, Field(alias="canPost"), OrDefault(None)] = True
+    can_fetch_analytics: Annotated[
+        bool | None, Field(alias="canFetchAnalytics"), OrDefault(None)
+    ] = True
+    token_valid: Annotated[bool | None, Field(alias="tokenValid"), OrDefault(None)] = True
     token_expires_at: Annotated[
-        datetime | None, Field(alias="tokenExpiresAt"), BeforeValidator(_when)
+        datetime | None, Field(alias="tokenExpiresAt"), BeforeValidator(_when), OrDefault(None)
     ] = None
-    issues: tuple[str, ...] = ()
-    display_name: Annotated[str, Field(alias="displayName")] = ""
-    profile_id: Annotated[str | None, Field(alias="profileId")] = None
+    issues: Annotated[tuple[Annotated[str, OrDefault("?")], ...], OrDefault(())] = ()
+    display_name: Annotated[str, Field(alias="displayName"), OrDefault("")] = ""
+    profile_id: Annotated[str | None, Field(alias="profileId"), OrDefault(None)] = None
+
+    @property
+    def flaws(self) -> tuple[str, ...]:
+        """The fields that decide alerts but could not be read (Late's names)."""
+        return tuple(
+            name
+            for name, value in (
+                ("status", self.status),
+                ("needsReconnect", self.needs_reconnect),
+                ("canPost", self.can_post),
+                ("tokenValid", self.token_valid),
+                ("canFetchAnalytics", self.can_fetch_analytics),
+            )
+            if value is None
+        )
+
+
+def flawed(observation: Observation) -> bool:
+    """Cheaper than `bool(observation.flaws)`: the parser asks it of every new account."""
+    return (
+        observation.status is None
+        or observation.needs_reconnect is None
+        or observation.can_post is None
+        or observation.token_valid is None
+        or observation.can_fetch_analytics is None
+        or not observation.account_id
+    )
 
 
 class _HealthPayload(TypedDict):
-    accounts: list[Observation]
-    summary: NotRequired[dict[str, int]]
+    accounts: list[Annotated[Observation, OrDefault(None)]]
 
 
 HEALTH = TypeAdapter(_HealthPayload)
@@ -112,9 +180,14 @@ OBSERVATIONS = TypeAdapter(list[Observation])
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Every account of one successful poll, keyed by account id."""
+    """Every account of one successful poll, keyed by account id.
+
+    `unreadable` names, per account, the alert-deciding fields Late sent null or unreadable;
+    `unidentified` counts the entries set aside for want of an accountId."""
 
     accounts: Mapping[str, Observation]
+    unreadable: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    unidentified: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,28 +214,41 @@ def describe(exc: ValidationError) -> str:
 
 
 def parse_detail(body: Body, *, status: int = 200) -> Detail:
-    """Parse a `GET /accounts/{id}/health` body; raise BadPayload when it is not that."""
+    """Parse a `GET /accounts/{id}/health` body; raise BadPayload when it is not that.
+
+    Posting scopes count as missing when Late marks them required and not granted; an
+    analytics scope counts when it is not granted at all, since the vendor marks analytics
+    `required: false` although losing it stops every report."""
     try:
         payload = _DETAIL.validate_json(body)
     except ValidationError as exc:
         raise bad_payload(body, status, describe(exc)) from None
     permissions = payload.get("permissions", {})
-    posting = [s["scope"] for s in permissions.get("posting", ()) if _lost(s)]
-    others = [*permissions.get("analytics", ()), *permissions.get("optional", ())]
-    analytics = [s["scope"] for s in others if _lost(s)]
+    posting = [s["scope"] for s in _scopes(permissions, "posting") if _lost(s)]
+    analytics = [
+        s["scope"] for s in _scopes(permissions, "analytics") if not s.get("granted", True)
+    ]
+    analytics += [s["scope"] for s in _scopes(permissions, "optional") if _lost(s)]
     for scope in permissions.get("missingRequired", ()):
-        if scope not in posting and scope not in analytics:
+        if scope and scope not in posting and scope not in analytics:
             posting.append(scope)
+    if permissions.get("canFetchAnalytics") is False and not analytics:
+        analytics.append("analytics")
     token = payload.get("tokenStatus", {})
     return Detail(
         account_id=payload["accountId"],
-        missing_posting=tuple(posting),
-        missing_analytics=tuple(analytics),
+        missing_posting=tuple(s for s in posting if s),
+        missing_analytics=tuple(s for s in analytics if s),
         needs_refresh=token.get("needsRefresh", False),
         expires_in=token.get("expiresIn", ""),
-        issues=tuple(payload.get("issues", ())),
-        recommendations=tuple(payload.get("recommendations", ())),
+        issues=tuple(text for text in payload.get("issues", ()) if text),
+        recommendations=tuple(text for text in payload.get("recommendations", ()) if text),
     )
+
+
+def _scopes(permissions: _Permissions, kind: str) -> list[_Scope]:
+    found: list[_Scope | None] = permissions.get(kind, [])  # type: ignore[assignment]
+    return [scope for scope in found if scope]
 
 
 def _lost(scope: _Scope) -> bool:

@@ -20,7 +20,7 @@ import structlog
 from late_monitor import plugins
 from late_monitor.errors import ConfigError
 from late_monitor.logs import REDACTOR
-from late_monitor.models import Detail
+from late_monitor.models import SHAPE_ERROR, Detail
 from late_monitor.rules import Event, Kind, worst_type
 from late_monitor.store import PlannedMessage
 
@@ -34,11 +34,15 @@ _ATTENTION = {
     Kind.PERMISSION_LOST,
     Kind.TOKEN_EXPIRING,
     Kind.REMINDER,
+    Kind.STATUS_UNKNOWN,
+    Kind.ANALYTICS_LOST,
 }
 _API_TITLES = {
     Kind.API_UNREACHABLE: "the Late API is unreachable",
+    Kind.API_UNREADABLE: SHAPE_ERROR,
     Kind.AUTH_FAILED: "the Late API rejects the API key",
     Kind.API_RECOVERED: "the Late API answers again",
+    Kind.UNREADABLE: "Late listed accounts with fields late-monitor cannot read",
 }
 
 
@@ -216,8 +220,11 @@ def _account_line(events: Sequence[Event], details: Mapping[str, Detail]) -> str
     parts = [f"[{worst_type(events).upper()}] {state.platform} {name} ({state.account_id}):"]
     kinds = {e.kind for e in events}
     status_event = next((e for e in events if e.old_status and e.new_status), None)
+    first_seen = next((e for e in events if e.first_seen), None)
     if Kind.REMOVED in kinds:
         parts.append("no longer connected to Late")
+    elif first_seen is not None:
+        parts.append(f"first seen in {state.status}")
     elif status_event and status_event.old_status != status_event.new_status:
         parts.append(f"{status_event.old_status} -> {status_event.new_status}")
     else:
@@ -260,7 +267,8 @@ def render(events: Sequence[Event], details: Mapping[str, Detail]) -> tuple[str,
         if any(e.kind is Kind.IMPROVED for e in evs) and not any(e.kind in _ATTENTION for e in evs)
     )
     removed = sum(1 for evs in by_account.values() if any(e.kind is Kind.REMOVED for e in evs))
-    phrases = [_API_TITLES[e.kind] for e in api_events]
+    detailed = sum(1 for evs in by_account.values() if all(e.kind is Kind.DETAILS for e in evs))
+    phrases = [_api_title(e) for e in api_events]
     if attention:
         phrases.append(f"{_count(attention)} {'needs' if attention == 1 else 'need'} attention")
     if improved:
@@ -269,13 +277,25 @@ def render(events: Sequence[Event], details: Mapping[str, Detail]) -> tuple[str,
         phrases.append(f"{recovered} recovered")
     if removed:
         phrases.append(f"{removed} removed")
+    if detailed:
+        phrases.append(f"details for {_count(detailed)}")
     title = "Late: " + ", ".join(phrases)
-    lines = [
-        f"[{e.notify_type.upper()}] {_API_TITLES[e.kind]}: {e.note}".rstrip(": ")
-        for e in api_events
-    ]
+    lines = [_api_line(e) for e in api_events]
     lines += [_account_line(evs, details) for evs in by_account.values()]
     return title, "\n".join(lines), str(worst_type(events))
+
+
+def _api_title(event: Event) -> str:
+    """The title phrase of an event about the API or about many accounts at once."""
+    if event.kind in _API_TITLES:
+        return _API_TITLES[event.kind]
+    return event.note.split(";", 1)[0]  # e.g. "10000 accounts are no longer listed"
+
+
+def _api_line(event: Event) -> str:
+    if event.kind not in _API_TITLES:
+        return f"[{event.notify_type.upper()}] {event.note}"
+    return f"[{event.notify_type.upper()}] {_API_TITLES[event.kind]}: {event.note}".rstrip(": ")
 
 
 def _count(n: int) -> str:

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from late_monitor.models import Detail, Observation, Snapshot
+from late_monitor.models import UNKNOWN_PLATFORM, Detail, Observation, Snapshot
 
 HEALTHY = "healthy"
 _RANK = {"healthy": 0, "warning": 1, "error": 2}
+MANY_REMOVED = 10  # more removals than this in one poll are told in one line
 
 
 class NotifyType(StrEnum):
@@ -49,7 +50,12 @@ class Kind(StrEnum):
     RECOVERED = "recovered"
     REMOVED = "removed"
     REMINDER = "reminder"
+    STATUS_UNKNOWN = "status_unknown"
+    ANALYTICS_LOST = "analytics_lost"
+    DETAILS = "details"
+    UNREADABLE = "unreadable"
     API_UNREACHABLE = "api_unreachable"
+    API_UNREADABLE = "api_unreadable"
     API_RECOVERED = "api_recovered"
     AUTH_FAILED = "auth_failed"
 
@@ -57,6 +63,10 @@ class Kind(StrEnum):
 def rank(status: str) -> int:
     """healthy < warning < error; an unknown status ranks as warning."""
     return _RANK.get(status, 1)
+
+
+def known_status(status: str) -> bool:
+    return status in _RANK
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,8 @@ class Policy:
     notify_recovery: bool = True
     notify_first_seen: bool = True
     api_failure_after: int = 3
+    vanish_polls: int = 3  # when most accounts vanish at once: polls and seconds to wait
+    vanish_wait: float = 900.0
 
 
 Condition = tuple[str, bool, bool]  # (status, needs_reconnect, can_post)
@@ -98,6 +110,9 @@ class AccountState:
     missing_scopes: tuple[str, ...] = ()
     detail_at: datetime | None = None
     absent_polls: int = 0
+    can_fetch_analytics: bool = True
+    absent_since: datetime | None = None
+    detail_due: bool = False  # news went out before its detail came: fetch it next
 
     @property
     def condition(self) -> Condition:
@@ -123,6 +138,7 @@ class Event:
     old_status: str | None = None
     new_status: str | None = None
     note: str = ""
+    first_seen: bool = False  # the account was not known before: there is no "from"
 
     @property
     def account_id(self) -> str | None:
@@ -147,6 +163,7 @@ class ApiHealth:
     unreachable_alerted: bool = False
     auth_alerted: bool = False
     last_error: str = ""
+    unreadable: dict[str, list[str]] = field(default_factory=dict)  # account -> fields told
 
 
 def _type_for_status(condition: Condition) -> NotifyType:
@@ -164,7 +181,11 @@ def _transition(old: Condition, new: Condition, state: AccountState, policy: Pol
     def add(kind: Kind, notify_type: NotifyType, note: str = "") -> None:
         events.append(Event(kind, notify_type, state, old_status, new_status, note))
 
-    if rank(new_status) > rank(old_status):
+    if not known_status(new_status):
+        if new_status != old_status:
+            note = f"status changed to {new_status!r} (not a status late-monitor knows)"
+            add(Kind.STATUS_UNKNOWN, NotifyType.WARNING, note)
+    elif rank(new_status) > rank(old_status):
         add(Kind.DEGRADED, NotifyType.FAILURE if rank(new_status) >= 2 else NotifyType.WARNING)
     if new_reconnect and not old_reconnect:
         add(Kind.RECONNECT_NEEDED, NotifyType.FAILURE)
@@ -173,7 +194,7 @@ def _transition(old: Condition, new: Condition, state: AccountState, policy: Pol
     if is_healthy(new) and not is_healthy(old):
         if policy.notify_recovery:
             add(Kind.RECOVERED, NotifyType.SUCCESS)
-    elif rank(new_status) < rank(old_status):
+    elif known_status(new_status) and rank(new_status) < rank(old_status):
         add(Kind.IMPROVED, NotifyType.INFO)
     return events
 
@@ -192,6 +213,13 @@ def _token_events(
         return (replace(state, token_warned=()) if state.token_warned else state), []
     remaining = (expires - now).total_seconds()
     crossed = {t for t in policy.token_expiry_warn if remaining <= t}
+    if previous_expiry is not None and expires > previous_expiry:
+        # Late refreshed the token: what its new expiry is already within is not news, and
+        # a short-lived token that Late keeps refreshing never warns.
+        refreshed = tuple(sorted(crossed, reverse=True))
+        if refreshed != state.token_warned:
+            state = replace(state, token_warned=refreshed)
+        return state, []
     if crossed <= set(warned):
         return (state if warned == state.token_warned else replace(state, token_warned=warned)), []
     new_warned = tuple(sorted(set(warned) | crossed, reverse=True))
@@ -221,6 +249,7 @@ def _verbatim_unchanged(state: AccountState, obs: Observation) -> bool:
         and state.display_name == obs.display_name
         and state.platform == obs.platform
         and state.profile_id == obs.profile_id
+        and state.can_fetch_analytics == obs.can_fetch_analytics
         and state.absent_polls == 0
     )
 
@@ -231,36 +260,47 @@ def _observe(state: AccountState, obs: Observation) -> AccountState:
         return state
     return replace(
         state,
-        token_valid=obs.token_valid,
+        token_valid=obs.token_valid is not False,
         token_expires_at=obs.token_expires_at,
         issues=obs.issues,
         username=obs.username,
         display_name=obs.display_name,
         platform=obs.platform,
         profile_id=obs.profile_id,
+        can_fetch_analytics=bool(obs.can_fetch_analytics),
         absent_polls=0,
+        absent_since=None,
     )
 
 
 def _first_seen(
     obs: Observation, now: datetime, policy: Policy
 ) -> tuple[AccountState, list[Event]]:
+    """A new account (the caller has checked that its status could be read). A flag that
+    Late left unreadable takes the value of a healthy account until a poll says otherwise."""
+    assert obs.status is not None
     state = AccountState(
         account_id=obs.account_id,
         platform=obs.platform,
         username=obs.username,
         status=obs.status,
-        needs_reconnect=obs.needs_reconnect,
-        can_post=obs.can_post,
+        needs_reconnect=bool(obs.needs_reconnect),
+        can_post=obs.can_post is not False,
         since=now,
-        token_valid=obs.token_valid,
+        token_valid=obs.token_valid is not False,
         token_expires_at=obs.token_expires_at,
         issues=obs.issues,
         display_name=obs.display_name,
         profile_id=obs.profile_id,
+        can_fetch_analytics=obs.can_fetch_analytics is not False,
     )
     events = (
-        _transition(_BASELINE, state.condition, state, policy) if policy.notify_first_seen else []
+        [
+            replace(event, old_status=None, first_seen=True)
+            for event in _transition(_BASELINE, state.condition, state, policy)
+        ]
+        if policy.notify_first_seen
+        else []
     )
     state, token = _token_events(state, None, now, policy, silent=not policy.notify_first_seen)
     events = [replace(e, account=state) for e in events] + token
@@ -316,7 +356,11 @@ def _full(
     """Every rule for one seen-before account; `_quiet` short-cuts the cases where this
     returns (prev, []) unchanged (a property test holds it to that)."""
     state = _observe(prev, obs)
-    new: Condition = (obs.status, obs.needs_reconnect, obs.can_post)
+    new: Condition = (  # `_resolved` has filled what Late left unsaid; the fallbacks say so
+        prev.status if obs.status is None else obs.status,
+        prev.needs_reconnect if obs.needs_reconnect is None else obs.needs_reconnect,
+        prev.can_post if obs.can_post is None else obs.can_post,
+    )
     events: list[Event] = []
     if new == prev.condition:
         if prev.pending is not None:
@@ -337,6 +381,15 @@ def _full(
         else:
             state = replace(state, pending=new, pending_count=count)
 
+    if prev.can_fetch_analytics and obs.can_fetch_analytics is False:
+        events.append(
+            Event(
+                Kind.ANALYTICS_LOST,
+                NotifyType.WARNING,
+                state,
+                note="analytics can no longer be fetched",
+            )
+        )
     state, token = _token_events(state, prev.token_expires_at, now, policy, silent=False)
     events += token
     if not events and not state.healthy and policy.remind_every > 0:
@@ -362,15 +415,26 @@ def evaluate(
     changed: set[str] = set()
     events: list[Event] = []
     horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    unreadable = snapshot.unreadable
     known = 0
     for account_id, obs in snapshot.accounts.items():
         prev = previous.get(account_id)
         new_events: Sequence[Event]
+        if prev is not None:
+            known += 1
+            if prev.platform != obs.platform and UNKNOWN_PLATFORM not in (
+                prev.platform,
+                obs.platform,
+            ):
+                prev = None  # the id came back on another platform: another account
+            elif account_id in unreadable:
+                obs = _resolved(obs, prev)
         if prev is None:
+            if obs.status is None:
+                continue  # nothing known to keep, and no status to start from
             state, new_events = _first_seen(obs, now, policy)
             changed.add(account_id)
         else:
-            known += 1
             state, new_events = _next(prev, obs, now, policy, horizon)
             if state is not prev:
                 changed.add(account_id)
@@ -383,22 +447,70 @@ def evaluate(
         if known < len(previous)
         else []
     )
-    removed: set[str] = set()
-    mass = len(missing) * 2 > len(previous)
-    for account_id in missing:
-        prev = previous[account_id]
-        if mass and prev.absent_polls < 1:
-            states[account_id] = replace(prev, absent_polls=prev.absent_polls + 1)
-            changed.add(account_id)
-            continue
-        removed.add(account_id)
-        events.append(Event(Kind.REMOVED, NotifyType.INFO, prev, old_status=prev.status))
+    if missing and len(missing) <= snapshot.unidentified:
+        for account_id in missing:  # they may be the entries listed without an id
+            states[account_id] = previous[account_id]
+        missing = []
+    removed, waiting = _vanished(previous, missing, now=now, policy=policy)
+    for state in waiting:
+        states[state.account_id] = state
+        changed.add(state.account_id)
+    if len(removed) > MANY_REMOVED:
+        note = f"{len(removed)} accounts are no longer listed"
+        if len(missing) * 2 > len(previous):
+            note += "; the key's scope may have changed"
+        events.append(Event(Kind.REMOVED, NotifyType.INFO, note=note))
+    else:
+        events += [
+            Event(Kind.REMOVED, NotifyType.INFO, prev, old_status=prev.status) for prev in removed
+        ]
     return Evaluation(
         states=states,
         changed=frozenset(changed),
-        removed=frozenset(removed),
+        removed=frozenset(state.account_id for state in removed),
         events=tuple(events),
     )
+
+
+def _resolved(obs: Observation, prev: AccountState) -> Observation:
+    """What Late did not say (a null or unreadable status or flag) stays as last known."""
+    return replace(
+        obs,
+        status=prev.status if obs.status is None else obs.status,
+        needs_reconnect=(
+            prev.needs_reconnect if obs.needs_reconnect is None else obs.needs_reconnect
+        ),
+        can_post=prev.can_post if obs.can_post is None else obs.can_post,
+        token_valid=prev.token_valid if obs.token_valid is None else obs.token_valid,
+        can_fetch_analytics=(
+            prev.can_fetch_analytics if obs.can_fetch_analytics is None else obs.can_fetch_analytics
+        ),
+    )
+
+
+def _vanished(
+    previous: Mapping[str, AccountState],
+    missing: Sequence[str],
+    *,
+    now: datetime,
+    policy: Policy,
+) -> tuple[list[AccountState], list[AccountState]]:
+    """The missing accounts to forget now, and those still waited for. One account leaving
+    is news at once; when more than half of them vanish together (an empty list, a key whose
+    scope changed), they are kept `vanish_polls` polls and `vanish_wait` seconds first."""
+    if len(missing) * 2 <= len(previous):
+        return [previous[account_id] for account_id in missing], []
+    removed: list[AccountState] = []
+    waiting: list[AccountState] = []
+    for account_id in missing:
+        prev = previous[account_id]
+        since = prev.absent_since or now
+        polls = prev.absent_polls + 1
+        if polls >= policy.vanish_polls and (now - since).total_seconds() >= policy.vanish_wait:
+            removed.append(prev)
+        else:
+            waiting.append(replace(prev, absent_polls=polls, absent_since=since))
+    return removed, waiting
 
 
 def apply_details(
@@ -422,18 +534,30 @@ def apply_details(
         missing = detail.missing
         lost = [scope for scope in missing if scope not in state.missing_scopes]
         first = state.detail_at is None
-        state = replace(state, missing_scopes=missing, detail_at=now)
+        state = replace(state, missing_scopes=missing, detail_at=now, detail_due=False)
         if lost and (policy.notify_first_seen or not first):
-            posting = any(scope in detail.missing_posting for scope in lost)
+            posting = [scope for scope in lost if scope in detail.missing_posting]
+            analytics = [scope for scope in lost if scope not in posting]
+            told = {(e.kind, e.account_id) for e in evaluation.events}
             state = replace(state, last_notice_at=now)
-            new_events.append(
-                Event(
-                    Kind.PERMISSION_LOST,
-                    NotifyType.FAILURE if posting else NotifyType.WARNING,
-                    state,
-                    note="missing " + ", ".join(lost),
+            if posting:
+                new_events.append(
+                    Event(
+                        Kind.PERMISSION_LOST,
+                        NotifyType.FAILURE,
+                        state,
+                        note="missing " + ", ".join(posting),
+                    )
                 )
-            )
+            if analytics and (Kind.ANALYTICS_LOST, account_id) not in told:
+                new_events.append(
+                    Event(
+                        Kind.ANALYTICS_LOST,
+                        NotifyType.WARNING,
+                        state,
+                        note="missing " + ", ".join(analytics),
+                    )
+                )
         states[account_id] = state
         updated[account_id] = state
         changed.add(account_id)
@@ -451,10 +575,32 @@ def apply_details(
     )
 
 
+def follow_ups(
+    before: Mapping[str, AccountState],
+    after: Mapping[str, AccountState],
+    details: Mapping[str, Detail],
+    told: Sequence[Event],
+) -> list[Event]:
+    """For accounts whose news went out before their detail came: what the detail adds
+    (missing permissions, Late's recommendations), unless an event about it says it now."""
+    covered = {e.account_id for e in told}
+    events = []
+    for account_id, detail in details.items():
+        prev, state = before.get(account_id), after.get(account_id)
+        if prev is None or state is None or not prev.detail_due or account_id in covered:
+            continue
+        if state.healthy or not (detail.recommendations or detail.missing):
+            continue
+        note = "detail that came after the alert"
+        events.append(Event(Kind.DETAILS, _type_for_status(state.condition), state, note=note))
+    return events
+
+
 def api_failed(
-    api: ApiHealth, *, error: str, auth: bool, policy: Policy
+    api: ApiHealth, *, error: str, auth: bool, policy: Policy, unreadable: bool = False
 ) -> tuple[ApiHealth, list[Event]]:
-    """A poll failed. Alert once for a rejected key, once after N failures in a row."""
+    """A poll failed. Alert once for a rejected key, once after N failures in a row; a body
+    Late sent but in a shape we cannot read is said as that, never as "unreachable"."""
     if auth:
         if api.auth_alerted:
             return replace(api, last_error=error), []
@@ -464,21 +610,52 @@ def api_failed(
     api = replace(api, consecutive_failures=failures, last_error=error)
     if failures >= policy.api_failure_after and not api.unreachable_alerted:
         note = f"{failures} polls in a row failed; last error: {error}"
-        return replace(api, unreachable_alerted=True), [
-            Event(Kind.API_UNREACHABLE, NotifyType.FAILURE, note=note)
-        ]
+        kind = Kind.API_UNREADABLE if unreadable else Kind.API_UNREACHABLE
+        return replace(api, unreachable_alerted=True), [Event(kind, NotifyType.FAILURE, note=note)]
     return api, []
 
 
 def api_succeeded(api: ApiHealth) -> tuple[ApiHealth, list[Event]]:
     """A poll succeeded: close any open API alert with one recovery notice."""
-    if api == ApiHealth():
+    if not (api.consecutive_failures or api.unreachable_alerted or api.auth_alerted):
         return api, []
     events = []
     if api.unreachable_alerted or api.auth_alerted:
         note = "the API key is accepted again" if api.auth_alerted else "polls succeed again"
         events.append(Event(Kind.API_RECOVERED, NotifyType.SUCCESS, note=note))
-    return ApiHealth(), events
+    return ApiHealth(unreadable=api.unreadable), events
+
+
+def unreadable_told(
+    api: ApiHealth, snapshot: Snapshot, states: Mapping[str, AccountState]
+) -> tuple[ApiHealth, list[Event]]:
+    """Tell once which accounts Late listed with fields we cannot read, and which fields.
+
+    One event for all of them; an account is told again only for a field not told before,
+    or after it was readable in between. Entries without an accountId count as one, told
+    again when their number changes."""
+    now_unreadable = {key: list(fields) for key, fields in snapshot.unreadable.items()}
+    if snapshot.unidentified:
+        now_unreadable[""] = [f"{snapshot.unidentified} entries without an accountId"]
+    told = api.unreadable
+    if now_unreadable == told:
+        return api, []
+    api = replace(api, unreadable=now_unreadable)
+    parts = []
+    for key, fields in sorted(now_unreadable.items()):
+        if set(fields) <= set(told.get(key, ())):
+            continue
+        if not key:
+            parts.append(f"{fields[0]} (ignored)")
+            continue
+        state = states.get(key)
+        name = f"{state.platform} {state.username or key} ({key})" if state else key
+        kept = f"kept as {state.status}" if state else "not tracked until readable"
+        parts.append(f"{name}: {', '.join(fields)} ({kept})")
+    if not parts:
+        return api, []
+    note = "; ".join(parts[:20]) + (f"; and {len(parts) - 20} more" if len(parts) > 20 else "")
+    return api, [Event(Kind.UNREADABLE, NotifyType.WARNING, note=note)]
 
 
 def due_for_detail(states: Iterable[AccountState], *, count: int) -> list[str]:

@@ -228,6 +228,18 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'api'").fetchone()
         return ApiHealth(**json.loads(row[0])) if row else ApiHealth()
 
+    def read_meta(self, key: str) -> Any:
+        """A JSON value kept beside the states (e.g. the scope the file was written for)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def write_meta(self, key: str, value: Any) -> None:
+        self._write(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
     def data_version(self) -> int:
         """Changes whenever another connection commits: tells a cache it is stale."""
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])

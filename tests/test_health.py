@@ -99,13 +99,19 @@ def test_an_accounts_key_nested_before_the_real_one_is_not_taken_for_it() -> Non
     assert list(parse_health(body, batch_bytes=SMALL).accounts) == ["real"]
 
 
-def test_a_bad_account_deep_in_a_large_body_is_reported_where_it_is() -> None:
+def test_an_account_without_status_deep_in_a_large_body_is_named_and_the_rest_read() -> None:
     listed = accounts(80)
     del listed[57]["status"]
+    listed[60]["canPost"] = None
     body = json.dumps({"accounts": listed}).encode()
 
-    with pytest.raises(BadPayload, match=r"accounts\.57\.status: Field required"):
-        parse_health(body, batch_bytes=SMALL)
+    snapshot = parse_health(body, batch_bytes=SMALL)
+
+    assert len(snapshot.accounts) == 80
+    assert snapshot.unreadable == {"acc_00057": ("status",), "acc_00060": ("canPost",)}
+    assert snapshot.accounts["acc_00059"].status == listed[59]["status"]
+    assert snapshot.accounts["acc_00060"].status == listed[60]["status"]
+    assert snapshot == parse_health(body, batch_bytes=len(body) + 1)
 
 
 def test_a_body_cut_off_after_many_accounts_is_a_bad_payload() -> None:
@@ -169,16 +175,67 @@ def test_later_polls_reuse_the_unchanged_accounts_and_parse_the_rest() -> None:
 
 def test_a_bad_body_between_good_ones_is_reported_and_forgets_nothing() -> None:
     good = json.dumps({"accounts": accounts(60)}).encode()
-    bad = good.replace(b'"status": "warning"', b'"status": 7', 1)
+    bad = good.replace(b'"accounts"', b'"acounts"', 1)
     parser = HealthParser(batch_bytes=SMALL)
     before = polls(parser, good, good)[1]
 
-    with pytest.raises(BadPayload, match=r"accounts\.1\.status"):
+    with pytest.raises(BadPayload, match="Late answered in a shape late-monitor cannot read"):
         parser.parse(bad)
     after = dict(parser.parse(good).accounts)
 
     assert after == before
     assert after["acc_00010"] is before["acc_00010"]
+
+
+def test_an_unreadable_field_is_named_every_poll_also_when_its_bytes_are_remembered() -> None:
+    good = json.dumps({"accounts": accounts(60)}).encode()
+    odd = good.replace(b'"status": "warning"', b'"status": 7', 1)
+    parser = HealthParser(batch_bytes=SMALL)
+
+    first, second, third = (parser.parse(body) for body in (odd, odd, good))
+
+    assert first.unreadable == second.unreadable == {"acc_00001": ("status",)}
+    assert second.accounts["acc_00001"] is first.accounts["acc_00001"]  # remembered, still odd
+    assert third.unreadable == {}
+    assert third.accounts["acc_00001"].status == "warning"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b'{"accounts": null}',
+        b'{"accounts": {}}',
+        b'{"data": []}',
+        b'[{"accountId": "a", "status": "healthy"}]',
+        b"",
+    ],
+    ids=["html", "null-list", "object-list", "no-accounts", "top-level-array", "empty"],
+)
+def test_a_body_without_the_documented_shape_says_so(body: bytes) -> None:
+    with pytest.raises(BadPayload, match="Late answered in a shape late-monitor cannot read"):
+        parse_health(body)
+
+
+def test_entries_that_are_not_objects_or_lack_an_id_are_counted_and_skipped() -> None:
+    body = json.dumps(
+        {
+            "accounts": [
+                {"accountId": "a", "status": "healthy"},
+                "garbage",
+                {"status": "error"},
+                {"accountId": None, "status": "error"},
+                {"accountId": "b", "status": "error", "username": None, "issues": None},
+            ]
+        }
+    ).encode()
+
+    snapshot = parse_health(body)
+
+    assert sorted(snapshot.accounts) == ["a", "b"]
+    assert snapshot.unidentified == 2
+    assert snapshot.accounts["b"].username == ""
+    assert snapshot.accounts["b"].issues == ()
 
 
 def test_an_account_with_separators_in_its_strings_is_parsed_right_every_poll() -> None:

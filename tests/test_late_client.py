@@ -67,7 +67,7 @@ def test_detail_lists_required_scopes_not_granted() -> None:
     ).encode()
     detail = parse_detail(body)
     assert detail.missing_posting == ("p1",)
-    assert detail.missing_analytics == ("s1",)
+    assert detail.missing_analytics == ("s1", "s2")  # analytics counts even when "not required"
     assert detail.recommendations == ("Reconnect",)
 
 

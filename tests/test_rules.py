@@ -19,6 +19,7 @@ from late_monitor.rules import (
     api_succeeded,
     apply_details,
     evaluate,
+    unreadable_told,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -77,8 +78,18 @@ ERROR_RECONNECT = obs(status="error", needs_reconnect=True, can_post=False)
             obs(status="healthy", needs_reconnect=True),
             [(Kind.IMPROVED, NotifyType.INFO)],
         ),
-        (HEALTHY, obs(status="suspended"), [(Kind.DEGRADED, NotifyType.WARNING)]),
-        (WARNING, obs(status="suspended"), []),  # unknown ranks as warning: no louder
+        (HEALTHY, obs(status="suspended"), [(Kind.STATUS_UNKNOWN, NotifyType.WARNING)]),
+        (WARNING, obs(status="suspended"), [(Kind.STATUS_UNKNOWN, NotifyType.WARNING)]),
+        # an unknown status is never an improvement, nor a recovery
+        (ERROR, obs(status="suspended"), [(Kind.STATUS_UNKNOWN, NotifyType.WARNING)]),
+        (obs(status="suspended"), obs(status="suspended", issues=("x",)), []),
+        (
+            obs(status="suspended"),
+            obs(status="paused"),
+            [(Kind.STATUS_UNKNOWN, NotifyType.WARNING)],
+        ),
+        (obs(status="suspended"), ERROR, [(Kind.DEGRADED, NotifyType.FAILURE)]),
+        (obs(status="suspended"), HEALTHY, [(Kind.RECOVERED, NotifyType.SUCCESS)]),
     ],
 )
 def test_transition_table(before: Observation, after: Observation, expected: list) -> None:
@@ -149,12 +160,33 @@ def test_reminder_after_remind_every_while_still_unhealthy() -> None:
     assert reminders == [6, 12]
 
 
-def test_removed_needs_confirmation_when_more_than_half_vanish() -> None:
+def test_removed_waits_three_polls_and_fifteen_minutes_when_more_than_half_vanish() -> None:
     accounts = [obs(f"a{i}") for i in range(4)]
-    events, states = run(snap(*accounts), snap(), snap())
-    assert events[1] == []
-    assert sorted(events[2]) == [(Kind.REMOVED, NotifyType.INFO)] * 4
+    events, states = run(snap(*accounts), snap(), snap(), snap(), snap())
+    assert events[1:4] == [[], [], []]  # 3 polls, but only 10 minutes since the first
+    assert sorted(events[4]) == [(Kind.REMOVED, NotifyType.INFO)] * 4
     assert states == {}
+
+
+def test_many_removed_at_once_are_told_in_one_line() -> None:
+    accounts = [obs(f"a{i:02d}") for i in range(30)]
+    policy = Policy(vanish_polls=1, vanish_wait=0)
+    first = evaluate({}, snap(*accounts), now=T0, policy=policy)
+    gone = evaluate(first.states, snap(), now=T0, policy=policy)
+
+    assert len(gone.removed) == 30
+    assert [(e.kind, e.account, e.note) for e in gone.events] == [
+        (Kind.REMOVED, None, "30 accounts are no longer listed; the key's scope may have changed")
+    ]
+
+
+def test_an_account_id_back_on_another_platform_is_a_new_account() -> None:
+    before = evaluate({}, snap(ERROR), now=T0, policy=POLICY)
+    moved = Observation(account_id="a1", platform="instagram", username="@x", status="healthy")
+    after = evaluate(before.states, snap(moved), now=T0, policy=POLICY)
+
+    assert after.events == ()  # first seen healthy: recorded silently, not "recovered"
+    assert after.states["a1"].platform == "instagram"
 
 
 def test_empty_poll_once_then_back_reports_nothing() -> None:
@@ -195,7 +227,7 @@ def test_permission_lost_from_detail_posting_is_failure_analytics_is_warning() -
         policy=POLICY,
     )
     assert [(e.kind, e.notify_type) for e in analytics.events] == [
-        (Kind.PERMISSION_LOST, NotifyType.WARNING)
+        (Kind.ANALYTICS_LOST, NotifyType.WARNING)
     ]
 
 
@@ -267,10 +299,11 @@ def test_the_same_snapshot_again_gives_no_new_events(
     for poll in [*history, last, last]:
         result = evaluate(states, poll, now=now, policy=policy)
         states = {k: v for k, v in result.states.items() if k not in result.removed}
-    # one more identical poll, a moment later: nothing new to say
+    # one more identical poll, a moment later: nothing new to say (accounts that vanished
+    # in a crowd are still being counted until they are removed)
     again = evaluate(states, last, now=now, policy=policy)
     assert again.events == ()
-    assert again.changed == frozenset()
+    assert again.changed <= {k for k, s in again.states.items() if s.absent_polls}
 
 
 @settings(max_examples=500, deadline=None)
@@ -317,3 +350,134 @@ def test_the_detail_sweep_takes_never_fetched_then_oldest() -> None:
     assert due_for_detail(states, count=3) == ["b", "e", "c"]
     assert due_for_detail(states, count=0) == []
     assert due_for_detail(states, count=10) == ["b", "e", "c", "d", "a"]
+
+
+# -- what Late leaves unsaid, refreshes by itself, or has never been told of ---------------
+
+
+def test_a_token_late_keeps_refreshing_never_warns() -> None:
+    hour = timedelta(hours=1)
+    # a one-hour token, refreshed by Late every poll: always within both thresholds
+    polls = [snap(obs(token_expires_at=T0 + (i + 1) * hour)) for i in range(12)]
+    events, states = run(*polls, step=hour)
+    assert events[0] == [(Kind.TOKEN_EXPIRING, NotifyType.WARNING)]  # first sight: news
+    assert events[1:] == [[]] * 11
+    assert states["a1"].token_warned == (7 * 86400.0, 86400.0)
+
+
+def test_a_refreshed_token_that_stops_moving_warns_once_per_threshold() -> None:
+    day = timedelta(days=1)
+    expiries = [T0 + 10 * day, T0 + 11 * day, T0 + 12 * day] + [T0 + 12 * day] * 24
+    polls = [snap(obs(token_expires_at=e)) for e in expiries]
+    events, _ = run(*polls, step=day / 2)
+    told = [i for i, kinds in enumerate(events) if kinds]
+    # refreshed twice (silently), then still: 7 days left at poll 10, 1 day at poll 22
+    assert told == [10, 22]
+
+
+def test_a_token_replaced_by_one_that_expires_sooner_is_news() -> None:
+    day = timedelta(days=1)
+    polls = [snap(obs(token_expires_at=T0 + 30 * day)), snap(obs(token_expires_at=T0 + 2 * day))]
+    events, _ = run(*polls, step=day)
+    assert events[1] == [(Kind.TOKEN_EXPIRING, NotifyType.WARNING)]
+
+
+def test_losing_analytics_access_is_a_warning_of_its_own() -> None:
+    events, states = run(
+        snap(HEALTHY),
+        snap(obs(can_fetch_analytics=False)),
+        snap(obs(can_fetch_analytics=False)),
+        snap(HEALTHY),
+    )
+    assert events == [[], [(Kind.ANALYTICS_LOST, NotifyType.WARNING)], [], []]
+    assert states["a1"].can_fetch_analytics is True
+
+
+def test_an_analytics_scope_lost_in_the_detail_is_told_once_with_the_list_flag() -> None:
+    first = evaluate({}, snap(HEALTHY), now=T0, policy=POLICY)
+    base = apply_details(first, {"a1": Detail("a1")}, now=T0, policy=POLICY)
+    later = T0 + timedelta(minutes=5)
+    second = evaluate(base.states, snap(obs(can_fetch_analytics=False)), now=later, policy=POLICY)
+    both = apply_details(
+        second, {"a1": Detail("a1", missing_analytics=("insights",))}, now=later, policy=POLICY
+    )
+    assert [e.kind for e in both.events] == [Kind.ANALYTICS_LOST]
+
+
+def test_an_unknown_field_value_keeps_the_last_known_state_and_the_rest_is_evaluated() -> None:
+    broken = obs(status="error", needs_reconnect=True, can_post=False)
+    unsaid = obs(status=None, needs_reconnect=None, can_post=None)  # type: ignore[arg-type]
+    before = evaluate({}, snap(broken, obs("a2")), now=T0, policy=POLICY)
+    later = T0 + timedelta(minutes=5)
+    poll = Snapshot(
+        accounts={"a1": unsaid, "a2": obs("a2", status="error")},
+        unreadable={"a1": ("status", "needsReconnect", "canPost")},
+    )
+    after = evaluate(before.states, poll, now=later, policy=POLICY)
+
+    assert after.states["a1"].condition == ("error", True, False)  # kept, not "recovered"
+    assert after.removed == frozenset()
+    assert [(e.kind, e.account_id) for e in after.events] == [(Kind.DEGRADED, "a2")]
+
+
+def test_a_new_account_whose_status_cannot_be_read_is_not_tracked_until_it_can() -> None:
+    poll = Snapshot(
+        accounts={"a1": obs(status=None)},  # type: ignore[arg-type]
+        unreadable={"a1": ("status",)},
+    )
+    result = evaluate({}, poll, now=T0, policy=POLICY)
+    assert result.states == {}
+    assert result.events == ()
+
+
+def test_unreadable_accounts_are_told_once_and_again_only_for_something_new() -> None:
+    states = evaluate({}, snap(HEALTHY, obs("a2")), now=T0, policy=POLICY).states
+    one = Snapshot(accounts={}, unreadable={"a1": ("status",)})
+    two = Snapshot(accounts={}, unreadable={"a1": ("status",), "a2": ("canPost",)}, unidentified=1)
+    api = ApiHealth()
+    api, first = unreadable_told(api, one, states)
+    api, again = unreadable_told(api, one, states)
+    api, more = unreadable_told(api, two, states)
+    api, cleared = unreadable_told(api, Snapshot(accounts={}), states)
+    api, back = unreadable_told(api, one, states)
+
+    assert [e.note for e in first] == ["twitter @x (a1): status (kept as healthy)"]
+    assert again == []
+    assert [e.note for e in more] == [
+        "1 entries without an accountId (ignored); twitter @x (a2): canPost (kept as healthy)"
+    ]
+    assert cleared == []
+    assert [e.kind for e in back] == [Kind.UNREADABLE]
+    assert all(e.notify_type is NotifyType.WARNING for e in first + more + back)
+
+
+def test_a_body_late_cannot_be_read_in_is_never_called_unreachable() -> None:
+    api = ApiHealth()
+    kinds = []
+    for _ in range(3):
+        api, events = api_failed(api, error="shape", auth=False, policy=POLICY, unreadable=True)
+        kinds += [e.kind for e in events]
+    assert kinds == [Kind.API_UNREADABLE]
+    api, events = api_succeeded(api)
+    assert [e.kind for e in events] == [Kind.API_RECOVERED]
+
+
+def test_an_account_first_seen_unhealthy_is_marked_first_seen_without_a_from() -> None:
+    result = evaluate({}, snap(ERROR), now=T0, policy=POLICY)
+    assert [(e.kind, e.first_seen, e.old_status) for e in result.events] == [
+        (Kind.DEGRADED, True, None)
+    ]
+
+
+def test_accounts_missing_while_as_many_entries_lack_an_id_are_kept_as_they_were() -> None:
+    before = evaluate({}, snap(*(obs(f"a{i}") for i in range(4))), now=T0, policy=POLICY)
+    poll = Snapshot(accounts={o.account_id: o for o in (obs("a0"), obs("a1"), obs("a2"))})
+    anonymous = Snapshot(accounts=poll.accounts, unidentified=1)
+
+    kept = evaluate(before.states, anonymous, now=T0, policy=POLICY)
+    gone = evaluate(before.states, poll, now=T0, policy=POLICY)
+
+    assert kept.removed == frozenset()
+    assert kept.events == ()
+    assert "a3" in kept.states
+    assert gone.removed == {"a3"}
