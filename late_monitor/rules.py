@@ -549,7 +549,11 @@ def apply_details(
                         note="missing " + ", ".join(posting),
                     )
                 )
-            if analytics and (Kind.ANALYTICS_LOST, account_id) not in told:
+            if (
+                analytics
+                and state.can_fetch_analytics  # else the list's flag has told it already
+                and (Kind.ANALYTICS_LOST, account_id) not in told
+            ):
                 new_events.append(
                     Event(
                         Kind.ANALYTICS_LOST,

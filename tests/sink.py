@@ -19,6 +19,7 @@ class Sink:
     hang: float = 0.0
     port: int = 0
     _runner: web.AppRunner | None = None
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _handle(self, request: web.Request) -> web.Response:
         if self.hang:
@@ -27,7 +28,14 @@ class Sink:
             return web.Response(status=self.fail_status, text="sink says no")
         body = await request.json()
         self.received.append({**body, "path": request.path, "at": time.monotonic()})
+        self._arrived.set()
         return web.Response(text="ok")
+
+    async def wait_for(self, count: int = 1) -> None:
+        """Until `count` messages have arrived (bound it with asyncio.timeout)."""
+        while len(self.received) < count:
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def start(self, port: int = 0) -> None:
         app = web.Application()

@@ -6,13 +6,16 @@ sink on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator
-from tests.conftest import run_cli
+from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator, make_accounts
+from tests.conftest import run_cli, write_config
 from tests.sink import Sink
 
 
@@ -235,3 +238,50 @@ async def test_a_state_file_of_another_late_api_is_refused(
     assert ran.code == 2
     assert "was written for 127.0.0.1" in ran.stderr
     assert other.requests == []
+
+
+async def test_a_mass_incident_is_announced_within_30s_and_a_kill_after_it_loses_nothing(
+    sink: Sink, base_env, tmp_path: Path
+) -> None:
+    sim = Simulator(make_accounts(200))
+    await sim.start()
+    try:
+        sections: dict[str, dict[str, Any]] = {
+            "late": {"base_url": sim.base_url, "api_key": DEFAULT_KEY},  # default budget: 30/min
+            "monitor": {"interval": "60s", "detail": "changed", "detail_every": "0"},
+            "state": {"path": str(tmp_path / "state.db")},
+            "notify": {"urls": [sink.url()]},
+            "log": {"format": "json"},
+        }
+        config = write_config(tmp_path / "late-monitor.toml", sections)
+        assert await once(config, base_env, tmp_path) == 0
+        for account_id in sim.accounts:
+            sim.break_account(account_id)
+
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "late_monitor", "run", "--once", "--config", str(config),
+            env=base_env, cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            await sink.wait_for(1)
+        first_message_after = time.monotonic() - started
+        process.kill()  # a cron timeout, while the remaining details are being fetched
+        await process.wait()
+
+        assert first_message_after < 30, f"first message after {first_message_after:.1f}s"
+        [first] = sink.received
+        assert first["title"] == "Late: 200 accounts need attention"
+        assert sim.count("/health") - 1 - 1 < 200  # the list, then only a slice of details
+
+        sections["monitor"]["interval"] = "10s"  # the next run's share: 4 detail calls
+        write_config(config, sections)
+        assert await once(config, base_env, tmp_path) == 0
+    finally:
+        await sim.stop()
+
+    assert len(sink.received) == 2  # the incident is not announced again
+    follow_up = sink.received[1]
+    assert follow_up["title"] == "Late: details for 4 accounts"
+    assert "fix: Reconnect the account in Late" in follow_up["message"]
