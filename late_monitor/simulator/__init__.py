@@ -2,11 +2,22 @@
 
 from late_monitor.simulator.app import (
     DEFAULT_KEY,
+    MISSING,
     PLATFORMS,
     Fault,
+    Overlay,
     SimAccount,
     Simulator,
     make_accounts,
 )
 
-__all__ = ["DEFAULT_KEY", "PLATFORMS", "Fault", "SimAccount", "Simulator", "make_accounts"]
+__all__ = [
+    "DEFAULT_KEY",
+    "MISSING",
+    "PLATFORMS",
+    "Fault",
+    "Overlay",
+    "SimAccount",
+    "Simulator",
+    "make_accounts",
+]

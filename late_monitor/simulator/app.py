@@ -1,7 +1,8 @@
 """A faithful fake Late API: the accounts endpoints, Bearer auth, rate-limit headers, faults.
 
 Answers as the vendor's OpenAPI document says the real API does (bodies, error bodies,
-`X-RateLimit-*` headers), and lets a test or a scenario change accounts and inject faults.
+`X-RateLimit-*` headers), and lets a test or a scenario change accounts, override the raw JSON of
+one account or of a whole body, and inject faults (faults.py).
 """
 
 from __future__ import annotations
@@ -12,152 +13,28 @@ import math
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-PLATFORMS = (
-    "twitter",
-    "instagram",
-    "linkedin",
-    "facebook",
-    "tiktok",
-    "youtube",
-    "threads",
-    "pinterest",
-    "reddit",
-    "bluesky",
-    "googlebusiness",
-    "telegram",
-    "snapchat",
-)
+from late_monitor.simulator.accounts import MISSING, PLATFORMS, Overlay, SimAccount, make_accounts
+from late_monitor.simulator.faults import Fault, answer, verbatim
+
+# The model and the faults live in their own modules; demo.py and older tests import them here.
+__all__ = [
+    "DEFAULT_KEY",
+    "MISSING",
+    "PLATFORMS",
+    "Fault",
+    "Overlay",
+    "SimAccount",
+    "Simulator",
+    "make_accounts",
+]
+
 DEFAULT_KEY = "sk_sim_0123456789abcdef"
-
-_SCOPES = {
-    "twitter": (["tweet.read", "tweet.write", "users.read"], ["tweet.analytics"]),
-    "instagram": (["instagram_basic", "instagram_content_publish"], ["instagram_manage_insights"]),
-    "linkedin": (["w_member_social", "r_liteprofile"], ["r_organization_social"]),
-    "facebook": (["pages_manage_posts", "pages_read_engagement"], ["read_insights"]),
-}
-
-
-@dataclass
-class SimAccount:
-    """One connected account as the simulator serves it."""
-
-    account_id: str
-    platform: str
-    username: str
-    status: str = "healthy"
-    display_name: str = ""
-    profile_id: str = "prof_1"
-    can_post: bool = True
-    can_fetch_analytics: bool = True
-    token_valid: bool = True
-    token_expires_at: datetime | None = None
-    needs_reconnect: bool = False
-    issues: list[str] = field(default_factory=list)
-    revoked: set[str] = field(default_factory=set)
-    recommendations: list[str] = field(default_factory=list)
-
-    def scopes(self) -> tuple[list[str], list[str]]:
-        return _SCOPES.get(
-            self.platform, ([f"{self.platform}.publish"], [f"{self.platform}.stats"])
-        )
-
-    def summary(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "accountId": self.account_id,
-            "platform": self.platform,
-            "username": self.username,
-            "displayName": self.display_name or self.username.lstrip("@").title(),
-            "profileId": self.profile_id,
-            "status": self.status,
-            "canPost": self.can_post,
-            "canFetchAnalytics": self.can_fetch_analytics,
-            "tokenValid": self.token_valid,
-            "needsReconnect": self.needs_reconnect,
-            "issues": list(self.issues),
-        }
-        if self.token_expires_at is not None:
-            item["tokenExpiresAt"] = _iso(self.token_expires_at)
-        return item
-
-    def detail(self, now: datetime) -> dict[str, Any]:
-        posting, analytics = self.scopes()
-
-        def scope(name: str, required: bool) -> dict[str, Any]:
-            return {"scope": name, "granted": name not in self.revoked, "required": required}
-
-        missing = [name for name in posting if name in self.revoked]
-        token: dict[str, Any] = {"valid": self.token_valid, "needsRefresh": False}
-        if self.token_expires_at is not None:
-            left = self.token_expires_at - now
-            token["expiresAt"] = _iso(self.token_expires_at)
-            token["expiresIn"] = f"{max(left.days, 0)} days"
-            token["needsRefresh"] = left <= timedelta(hours=24)
-        return {
-            "accountId": self.account_id,
-            "platform": self.platform,
-            "username": self.username,
-            "displayName": self.display_name or self.username.lstrip("@").title(),
-            "status": self.status,
-            "tokenStatus": token,
-            "permissions": {
-                "posting": [scope(name, True) for name in posting],
-                "analytics": [scope(name, True) for name in analytics],
-                "optional": [],
-                "canPost": self.can_post and not missing,
-                "canFetchAnalytics": self.can_fetch_analytics,
-                "missingRequired": missing,
-            },
-            "issues": list(self.issues),
-            "recommendations": list(self.recommendations)
-            or (["Reconnect the account in Late"] if self.needs_reconnect or missing else []),
-        }
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class Fault:
-    """What the next matching request(s) get instead of a normal answer.
-
-    kind: "status" (status + body), "hang" (no answer for `delay` s), "truncate" (half a JSON
-    body), "drop" (the connection is closed without an answer), "empty" (a valid empty list),
-    "shape" (valid JSON of the wrong shape).
-    """
-
-    kind: str = "status"
-    status: int = 500
-    body: str = '{"error": "Internal server error"}'
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    count: int = 1
-    path: str = ""  # only requests whose path contains this
-
-
-def make_accounts(count: int, *, now: datetime | None = None) -> list[SimAccount]:
-    """`count` healthy accounts over every platform, tokens valid for 60-120 days."""
-    now = now or datetime.now(UTC)
-    accounts = []
-    for index in range(count):
-        platform = PLATFORMS[index % len(PLATFORMS)]
-        accounts.append(
-            SimAccount(
-                account_id=f"acc_{index:05d}",
-                platform=platform,
-                username=f"@{platform}_{index:05d}",
-                profile_id=f"prof_{index % 3 + 1}",
-                token_expires_at=(now + timedelta(days=60 + index % 60)).replace(microsecond=0),
-            )
-        )
-    return accounts
 
 
 class Simulator:
@@ -176,7 +53,9 @@ class Simulator:
         self.rate_limit = rate_limit
         self.latency = latency
         self.faults: deque[Fault] = deque()
+        self.served: dict[str, Fault] = {}  # path part -> body served until cleared
         self.requests: list[tuple[float, str, int]] = []
+        self.authorizations: list[str] = []  # each request's Authorization header, "" if none
         self._window = 0
         self._used = 0
         self._runner: web.AppRunner | None = None
@@ -218,6 +97,65 @@ class Simulator:
 
     def inject(self, fault: Fault) -> None:
         self.faults.append(fault)
+
+    def set_raw(
+        self,
+        account_id: str,
+        entry: Mapping[str, Any] | None = None,
+        *,
+        detail: Mapping[str, Any] | None = None,
+        replace: bool = False,
+    ) -> SimAccount:
+        """Serve these raw keys in the account's list `entry` and/or `detail` body.
+
+        They merge over the normal JSON and over earlier set_raw keys (None is served as null,
+        MISSING removes the key); `replace=True` serves exactly the given keys instead. Later
+        changes to the account's fields still show wherever no raw key hides them.
+        """
+        account = self.accounts[account_id]
+        for overlay, values in ((account.raw, entry), (account.raw_detail, detail)):
+            if values is None:
+                continue
+            if replace:
+                overlay.values, overlay.exact = dict(values), True
+            else:
+                overlay.values.update(values)
+        return account
+
+    def clear_raw(self, account_id: str | None = None) -> None:
+        """Drop the raw keys of one account, or of every account."""
+        for account in (
+            self.accounts.values() if account_id is None else [self.accounts[account_id]]
+        ):
+            account.raw, account.raw_detail = Overlay(), Overlay()
+
+    def serve_body(
+        self,
+        body: bytes | str,
+        *,
+        content_type: str = "application/json",
+        status: int = 200,
+        path: str = "/accounts/health",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answer every request whose path contains `path` with `body`, byte for byte and with
+        exactly this Content-Type, until clear_body; one-off faults still come first. The
+        default path is the list call only (a detail path is /accounts/<id>/health)."""
+        data = body.encode() if isinstance(body, str) else body
+        self.served[path] = Fault(
+            kind="body",
+            status=status,
+            data=data,
+            content_type=content_type,
+            headers=dict(headers or {}),
+            path=path,
+        )
+
+    def clear_body(self, path: str | None = None) -> None:
+        if path is None:
+            self.served.clear()
+        else:
+            self.served.pop(path, None)
 
     def count(self, path_part: str = "") -> int:
         return sum(1 for _, path, _ in self.requests if path_part in path)
@@ -287,6 +225,7 @@ class Simulator:
     async def _gate(self, request: web.Request) -> tuple[web.StreamResponse | None, dict[str, str]]:
         """Auth, rate limit, latency and injected faults, before the real answer."""
         headers = self._rate_headers()
+        self.authorizations.append(request.headers.get("Authorization", ""))
         if self.latency:
             await asyncio.sleep(self.latency)
         if self._used > self.rate_limit:
@@ -300,7 +239,11 @@ class Simulator:
         fault = self._take_fault(request.path)
         if fault is not None:
             self.requests.append((time.time(), request.path, fault.status))
-            return await self._apply(fault, request, headers), headers
+            return await answer(fault, request, headers, self._health_body), headers
+        served = next((f for part, f in self.served.items() if part in request.path), None)
+        if served is not None:
+            self.requests.append((time.time(), request.path, served.status))
+            return verbatim(served, headers), headers
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             self.requests.append((time.time(), request.path, 401))
             return web.json_response(
@@ -317,58 +260,23 @@ class Simulator:
                 return fault
         return None
 
-    async def _apply(
-        self, fault: Fault, request: web.Request, headers: dict[str, str]
-    ) -> web.StreamResponse:
-        if fault.kind == "hang":
-            await asyncio.sleep(fault.delay or 3600)
-        if fault.kind == "drop":
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response(status=500)
-        if fault.kind == "truncate":
-            body = self._health_body()
-            return web.Response(
-                body=body[: len(body) // 2], content_type="application/json", headers=headers
-            )
-        if fault.kind == "empty":
-            return web.json_response(
-                {
-                    "summary": {
-                        "total": 0,
-                        "healthy": 0,
-                        "warning": 0,
-                        "error": 0,
-                        "needsReconnect": 0,
-                    },
-                    "accounts": [],
-                },
-                headers=headers,
-            )
-        if fault.kind == "shape":
-            return web.json_response({"data": {"items": list(self.accounts)[:3]}}, headers=headers)
-        return web.Response(
-            status=fault.status,
-            text=fault.body,
-            content_type=fault.content_type,
-            headers={**headers, **fault.headers},
-        )
-
     def _health_body(self, query: Any = None) -> bytes:
         query = query or {}
+        # Filters and counts read the served entries, raw overrides included.
         items = [
-            a.summary()
-            for a in self.accounts.values()
-            if (not query.get("profileId") or a.profile_id == query["profileId"])
-            and (not query.get("platform") or a.platform == query["platform"])
-            and (not query.get("status") or a.status == query["status"])
+            item
+            for item in (a.summary() for a in self.accounts.values())
+            if all(
+                not query.get(key) or item.get(key) == query[key]
+                for key in ("profileId", "platform", "status")
+            )
         ]
         summary = {
             "total": len(items),
-            "healthy": sum(1 for i in items if i["status"] == "healthy"),
-            "warning": sum(1 for i in items if i["status"] == "warning"),
-            "error": sum(1 for i in items if i["status"] == "error"),
-            "needsReconnect": sum(1 for i in items if i["needsReconnect"]),
+            "healthy": sum(1 for i in items if i.get("status") == "healthy"),
+            "warning": sum(1 for i in items if i.get("status") == "warning"),
+            "error": sum(1 for i in items if i.get("status") == "error"),
+            "needsReconnect": sum(1 for i in items if i.get("needsReconnect") is True),
         }
         return json.dumps({"summary": summary, "accounts": items}).encode()
 

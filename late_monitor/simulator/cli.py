@@ -8,10 +8,15 @@ import sys
 
 from late_monitor.errors import ConfigError
 from late_monitor.simulator.app import DEFAULT_KEY, Simulator, make_accounts
-from late_monitor.simulator.scenario import load_scenario
+from late_monitor.simulator.scenario import Change, Scenario, load_scenario
 
 
-async def _serve(sim: Simulator, port: int) -> None:
+def _announce(change: Change) -> None:
+    if change.label:
+        print(f"  [{change.at:g}s] {change.label}", flush=True)
+
+
+async def _serve(sim: Simulator, port: int, scenario: Scenario | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -26,9 +31,14 @@ async def _serve(sim: Simulator, port: int) -> None:
     print(f'  base_url = "{base_url}"', flush=True)
     print(f"  api key  = {sim.api_key}", flush=True)
     print("Ctrl-C to stop.", flush=True)
+    # The scenario's timed changes play while the simulator serves.
+    playing = asyncio.create_task(scenario.play(sim, on_change=_announce)) if scenario else None
     try:
         await stop.wait()
     finally:
+        if playing is not None:
+            playing.cancel()
+            await asyncio.gather(playing, return_exceptions=True)
         await sim.stop()
 
 
@@ -45,8 +55,9 @@ def serve(
         raise ConfigError(f"--port {port}: not a port number")
     if accounts < 0:
         raise ConfigError(f"--accounts {accounts}: cannot be negative")
-    if scenario:
-        sim = load_scenario(scenario).simulator(api_key=key or DEFAULT_KEY)
+    loaded = load_scenario(scenario) if scenario else None
+    if loaded is not None:
+        sim = loaded.simulator(api_key=key or DEFAULT_KEY)
     else:
         sim = Simulator(
             make_accounts(accounts),
@@ -54,6 +65,6 @@ def serve(
             latency=latency,
             rate_limit=rate_limit,
         )
-    asyncio.run(_serve(sim, port))
+    asyncio.run(_serve(sim, port, loaded))
     print("simulator stopped", file=sys.stderr)
     return 0
