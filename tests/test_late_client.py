@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import tracemalloc
 
 import pytest
 from aiohttp import web
@@ -240,3 +241,42 @@ async def test_a_large_body_reads_the_same_however_it_is_sent(encoding: str) -> 
     assert len(body) > 600_000
     expected = dict(parse_health(body, batch_bytes=len(body) + 1).accounts)
     assert all(dict(s.accounts) == expected for s in snapshots)
+
+
+async def test_a_huge_content_length_claim_is_refused_before_anything_is_allocated(
+    sim: Simulator,
+) -> None:
+    sim.inject(Fault(kind="claim", size=800_000_000, path="/accounts/health"))
+    tracemalloc.start()
+    try:
+        async with client(sim, attempts=1) as late:
+            with pytest.raises(BadPayload, match=r"announced a body of 800 MB, over"):
+                await late.health()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000  # 800 MB were claimed; nothing near that was reserved
+
+
+async def test_a_claim_under_the_cap_allocates_only_what_arrives(sim: Simulator) -> None:
+    sim.inject(Fault(kind="claim", size=100_000_000, path="/accounts/health"))
+    tracemalloc.start()
+    try:
+        async with client(sim, attempts=1) as late:
+            with pytest.raises(ApiUnavailable, match="cut short"):
+                await late.health()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000
+
+
+async def test_a_body_over_the_cap_is_refused_as_it_streams(sim: Simulator) -> None:
+    sim.inject(Fault(kind="huge", size=3 << 20, chunked=True, path="/accounts/health"))
+    async with client(sim, attempts=1, max_body=1 << 20) as late:
+        with pytest.raises(BadPayload, match=r"over late.max_body_mb \(1 MB\)"):
+            await late.health()
+    sim.inject(Fault(kind="huge", size=3 << 20, path="/accounts/health"))
+    async with client(sim, attempts=1, max_body=4 << 20) as late:
+        snapshot = await late.health()
+    assert len(snapshot.accounts) > 1000  # under the cap: read as usual
