@@ -174,6 +174,7 @@ async def test_healthz_flips_when_the_api_is_away_and_metrics_parse(
     port = free_port()
     config = daemon_config(http={"listen": f"127.0.0.1:{port}"}, late={"timeout": "0.5s"})
     base = f"http://127.0.0.1:{port}"
+    sim.set_raw("acc_00003", {"status": None})  # one entry Late sent with a null status
     async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
 
         async def get(path: str) -> tuple[int, str]:
@@ -186,6 +187,8 @@ async def test_healthz_flips_when_the_api_is_away_and_metrics_parse(
         status, text = await get("/metrics")
         families = {f.name: f for f in text_string_to_metric_families(text)}
         assert families["late_monitor_polls"].samples[0].value >= 1
+        assert families["late_monitor_unreadable_accounts"].samples[0].value == 1
+        assert run.count("accounts_unreadable") == 1  # told once, however many polls
         assert {s.labels["platform"] for s in families["late_monitor_accounts"].samples} >= {
             "twitter",
             "instagram",
