@@ -8,6 +8,7 @@ notification URLs never reach a log.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
@@ -31,8 +32,12 @@ class Redactor:
                 self._secrets.append(secret)
         self._secrets.sort(key=len, reverse=True)
 
-    def add_url(self, url: str) -> None:
+    def add_url(self, url: str, *, private: str | None = None) -> None:
+        """Register a notification URL's secrets; with Apprise's privacy view of it, also
+        every piece Apprise hides."""
         self.add(*url_secrets(url))
+        if private is not None:
+            self.add(*apprise_secrets(url, private))
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -52,8 +57,29 @@ class Redactor:
         return event_dict
 
 
+_SECRET_KEY = re.compile(r"(?i)token|key|secret|pass|auth|sig|hash|webhook")
+_SPLIT = re.compile(r"[/:@?&=#]+")
+_COMMON = frozenset({"localhost", "hooks", "webhook", "webhooks", "services", "api"})
+
+
+def _token_like(text: str) -> bool:
+    """A string that looks like a credential, not a word: masking "markdown" or "alerts"
+    everywhere would hide half of every log line. Lowercase words stay; anything with a
+    digit or a capital, or long and joined with - or _, is taken for a token."""
+    if len(text) < 6 or text.lower() in _COMMON:
+        return False
+    return (
+        any(c.isdigit() or c.isupper() for c in text)
+        or len(text) >= 24
+        or (len(text) >= 12 and ("-" in text or "_" in text))
+    )
+
+
 def url_secrets(url: str) -> list[str]:
-    """The parts of an Apprise URL that are credentials: password, tokens in host/path/query."""
+    """The parts of an Apprise URL that are credentials, before Apprise has read it: the
+    password; a host that is a token (slack://TOKEN/..., tgram://BOTTOKEN/...); user names,
+    path segments and query values that look like tokens; header (`+X-Key=...`) values and
+    values of keys named like a secret. Words and options (`format=markdown`) are kept."""
     secrets: list[str] = []
     try:
         parts = urlsplit(url)
@@ -61,14 +87,27 @@ def url_secrets(url: str) -> list[str]:
         return secrets
     if parts.password:
         secrets.append(parts.password)
-    host = parts.netloc.rpartition("@")[2].rsplit(":", 1)[0]  # .hostname would lowercase it
-    if host and "." not in host and host != "localhost" and ":" not in host:
-        secrets.append(host)  # slack://TOKEN/..., tgram://BOTTOKEN/...: the "host" is a token
-    if parts.username and parts.scheme not in ("mailto", "mailtos"):
+    hostport = parts.netloc.rpartition("@")[2]
+    host, _, port = hostport.partition(":")  # not .hostname: it would lowercase a token
+    if port and not port.isdigit():
+        secrets += [hostport, port]  # tgram://BOTID:TOKEN/...: a token, not a port
+    if host and "." not in host and host != "localhost" and len(host) >= 6:
+        secrets.append(host)
+    if parts.username and _token_like(parts.username):
         secrets.append(parts.username)
-    secrets += [segment for segment in parts.path.split("/") if len(segment) >= 6]
-    secrets += [value for _, value in parse_qsl(parts.query) if len(value) >= 6]
+    secrets += [segment for segment in parts.path.split("/") if _token_like(segment)]
+    for key, value in parse_qsl(parts.query):
+        header_or_secret = key.startswith("+") or (_SECRET_KEY.search(key) and len(value) >= 6)
+        if header_or_secret or (_token_like(value) and not {"@", "."} & set(value)):
+            secrets.append(value)
     return secrets
+
+
+def apprise_secrets(raw: str, private: str) -> list[str]:
+    """What Apprise itself hides: the pieces of a destination's URL that its privacy view
+    (`url(privacy=True)`) does not show."""
+    shown = set(_SPLIT.split(private))
+    return [piece for piece in _SPLIT.split(raw) if piece and piece not in shown]
 
 
 REDACTOR = Redactor()

@@ -114,7 +114,7 @@ class Notifier:
         destinations: dict[str, Destination] = {}
         for service in apobj:
             raw = str(service.url(privacy=False))
-            REDACTOR.add_url(raw)
+            REDACTOR.add_url(raw, private=str(service.url(privacy=True)))
             key = destination_key(raw)
             destinations[key] = Destination(
                 key=key,
