@@ -72,7 +72,6 @@ class RequestBudget:
         self._remaining: int | None = None
         self._reset_at = 0.0
         self._blocked_until = 0.0
-        self.waited = 0.0
 
     async def acquire(self) -> None:
         async with self._lock:
@@ -111,7 +110,6 @@ class RequestBudget:
         return min(max(wait, 0.0), MAX_WAIT)
 
     async def _pause(self, seconds: float) -> None:
-        self.waited += seconds
         await self._sleep(seconds)
 
     def observe(self, headers: Mapping[str, str]) -> None:
