@@ -137,7 +137,8 @@ async def test_sigterm_during_a_slow_cycle_commits_it_and_restart_sends_nothing_
         await run.until(lambda: run.count("poll_completed") >= 1)
         sim.break_account("acc_00003")
         sim.latency = 2.0
-        await asyncio.sleep(1.5)  # the next cycle is now waiting on the slow API
+        async with asyncio.timeout(10):
+            await sim.started(len(sim.authorizations) + 1)  # a cycle waits on the slow API
         run.signal(signal.SIGTERM)
         assert await run.wait() == 0
     assert len(sink.received) == 1  # the in-flight cycle finished: committed and delivered
@@ -158,9 +159,10 @@ async def test_two_sigterms_exit_at_once(
     async with daemon(daemon_config(), base_env, tmp_path) as run:
         await run.until(lambda: run.count("poll_completed") >= 1)
         sim.latency = 30
-        await asyncio.sleep(1.5)
+        async with asyncio.timeout(10):
+            await sim.started(len(sim.authorizations) + 1)  # a cycle waits on the slow API
         run.signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
+        await run.until(lambda: run.count("shutdown_requested") == 1)
         run.signal(signal.SIGTERM)
         started = time.monotonic()
         assert await run.wait(10) == 1
@@ -225,12 +227,15 @@ async def test_sd_notify_messages_arrive_in_order(
     sock.setblocking(False)
     env = {**base_env, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
     received: list[str] = []
+    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     async def collect() -> None:
         while True:
             data = await loop.sock_recv(sock, 4096)
             received.extend(data.decode().split("\n"))
+            if "STOPPING=1" in received:
+                stopping.set()
 
     collector = loop.create_task(collect())
     try:
@@ -243,7 +248,8 @@ async def test_sd_notify_messages_arrive_in_order(
             await run.until(lambda: received.count("READY=1") == 2)
             run.signal(signal.SIGTERM)
             assert await run.wait() == 0
-        await asyncio.sleep(0.1)
+            async with asyncio.timeout(5):
+                await stopping.wait()  # the last datagrams, read here
     finally:
         collector.cancel()
         sock.close()

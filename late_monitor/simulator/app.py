@@ -56,6 +56,7 @@ class Simulator:
         self.served: dict[str, Fault] = {}  # path part -> body served until cleared
         self.requests: list[tuple[float, str, int]] = []
         self.authorizations: list[str] = []  # each request's Authorization header, "" if none
+        self._started = asyncio.Event()
         self._window = 0
         self._used = 0
         self._runner: web.AppRunner | None = None
@@ -157,6 +158,13 @@ class Simulator:
         else:
             self.served.pop(path, None)
 
+    async def started(self, count: int) -> None:
+        """Until `count` requests have arrived (answered or not): a test's way to know that
+        a request is in flight. Bound it with asyncio.timeout."""
+        while len(self.authorizations) < count:
+            self._started.clear()
+            await self._started.wait()
+
     def count(self, path_part: str = "") -> int:
         return sum(1 for _, path, _ in self.requests if path_part in path)
 
@@ -226,6 +234,7 @@ class Simulator:
         """Auth, rate limit, latency and injected faults, before the real answer."""
         headers = self._rate_headers()
         self.authorizations.append(request.headers.get("Authorization", ""))
+        self._started.set()
         if self.latency:
             await asyncio.sleep(self.latency)
         if self._used > self.rate_limit:
