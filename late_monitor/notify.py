@@ -100,8 +100,10 @@ class Notifier:
         routes: Mapping[str, Sequence[str]] | None = None,
         group: str = "cycle",
         timeout: float = 30.0,
+        body_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._urls = list(urls)
+        self._body_limits = {**_BODY_LIMITS, **(body_limits or {})}  # schema -> characters
         self._config_path = config_path
         self._routes = {key: tuple(value) for key, value in (routes or {}).items()}
         self.group = group
@@ -145,7 +147,8 @@ class Notifier:
             raw = str(service.url(privacy=False))
             REDACTOR.add_url(raw)
             key = destination_key(raw)  # before our default timeout changes service.url()
-            destinations[key] = _destination(key, service, schema=plugins.schema_of(raw) or "")
+            limit = self._body_limits.get(plugins.schema_of(raw) or "")
+            destinations[key] = _destination(key, service, body_max=limit)
         for key, destination in destinations.items():
             single = apprise.Apprise()
             single.add(destination.service)
@@ -256,8 +259,9 @@ class Notifier:
         return None
 
 
-def _destination(key: str, service: Any, *, schema: str) -> Destination:
-    body_max = _BODY_LIMITS.get(schema, int(getattr(service, "body_maxlen", 0) or 0))
+def _destination(key: str, service: Any, *, body_max: int | None) -> Destination:
+    if body_max is None:
+        body_max = int(getattr(service, "body_maxlen", 0) or 0)
     title_max = int(getattr(service, "title_maxlen", 0) or 0)
     read = float(getattr(service, "socket_read_timeout", 0) or 0)
     if read == _APPRISE_READ_TIMEOUT:  # not set by the URL (or set to Apprise's default)

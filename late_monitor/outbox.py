@@ -67,18 +67,19 @@ def decide(
     """What to do with a row whose send just failed.
 
     `attempts` counts this one; `age` is seconds since the message was made; `unanswered` is
-    how many earlier sends of it got no answer. A refusal is set aside for a day (it must not
-    hold back the rows behind it); a second unanswered send is taken as delivered (the
-    destination is up, only slower than its timeout: a third copy helps nobody); anything else
-    is retried with backoff, the last try falling on the `retry_for` deadline, then dropped.
+    how many earlier sends of it got no answer. A second unanswered send is taken as delivered
+    (the destination is up, only slower than its timeout: a third copy helps nobody); past
+    `retry_for` a row is dropped; a refusal is set aside for a day (it must not hold back the
+    rows behind it); anything else is retried with backoff, the last try falling on the
+    `retry_for` deadline.
     """
-    if failure is Failure.REFUSED:
-        return SetAside(SET_ASIDE_FOR)
     if failure is Failure.UNANSWERED and unanswered >= 1:
         return AssumeDelivered("sent twice, no answer within the read timeout either time")
     left = retry_for - age
     if left <= 0:
         return Drop(f"undelivered after {retry_for:g}s ({attempts} attempts)")
+    if failure is Failure.REFUSED:
+        return SetAside(SET_ASIDE_FOR)
     return Retry(min(backoff_delay(attempts), left))
 
 
@@ -93,7 +94,7 @@ class Delivery:
     """What one pass over the outbox did, counted in rows (messages to a destination)."""
 
     delivered: int = 0
-    failed: int = 0
+    failed: int = 0  # sends that failed, set-aside rows included
     dropped: int = 0
     set_aside: int = 0
     rerouted: int = 0
@@ -309,6 +310,7 @@ class _Drain:
                 retry_in_s=SET_ASIDE_FOR,
             )
             counts["set_aside"] += len(aside)
+            counts["failed"] += len(aside)  # `run --once` exits 1 and says why, this once
             self.tally.failures.append(f"{label}: {error} (set aside)")
         if assumed:
             self.store.mark_delivered(

@@ -116,7 +116,7 @@ async def test_a_refused_message_is_set_aside_once_and_does_not_hold_back_the_ne
         second = await deliver_due(store, notifier, retry_for=DAY, clock=clock)
         clock.advance(3600)
         third = await deliver_due(store, notifier, retry_for=DAY, clock=clock)
-    assert (first.set_aside, first.failed, second.delivered, third.delivered) == (1, 0, 1, 0)
+    assert (first.set_aside, first.failed, second.delivered, third.delivered) == (1, 1, 1, 0)
     (failure,) = first.failures
     assert failure.startswith(notifier.destinations[0].label)
     assert failure.endswith("(set aside)")
@@ -263,7 +263,7 @@ async def test_a_removed_destination_s_messages_go_where_their_type_is_routed_no
     commit(store, before, [degraded("a1")], clock.now)
     sink.fail_status = 401  # the old URL's token was revoked
     first = await deliver_due(store, before, retry_for=DAY, clock=clock)
-    assert (first.delivered, first.set_aside) == (1, 1)
+    assert (first.delivered, first.set_aside, first.failed) == (1, 1, 1)
 
     sink.fail_status = None
     after = Notifier(urls=[new_url, kept_url])  # the operator fixed the URL
@@ -274,7 +274,7 @@ async def test_a_removed_destination_s_messages_go_where_their_type_is_routed_no
     assert (second.rerouted, second.delivered) == (1, 1)
     assert [m["path"] for m in sink.received] == ["/hook/NEWTOKEN001"]
     assert len(sink2.received) == 1  # it had the message already: not sent twice
-    assert [s[1] for s in states(tmp_path / "s.db")] == ["rerouted", "delivered", "delivered"]
+    assert sorted(s[1] for s in states(tmp_path / "s.db")) == ["delivered", "delivered", "rerouted"]
     (rerouted,) = [e for e in logs if e["event"] == "notification_rerouted"]
     assert rerouted["to"] == [after.destinations[0].label]
 
