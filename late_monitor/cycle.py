@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from itertools import groupby
 from operator import attrgetter
 
 import structlog
@@ -23,7 +22,8 @@ import structlog
 from late_monitor.errors import AuthRejected, BadPayload, LateApiError, StateBusy
 from late_monitor.late import LateClient
 from late_monitor.models import Detail
-from late_monitor.notify import CONSOLE_URL, Notifier, backoff_delay
+from late_monitor.notify import CONSOLE_URL, Notifier
+from late_monitor.outbox import Delivery, deliver_due
 from late_monitor.rules import (
     AccountState,
     ApiHealth,
@@ -39,7 +39,7 @@ from late_monitor.rules import (
     unreadable_told,
 )
 from late_monitor.scope import Scope, check_scope
-from late_monitor.store import CycleRecord, OutboxRow, PlannedMessage, Store
+from late_monitor.store import CycleRecord, PlannedMessage, Store
 
 log = structlog.get_logger("late_monitor.cycle")
 
@@ -69,15 +69,6 @@ class CycleDeps:
     retry_for: float = 86400.0
     lock_wait: float = 15.0
     clock: Callable[[], datetime] = utcnow
-
-
-@dataclass(frozen=True)
-class Delivery:
-    delivered: int = 0
-    failed: int = 0
-    dropped: int = 0
-    failures: tuple[str, ...] = ()
-    per_destination: Mapping[tuple[str, bool], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -249,7 +240,9 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     if recorded != scope:
         store.write_meta("scope", scope.dump())  # after the commit: a crash before it redoes this
     with watch.phase("deliver"):
-        delivery = await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for)
+        delivery = await deliver_due(
+            deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
+        )
     result = replace(result, delivery=delivery)
     if outcome == "ok" and deps.detail != "never":
         with watch.phase("enrich"):
@@ -305,7 +298,9 @@ async def _enrich(
     )
     delivery = result.delivery
     if messages:
-        more = await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for)
+        more = await deliver_due(
+            deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
+        )
         delivery = _add(delivery, more)
     return replace(
         result,
@@ -427,92 +422,6 @@ async def _fetch_details(
         await asyncio.gather(*pending, return_exceptions=True)
         log.info("detail_deferred", accounts=len(pending), slice_s=within)
     return details
-
-
-async def deliver_pending(deps: CycleDeps) -> Delivery:
-    """The outbox-retry job: deliver what is due, holding the state file like a cycle does."""
-    next_at = deps.store.next_attempt_at()
-    if next_at is None or (
-        next_at > time.time() and deps.store.oldest_pending() > time.time() - deps.retry_for
-    ):
-        return Delivery()
-    fd = await _acquire(deps.store, deps.lock_wait)
-    try:
-        return await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for)
-    finally:
-        deps.store.release_lock(fd)
-
-
-async def deliver_due(store: Store, notifier: Notifier, *, retry_for: float) -> Delivery:
-    """Send every outbox row that is due, in order per destination; stop a destination at
-    its first failure so that it later receives everything in the original order."""
-    now = time.time()
-    counts: Counter[str] = Counter()
-
-    def drop(row: OutboxRow, reason: str) -> None:
-        store.mark_dropped(row.id, reason=reason, now=time.time())
-        log.warning(
-            "notification_dropped",
-            message_id=row.message_id,
-            destination=row.label,
-            reason=reason,
-        )
-        counts["dropped"] += 1
-
-    rows = []
-    for row in store.pending_deliveries():
-        if now - row.created_at > retry_for:
-            drop(row, f"undelivered after {retry_for:g}s ({row.attempts} attempts)")
-        else:
-            rows.append(row)
-    if not rows or min(row.next_attempt_at for row in rows) > now:
-        return Delivery(dropped=counts["dropped"])
-    await notifier.load()
-    per_destination: Counter[tuple[str, bool]] = Counter()
-    failures: list[str] = []
-
-    async def drain(destination_rows: Sequence[OutboxRow]) -> None:
-        for row in destination_rows:
-            if row.next_attempt_at > now:
-                return
-            error = await notifier.send(
-                row.destination, title=row.title, body=row.body, notify_type=row.notify_type
-            )
-            if error is None:
-                store.mark_delivered(row.id, now=time.time())
-                log.info("notification_delivered", message_id=row.message_id, destination=row.label)
-                counts["delivered"] += 1
-                per_destination[row.destination, True] += 1
-                continue
-            if notifier.label_of(row.destination) is None:
-                drop(row, error)
-                continue
-            # the last try falls on the retry_for deadline, not after it
-            retry_in = min(backoff_delay(row.attempts + 1), row.created_at + retry_for - now)
-            store.mark_failed(row.id, error=error, next_attempt_at=time.time() + retry_in)
-            log.warning(
-                "notification_failed",
-                message_id=row.message_id,
-                destination=row.label,
-                error=error,
-                attempt=row.attempts + 1,
-                retry_in_s=retry_in,
-            )
-            counts["failed"] += 1
-            per_destination[row.destination, False] += 1
-            failures.append(f"{row.label}: {error}")
-            return
-
-    await asyncio.gather(
-        *(drain(list(group)) for _, group in groupby(rows, key=lambda r: r.destination))
-    )
-    return Delivery(
-        delivered=counts["delivered"],
-        failed=counts["failed"],
-        dropped=counts["dropped"],
-        failures=tuple(failures),
-        per_destination=dict(per_destination),
-    )
 
 
 async def _print_dry_run(

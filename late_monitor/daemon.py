@@ -16,9 +16,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from late_monitor.build import client_from, deps_from, setup_logging, state_path_from
 from late_monitor.config import LoadedConfig, load_settings
-from late_monitor.cycle import CycleDeps, CycleResult, deliver_pending, run_cycle
+from late_monitor.cycle import CycleDeps, CycleResult, run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.metrics import Metrics
+from late_monitor.outbox import deliver_pending
 from late_monitor.store import Store
 from late_monitor.systemd import SystemdNotifier
 from late_monitor.web import Liveness, build_app, start_server
@@ -109,14 +110,18 @@ class Daemon:
             return  # the cycle delivers anyway
         async with self._busy:
             try:
-                delivery = await deliver_pending(self.deps)
+                deps = self.deps
+                delivery = await deliver_pending(
+                    deps.store,
+                    deps.notifier,
+                    retry_for=deps.retry_for,
+                    clock=deps.clock,
+                    lock_wait=deps.lock_wait,
+                )
             except LateMonitorError as exc:
                 log.error("outbox_retry_failed", error=str(exc))
                 return
-        self.metrics.record_delivery(
-            delivery.per_destination, destinations=self.deps.notifier.indexes()
-        )
-        self.metrics.dropped.inc(delivery.dropped)
+        self.metrics.record_delivery(delivery, destinations=self.deps.notifier.indexes())
         self.metrics.outbox_pending.set(self.store.pending_count())
 
     async def housekeeping(self) -> None:

@@ -10,7 +10,8 @@ LateMonitorError
 |   +-- Redirected            sent elsewhere: the key is not followed to another host
 +-- StateError                the state file is unusable (exit 2)
 |   +-- StateBusy             another process holds the state file (exit 1)
-+-- DeliveryError             a destination did not accept a message
++-- DeliveryError             a destination did not accept a message: permanent (4xx), unanswered
+                              (no answer within its read timeout: it may have arrived) or neither
 """
 
 from __future__ import annotations
@@ -73,8 +74,22 @@ class StateBusy(StateError):
 
 
 class DeliveryError(LateMonitorError):
-    """A destination did not accept a message."""
+    """A destination did not accept a message.
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    `permanent`: it answered 4xx (bad token or URL, message too large): sending the same again
+    will not help. `unanswered`: the request went out but no answer came within the read timeout,
+    so the message may have arrived. Neither: not delivered (refused connection, 5xx, 429).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        unanswered: bool = False,
+        status: int | None = None,
+    ) -> None:
         self.permanent = permanent
+        self.unanswered = unanswered
+        self.status = status
         super().__init__(message)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from late_monitor.cycle import CycleResult
+from late_monitor.outbox import Delivery
 
 
 class Metrics:
@@ -46,6 +47,11 @@ class Metrics:
             "Messages given up after notify.retry_for",
             registry=r,
         )
+        self.set_aside = Counter(
+            "late_monitor_notifications_set_aside",
+            "Messages a destination refused for good (4xx), set aside for a day",
+            registry=r,
+        )
         self.outbox_pending = Gauge(
             "late_monitor_outbox_pending", "Undelivered outbox rows", registry=r
         )
@@ -77,15 +83,14 @@ class Metrics:
                 self.accounts.labels(status, platform).set(count)
         for event in result.events:
             self.events.labels(str(event.kind)).inc()
-        self.record_delivery(result.delivery.per_destination, destinations=destinations)
-        self.dropped.inc(result.delivery.dropped)
+        self.record_delivery(result.delivery, destinations=destinations)
         self.outbox_pending.set(pending)
         if remaining is not None:
             self.rate_remaining.set(remaining)
 
-    def record_delivery(
-        self, per_destination: Mapping[tuple[str, bool], int], *, destinations: Mapping[str, int]
-    ) -> None:
-        for (key, ok), count in per_destination.items():
+    def record_delivery(self, delivery: Delivery, *, destinations: Mapping[str, int]) -> None:
+        for (key, ok), count in delivery.per_destination.items():
             index = str(destinations.get(key, -1))
             (self.sent if ok else self.failed).labels(index).inc(count)
+        self.dropped.inc(delivery.dropped)
+        self.set_aside.inc(delivery.set_aside)

@@ -1,8 +1,9 @@
-"""Notifications: render a cycle's events into messages and deliver them through Apprise.
+"""Notifications: render events into messages and send one message to one destination.
 
 Apprise is imported and built off the event loop, only when something is to be sent, and with
 only the plugins the destinations use (`plugins`). Each destination is its own Apprise object,
-so each outbox row (message, destination) gets its own result.
+so each send gets its own result; which rows to send, when, and what to do after a failure is
+`outbox`'s business.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +20,11 @@ from typing import Any
 import structlog
 
 from late_monitor import plugins
-from late_monitor.errors import ConfigError
+from late_monitor.errors import ConfigError, DeliveryError
 from late_monitor.logs import REDACTOR
 from late_monitor.models import SHAPE_ERROR, Detail
-from late_monitor.rules import Event, Kind, worst_type
-from late_monitor.store import PlannedMessage
+from late_monitor.rules import Event, Kind, NotifyType, worst_type
+from late_monitor.store import Entry, PlannedMessage
 
 log = structlog.get_logger("late_monitor.notify")
 
@@ -46,12 +48,40 @@ _API_TITLES = {
 }
 
 
+# Where Apprise's body_maxlen is absent or too generous for what the service really takes.
+_BODY_LIMITS = {
+    "slack": 3000,  # Block Kit section text; Apprise says 35,000 (attachment text)
+    "wxteams": 7000,  # Webex: 7,439 bytes per message; Apprise has no limit
+    "webex": 7000,
+}
+# Room for what Apprise adds (escaping, markup) after we fit a message to the limit.
+_MARGIN = 32
+_MORE = "... and {} more (see late-monitor status)"
+_HTTP_STATUS = re.compile(r"error=(\d{3})\b")
+
+# Apprise's read timeout (?rto=) when the URL sets none is 4 s, the same as its connect timeout
+# (?cto=): a webhook that takes 5 s to answer would be sent each retry again, and a read timeout
+# could not be told from a connect timeout by its duration. Ours, unless the URL sets one:
+READ_TIMEOUT = 15.0
+_APPRISE_READ_TIMEOUT = 4.0
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
     key: str
     label: str
     tags: frozenset[str]
     service: Any  # an apprise NotifyBase
+    body_max: int = 32768
+    title_max: int = 250
+    title_in_body: bool = False  # the service counts (or puts) the title in the body
+    connect_timeout: float = 4.0
+    read_timeout: float = READ_TIMEOUT
+
+    @property
+    def timeout(self) -> float:
+        """How long to wait for one send: never shorter than the URL's own timeouts."""
+        return self.connect_timeout + self.read_timeout + 5.0
 
 
 def destination_key(url: str) -> str:
@@ -74,8 +104,10 @@ class Notifier:
         routes: Mapping[str, Sequence[str]] | None = None,
         group: str = "cycle",
         timeout: float = 30.0,
+        body_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._urls = list(urls)
+        self._body_limits = {**_BODY_LIMITS, **(body_limits or {})}  # schema -> characters
         self._config_path = config_path
         self._routes = {key: tuple(value) for key, value in (routes or {}).items()}
         self.group = group
@@ -97,7 +129,10 @@ class Notifier:
         apprise: Any = importlib.import_module("apprise")  # its plugin API is untyped
 
         plugins.prepare(self._urls, everything=bool(self._config_path))
-        apobj = apprise.Apprise()
+        # no service_timeout of Apprise's own (60 s): each destination's send is bounded by
+        # its own connect + read timeouts (Destination.timeout), so ?rto=90 works
+        asset = apprise.AppriseAsset(service_timeout=0)
+        apobj = apprise.Apprise(asset=asset)
         problems = []
         for index, url in enumerate(self._urls):
             if not apobj.add(url):
@@ -106,7 +141,7 @@ class Notifier:
                     f"{REDACTOR.redact(url.split('://', 1)[0])}://... (unknown scheme or bad URL)"
                 )
         if self._config_path:
-            config = apprise.AppriseConfig()
+            config = apprise.AppriseConfig(asset=asset)
             if not config.add(self._config_path) or not apobj.add(config):
                 problems.append(f"notify.config: cannot load Apprise config {self._config_path}")
         if problems:
@@ -115,13 +150,9 @@ class Notifier:
         for service in apobj:
             raw = str(service.url(privacy=False))
             REDACTOR.add_url(raw, private=str(service.url(privacy=True)))
-            key = destination_key(raw)
-            destinations[key] = Destination(
-                key=key,
-                label=_label(service),
-                tags=frozenset(str(tag) for tag in service.tags),
-                service=service,
-            )
+            key = destination_key(raw)  # before our default timeout changes service.url()
+            limit = self._body_limits.get(plugins.schema_of(raw) or "")
+            destinations[key] = _destination(key, service, body_max=limit)
         for key, destination in destinations.items():
             single = apprise.Apprise()
             single.add(destination.service)
@@ -173,12 +204,13 @@ class Notifier:
             index = {id(e): e for e in group}
             for content, keys in by_content.items():
                 chosen = [index[i] for i in content]
-                title, body, notify_type = render(chosen, details or {})
+                title, entries, notify_type = digest(chosen, details or {})
                 messages.append(
                     PlannedMessage(
                         notify_type=notify_type,
                         title=title,
-                        body=body,
+                        body="\n".join(entry.text for entry in entries),
+                        entries=entries,
                         destinations=tuple(
                             (key, self._destinations[key].label) for key in sorted(keys)
                         ),
@@ -191,21 +223,88 @@ class Notifier:
         destination = self._destinations.get(key)
         return destination.label if destination else None
 
-    async def send(self, key: str, *, title: str, body: str, notify_type: str) -> str | None:
-        """Send one message to one destination; None when it was accepted, else the reason."""
-        single = self._single.get(key)
-        if single is None:
-            return "destination no longer configured"
+    def knows(self, key: str) -> bool:
+        return key in self._destinations
+
+    async def deliver(self, key: str, *, title: str, body: str, notify_type: str) -> None:
+        """Send one message to one destination, cut to the size it takes.
+
+        Raises DeliveryError, `permanent` for a 4xx (except 408 and 429), `unanswered` when
+        the request went out and no answer came within the destination's read timeout.
+        """
+        destination = self._destinations.get(key)
+        if destination is None:
+            raise DeliveryError("destination no longer configured", permanent=True)
+        title, body = fit(
+            title,
+            body,
+            title_max=destination.title_max,
+            body_max=destination.body_max,
+            title_in_body=destination.title_in_body,
+        )
         try:
-            result = await single.async_notify(
-                body=body, title=title, notify_type=notify_type, timeout=self._timeout
+            result = await self._single[key].async_notify(
+                body=body,
+                title=title,
+                notify_type=notify_type,
+                timeout=max(self._timeout, destination.timeout),
             )
         except Exception as exc:  # a plugin's own bug must not stop the other deliveries
-            return REDACTOR.redact(f"{type(exc).__name__}: {exc}")
-        if result:
-            return None
-        reasons = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
-        return REDACTOR.redact(reasons[-1] if reasons else f"not accepted ({result.status.name})")
+            raise DeliveryError(REDACTOR.redact(f"{type(exc).__name__}: {exc}")) from None
+        if not result:
+            raise _failure(result, destination)
+
+    async def send(self, key: str, *, title: str, body: str, notify_type: str) -> str | None:
+        """Send one message to one destination; None when it was accepted, else the reason."""
+        try:
+            await self.deliver(key, title=title, body=body, notify_type=notify_type)
+        except DeliveryError as exc:
+            return str(exc)
+        return None
+
+
+def _destination(key: str, service: Any, *, body_max: int | None) -> Destination:
+    if body_max is None:
+        body_max = int(getattr(service, "body_maxlen", 0) or 0)
+    title_max = int(getattr(service, "title_maxlen", 0) or 0)
+    read = float(getattr(service, "socket_read_timeout", 0) or 0)
+    if read == _APPRISE_READ_TIMEOUT:  # not set by the URL (or set to Apprise's default)
+        service.socket_read_timeout = read = READ_TIMEOUT
+    return Destination(
+        key=key,
+        label=_label(service),
+        tags=frozenset(str(tag) for tag in service.tags),
+        service=service,
+        body_max=body_max or 32768,
+        title_max=title_max,
+        title_in_body=title_max <= 0 or bool(getattr(service, "overflow_amalgamate_title", False)),
+        connect_timeout=float(getattr(service, "socket_connect_timeout", 0) or 0),
+        read_timeout=read,
+    )
+
+
+def _failure(result: Any, destination: Destination) -> DeliveryError:
+    """What a failed AppriseResult means for a retry: Apprise plugins log the HTTP status of a
+    refused request as "error=NNN"; a request that got no answer takes the read timeout."""
+    reasons = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
+    reason = REDACTOR.redact(reasons[-1] if reasons else f"not accepted ({result.status.name})")
+    statuses = [int(m) for text in reasons for m in _HTTP_STATUS.findall(text)]
+    if statuses:
+        status = statuses[-1]
+        permanent = 400 <= status < 500 and status not in (408, 429)
+        return DeliveryError(reason, permanent=permanent, status=status)
+    return DeliveryError(
+        reason,
+        unanswered=result.status.name == "TIMEOUT"
+        or _read_timed_out(float(result.elapsed), destination),
+    )
+
+
+def _read_timed_out(elapsed: float, destination: Destination) -> bool:
+    """A failure without an answer that lasted the read timeout, and that a connect timeout
+    would not explain: the request was sent and may have been acted upon."""
+    read, connect = destination.read_timeout, destination.connect_timeout
+    return read > 0 and elapsed >= 0.9 * read and abs(elapsed - connect) > 0.5
 
 
 def _severity(event: Event) -> tuple[int, str]:
@@ -252,6 +351,14 @@ def _account_line(events: Sequence[Event], details: Mapping[str, Detail]) -> str
 
 def render(events: Sequence[Event], details: Mapping[str, Detail]) -> tuple[str, str, str]:
     """Title, body and Apprise type of one message; worst severity first."""
+    title, entries, notify_type = digest(events, details)
+    return title, "\n".join(entry.text for entry in entries), notify_type
+
+
+def digest(
+    events: Sequence[Event], details: Mapping[str, Detail]
+) -> tuple[str, tuple[Entry, ...], str]:
+    """Title, the body's entries (one per account, the API's first) and Apprise type."""
     by_account: dict[str, list[Event]] = defaultdict(list)
     api_events: list[Event] = []
     for event in sorted(events, key=_severity):
@@ -280,9 +387,12 @@ def render(events: Sequence[Event], details: Mapping[str, Detail]) -> tuple[str,
     if detailed:
         phrases.append(f"details for {_count(detailed)}")
     title = "Late: " + ", ".join(phrases)
-    lines = [_api_line(e) for e in api_events]
-    lines += [_account_line(evs, details) for evs in by_account.values()]
-    return title, "\n".join(lines), str(worst_type(events))
+    entries = [Entry("api", str(e.notify_type), _api_line(e)) for e in api_events]
+    entries += [
+        Entry(account_id, str(worst_type(evs)), _account_line(evs, details))
+        for account_id, evs in by_account.items()
+    ]
+    return title, tuple(entries), str(worst_type(events))
 
 
 def _api_title(event: Event) -> str:
@@ -302,6 +412,73 @@ def _count(n: int) -> str:
     return f"{n} account" if n == 1 else f"{n} accounts"
 
 
-def backoff_delay(attempts: int) -> float:
-    """After the n-th failed attempt: 30 s, then doubling, capped at 30 minutes."""
-    return float(min(30 * 2 ** max(attempts - 1, 0), 1800))
+def merge_held(held: Sequence[tuple[str, str, Sequence[Entry]]]) -> tuple[str, str, str]:
+    """One up-to-date digest for messages (notify type, body, entries; oldest first) that
+    waited for one destination: each account's latest entry, worst first.
+
+    A message from before entries were stored counts as one entry of its own.
+    """
+    latest: dict[str, Entry] = {}
+    for index, (notify_type, body, entries) in enumerate(held):
+        for entry in entries or (Entry(f"#{index}", notify_type, body),):
+            latest[entry.key] = entry  # an account keeps its first place, with its newest entry
+    ordered = sorted(latest.values(), key=lambda e: -_weight(e.notify_type))
+    kinds = Counter(_PHRASE.get(e.notify_type, "other updates") for e in ordered)
+    phrases = [
+        f"{kinds[p]} {p}" for p in ("need attention", "recovered", "other updates") if p in kinds
+    ]
+    title = f"Late: {', '.join(phrases)} (latest of {len(held)} held messages)"
+    worst = max((e.notify_type for e in ordered), key=_weight)
+    return title, "\n".join(e.text for e in ordered), worst
+
+
+_PHRASE = {"failure": "need attention", "warning": "need attention", "success": "recovered"}
+
+
+def _weight(notify_type: str) -> int:
+    try:
+        return NotifyType(notify_type).weight
+    except ValueError:
+        return NotifyType.WARNING.weight
+
+
+def fit(
+    title: str, body: str, *, title_max: int, body_max: int, title_in_body: bool = False
+) -> tuple[str, str]:
+    """Cut a message to a destination's limits: the title to its maximum, the body after the
+    last whole entry that fits (else a line, else characters), then how many were left out."""
+    if title_max > 0 and len(title) > title_max:
+        title = title[: title_max - 1].rstrip() + "…"
+    budget = body_max - _MARGIN - (len(title) + 2 if title_in_body else 0)
+    if len(body) <= budget:
+        return title, body
+    blocks = _blocks(body)
+    kept: list[str] = []
+    used = 0
+    for block in blocks:
+        more = _MORE.format(len(blocks) - len(kept) - 1)
+        if used + len(block) + 1 + len(more) > budget:
+            break
+        kept.append(block)
+        used += len(block) + 1
+    if not kept:  # the first entry alone is too long: its lines that fit, or a cut first line
+        more = _MORE.format(len(blocks) - 1)
+        room = max(budget - len(more) - 1, 0)
+        lines: list[str] = []
+        for line in blocks[0].split("\n"):
+            if sum(len(x) + 1 for x in lines) + len(line) > room:
+                break
+            lines.append(line)
+        kept = ["\n".join(lines) if lines else blocks[0][:room]]
+    return title, "\n".join([*kept, _MORE.format(len(blocks) - len(kept))])
+
+
+def _blocks(body: str) -> list[str]:
+    """The body's entries: a line, and the indented lines that belong to it."""
+    blocks: list[str] = []
+    for line in body.split("\n"):
+        if blocks and line[:1].isspace():
+            blocks[-1] += "\n" + line
+        else:
+            blocks.append(line)
+    return blocks

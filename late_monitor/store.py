@@ -3,10 +3,16 @@
 A cycle's new states and the messages it produced are written in ONE transaction (a
 transactional outbox); delivery claims outbox rows afterwards. A file that is not ours is
 never written to.
+
+Outbox states: `pending` (to send, oldest first per destination), `set_aside` (the destination
+refused it for good, or it timed out twice; not tried again before `next_attempt_at` and never
+in the way of the rows behind it), and the finished `delivered`, `dropped`, `rerouted` (its
+destination left the configuration; the message went to the ones that take it now).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -19,11 +25,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from late_monitor.errors import StateError
+from late_monitor.errors import StateBusy, StateError
 from late_monitor.rules import AccountState, ApiHealth
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+PENDING, SET_ASIDE = "pending", "set_aside"
+DELIVERED, DROPPED, REROUTED = "delivered", "dropped", "rerouted"
+_OPEN = f"('{PENDING}', '{SET_ASIDE}')"  # rows delivery still owns
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,7 +60,8 @@ CREATE TABLE messages (
     notify_type TEXT NOT NULL,
     title TEXT NOT NULL,
     body TEXT NOT NULL,
-    accounts TEXT NOT NULL
+    accounts TEXT NOT NULL,
+    entries TEXT
 );
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY,
@@ -62,10 +73,33 @@ CREATE TABLE outbox (
     next_attempt_at REAL NOT NULL,
     created_at REAL NOT NULL,
     last_error TEXT,
-    finished_at REAL
+    finished_at REAL,
+    unanswered INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX outbox_message ON outbox (message_id, destination);
 """
+
+# schema version -> statements that bring a file of that version to the next one, in place
+_MIGRATIONS = {
+    # v2: a message's entries (one per account, for merging held messages into one digest)
+    # and an outbox row's sends that got no answer (a slow destination is sent a message at
+    # most twice)
+    1: (
+        "ALTER TABLE messages ADD COLUMN entries TEXT",
+        "ALTER TABLE outbox ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX outbox_message ON outbox (message_id, destination)",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One account's part of a digest (key "api" for the Late API's own events)."""
+
+    key: str
+    notify_type: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +111,7 @@ class PlannedMessage:
     body: str
     destinations: tuple[tuple[str, str], ...]  # (key, masked label)
     accounts: tuple[str, ...] = ()
+    entries: tuple[Entry, ...] = ()  # the body's parts, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +126,11 @@ class OutboxRow:
     notify_type: str
     title: str
     body: str
+    state: str = PENDING
+    cycle_id: int | None = None
+    unanswered: int = 0
+    entries: tuple[Entry, ...] = ()  # empty for messages written by schema 1
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +145,16 @@ class CycleRecord:
 
 
 _STATE_FIELDS = tuple(field.name for field in fields(AccountState))
+
+
+def _encode_entries(entries: Sequence[Entry]) -> str | None:
+    if not entries:
+        return None
+    return json.dumps([[e.key, e.notify_type, e.text] for e in entries], separators=(",", ":"))
+
+
+def _decode_entries(text: str | None) -> tuple[Entry, ...]:
+    return tuple(Entry(*item) for item in json.loads(text)) if text else ()
 
 
 def _encode_state(state: AccountState) -> str:
@@ -254,8 +304,12 @@ class Store:
         messages: Sequence[PlannedMessage],
         record: CycleRecord,
     ) -> int:
-        """Write the cycle's changed states, its messages and its record atomically."""
-        now = time.time()
+        """Write the cycle's changed states, its messages and its record atomically.
+
+        The outbox rows are due at once, timed by the cycle's own clock (`record.finished_at`)
+        so that delivery, which reads the same clock, ages them consistently.
+        """
+        now = record.finished_at.timestamp()
         removed = frozenset(removed)
         try:
             with self._transaction() as db:
@@ -294,7 +348,7 @@ class Store:
                 for message in messages:
                     message_id = db.execute(
                         "INSERT INTO messages (cycle_id, created_at, notify_type, title, body, "
-                        "accounts) VALUES (?, ?, ?, ?, ?, ?)",
+                        "accounts, entries) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (
                             cycle_id,
                             record.finished_at.isoformat(),
@@ -302,6 +356,7 @@ class Store:
                             message.title,
                             message.body,
                             json.dumps(message.accounts),
+                            _encode_entries(message.entries),
                         ),
                     ).lastrowid
                     db.executemany(
@@ -321,44 +376,58 @@ class Store:
         return cycle_id
 
     def pending_deliveries(self) -> list[OutboxRow]:
-        """Every undelivered row, oldest first within each destination."""
+        """Every row delivery still owns (pending or set aside), oldest first per destination."""
         rows = self._db.execute(
             "SELECT o.id, o.message_id, o.destination, o.label, o.attempts, o.created_at, "
-            "o.next_attempt_at, m.notify_type, m.title, m.body FROM outbox o "
+            "o.next_attempt_at, m.notify_type, m.title, m.body, o.state, m.cycle_id, "
+            "o.unanswered, m.entries, o.last_error FROM outbox o "
             "JOIN messages m ON m.id = o.message_id "
-            "WHERE o.state = 'pending' ORDER BY o.destination, o.id"
+            f"WHERE o.state IN {_OPEN} ORDER BY o.destination, o.id"
         ).fetchall()
-        return [OutboxRow(*row) for row in rows]
+        return [_outbox_row(row) for row in rows]
 
     def pending_count(self) -> int:
+        """Rows not delivered yet, set aside ones included."""
         return int(
-            self._db.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+            self._db.execute(f"SELECT count(*) FROM outbox WHERE state IN {_OPEN}").fetchone()[0]
         )
 
     def next_attempt_at(self) -> float | None:
         row = self._db.execute(
-            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'"
+            f"SELECT min(next_attempt_at) FROM outbox WHERE state IN {_OPEN}"
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
     def oldest_pending(self) -> float:
         row = self._db.execute(
-            "SELECT min(created_at) FROM outbox WHERE state = 'pending'"
+            f"SELECT min(created_at) FROM outbox WHERE state IN {_OPEN}"
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else float("inf")
 
-    def mark_delivered(self, row_id: int, *, now: float) -> None:
-        self._write(
+    def mark_delivered(self, *row_ids: int, now: float, note: str | None = None) -> None:
+        """The rows were sent (in one message when several): all of them, atomically."""
+        self._write_many(
             "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = ?, "
-            "last_error = NULL WHERE id = ?",
-            (now, row_id),
+            "last_error = ? WHERE id = ?",
+            [(now, note, row_id) for row_id in row_ids],
         )
 
-    def mark_failed(self, row_id: int, *, error: str, next_attempt_at: float) -> None:
-        self._write(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-            "WHERE id = ?",
-            (error, next_attempt_at, row_id),
+    def mark_failed(
+        self, *row_ids: int, error: str, next_attempt_at: float, unanswered: bool = False
+    ) -> None:
+        """A transient failure: pending again, tried no earlier than `next_attempt_at`."""
+        self._write_many(
+            "UPDATE outbox SET state = 'pending', attempts = attempts + 1, last_error = ?, "
+            "next_attempt_at = ?, unanswered = unanswered + ? WHERE id = ?",
+            [(error, next_attempt_at, int(unanswered), row_id) for row_id in row_ids],
+        )
+
+    def mark_set_aside(self, *row_ids: int, error: str, until: float) -> None:
+        """Refused for good: kept (and shown) but not tried before `until`, blocking nothing."""
+        self._write_many(
+            "UPDATE outbox SET state = 'set_aside', attempts = attempts + 1, last_error = ?, "
+            "next_attempt_at = ? WHERE id = ?",
+            [(error, until, row_id) for row_id in row_ids],
         )
 
     def mark_dropped(self, row_id: int, *, reason: str, now: float) -> None:
@@ -367,16 +436,62 @@ class Store:
             (reason, now, row_id),
         )
 
+    def reroute(self, row_id: int, *, to: Sequence[tuple[str, str]], now: float) -> list[str]:
+        """Hand a row whose destination is gone to `to` (key, label), skipping destinations
+        that already have (or had) this message; finish the old row. Returns the labels that
+        got a new row. One transaction: a crash leaves either the old row or the new ones."""
+        added: list[str] = []
+        with self._transaction() as db:
+            message_id, created_at = db.execute(
+                "SELECT message_id, created_at FROM outbox WHERE id = ?", (row_id,)
+            ).fetchone()
+            for key, label in to:
+                inserted = db.execute(
+                    "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
+                    "created_at) SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM outbox "
+                    "WHERE message_id = ? AND destination = ?)",
+                    (message_id, key, label, now, created_at, message_id, key),
+                ).rowcount
+                if inserted:
+                    added.append(label)
+            note = (
+                f"destination no longer configured; re-routed to {', '.join(added)}"
+                if added
+                else "destination no longer configured; its other destinations have it already"
+            )
+            db.execute(
+                "UPDATE outbox SET state = 'rerouted', last_error = ?, finished_at = ? "
+                "WHERE id = ?",
+                (note, now, row_id),
+            )
+        return added
+
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._transaction() as db:
             db.execute(sql, params)
+
+    def _write_many(self, sql: str, params: Sequence[tuple[Any, ...]]) -> None:
+        with self._transaction() as db:
+            db.executemany(sql, params)
+
+    async def lock(self, wait: float) -> int:
+        """Take the cycle lock, waiting up to `wait` seconds for another process to finish."""
+        deadline = time.monotonic() + wait
+        while (fd := self.try_lock()) is None:
+            if time.monotonic() >= deadline:
+                raise StateBusy(
+                    f"another late-monitor is running a cycle on {self.path}; "
+                    f"gave up after {wait:g}s"
+                )
+            await asyncio.sleep(0.1)
+        return fd
 
     def prune(self, *, before: datetime) -> int:
         """Drop cycle history and finished messages older than `before`."""
         cutoff = before.isoformat()
         with self._transaction() as db:
             db.execute(
-                "DELETE FROM outbox WHERE state != 'pending' AND finished_at < ?",
+                f"DELETE FROM outbox WHERE state NOT IN {_OPEN} AND finished_at < ?",
                 (before.timestamp(),),
             )
             db.execute(
@@ -400,7 +515,9 @@ class Store:
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def outbox_rows(self, *, states: tuple[str, ...] = ("pending",)) -> list[dict[str, Any]]:
+    def outbox_rows(
+        self, *, states: tuple[str, ...] = (PENDING, SET_ASIDE)
+    ) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(states))
         cursor = self._db.execute(
             "SELECT o.id, o.message_id, o.label, o.state, o.attempts, o.next_attempt_at, "
@@ -410,6 +527,28 @@ class Store:
         )
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _outbox_row(row: tuple[Any, ...]) -> OutboxRow:
+    (id_, message_id, destination, label, attempts, created_at, next_at) = row[:7]
+    notify_type, title, body, state, cycle_id, unanswered, entries, last_error = row[7:]
+    return OutboxRow(
+        id=id_,
+        message_id=message_id,
+        destination=destination,
+        label=label,
+        attempts=attempts,
+        created_at=created_at,
+        next_attempt_at=next_at,
+        notify_type=notify_type,
+        title=title,
+        body=body,
+        state=state,
+        cycle_id=cycle_id,
+        unanswered=unanswered,
+        entries=_decode_entries(entries),
+        last_error=last_error,
+    )
 
 
 def _check_ours(db: sqlite3.Connection, path: Path) -> None:
@@ -435,12 +574,18 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         )
     db.execute("BEGIN IMMEDIATE")
     try:
-        if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # still new under the lock
+        version = db.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock
+        if version == 0:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        else:
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):

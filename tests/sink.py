@@ -12,23 +12,37 @@ from aiohttp import web
 
 @dataclass
 class Sink:
-    """POSTs land in `received`; set `fail_status` to answer with an error, or stop() it."""
+    """POSTs land in `received`; set `fail_status` to answer with an error, or stop() it.
+
+    `max_body`: answer 400 to a message longer than this, as Discord does past 2,000
+    characters. `slow`: take the message, then answer this many seconds later (a destination
+    slower than the sender's read timeout). `hang`: wait before reading anything. `posts`
+    counts every POST, whatever the answer.
+    """
 
     received: list[dict[str, Any]] = field(default_factory=list)
     fail_status: int | None = None
     hang: float = 0.0
+    slow: float = 0.0
+    max_body: int | None = None
+    posts: int = 0
     port: int = 0
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.posts += 1
         if self.hang:
             await asyncio.sleep(self.hang)
         if self.fail_status is not None:
             return web.Response(status=self.fail_status, text="sink says no")
         body = await request.json()
+        if self.max_body is not None and len(body["message"]) > self.max_body:
+            return web.Response(status=400, text="message too long")
         self.received.append({**body, "path": request.path, "at": time.monotonic()})
         self._arrived.set()
+        if self.slow:
+            await asyncio.sleep(self.slow)
         return web.Response(text="ok")
 
     async def wait_for(self, count: int = 1) -> None:

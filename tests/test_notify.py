@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from late_monitor.errors import DeliveryError
 from late_monitor.models import Detail
-from late_monitor.notify import Notifier, render
+from late_monitor.notify import Notifier, digest, fit, merge_held, render
 from late_monitor.rules import AccountState, Event, Kind, NotifyType
 from tests.sink import Sink
 
@@ -117,3 +120,98 @@ async def test_labels_hide_url_tokens(sink: Sink) -> None:
     await notifier.load()
     labels = [d.label for d in notifier.destinations]
     assert all("VERYSECRETTOKEN42" not in label and "XXXXYYYYZZZZ" not in label for label in labels)
+
+
+BODY = "\n".join(
+    [
+        "[FAILURE] twitter @a1 (a1): healthy -> error",
+        "    issues: Token expired",
+        "[FAILURE] twitter @a2 (a2): healthy -> error",
+        "[SUCCESS] twitter @a3 (a3): error -> healthy - recovered",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("body_max", "title_in_body", "expected"),
+    [
+        (1000, False, BODY),
+        (
+            190,  # less the margin left for what Apprise adds, the last entry does not fit
+            False,
+            "\n".join(BODY.splitlines()[:3]) + "\n... and 1 more (see late-monitor status)",
+        ),
+        (
+            150,  # the first entry whole, never half of the second
+            False,
+            "\n".join(BODY.splitlines()[:2]) + "\n... and 2 more (see late-monitor status)",
+        ),
+        (
+            150 + len("Late: x") + 2,
+            True,  # Discord counts the title in its 2,000 characters
+            "\n".join(BODY.splitlines()[:2]) + "\n... and 2 more (see late-monitor status)",
+        ),
+        (
+            130,  # not even one entry whole: its first line
+            False,
+            BODY.splitlines()[0] + "\n... and 2 more (see late-monitor status)",
+        ),
+        (
+            100,  # not even its first line: cut
+            False,
+            BODY[:27] + "\n... and 2 more (see late-monitor status)",
+        ),
+    ],
+)
+def test_fit_cuts_the_body_after_the_last_whole_entry_that_fits(
+    body_max: int, title_in_body: bool, expected: str
+) -> None:
+    title, body = fit(
+        "Late: x", BODY, title_max=250, body_max=body_max, title_in_body=title_in_body
+    )
+    assert (title, body) == ("Late: x", expected)
+    assert len(body) <= body_max
+
+
+def test_fit_shortens_a_title_longer_than_the_service_takes() -> None:
+    assert (
+        fit("Late: " + "x" * 100, "b", title_max=60, body_max=1000)[0] == "Late: " + "x" * 53 + "…"
+    )
+
+
+def test_merged_digest_keeps_each_accounts_latest_entry_worst_first() -> None:
+    held = []
+    for events in ([degraded("a1"), degraded("a2")], [recovered("a1")], [degraded("a3")]):
+        _, entries, notify_type = digest(events, {})
+        held.append((notify_type, "\n".join(e.text for e in entries), entries))
+    held.append(("warning", "[WARNING] written before entries were stored", ()))
+    title, body, notify_type = merge_held(held)
+    assert title == "Late: 3 need attention, 1 recovered (latest of 4 held messages)"
+    assert notify_type == "failure"
+    assert [line.split(":")[0] for line in body.splitlines()] == [
+        "[FAILURE] twitter @a2 (a2)",
+        "[FAILURE] twitter @a3 (a3)",
+        "[WARNING] written before entries were stored",
+        "[SUCCESS] twitter @a1 (a1)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [(400, True), (401, True), (404, True), (408, False), (429, False), (500, False), (503, False)],
+)
+async def test_a_4xx_answer_is_a_permanent_failure_and_the_rest_are_not(
+    sink: Sink, status: int, permanent: bool
+) -> None:
+    notifier = Notifier(urls=[sink.url()])
+    await notifier.load()
+    sink.fail_status = status
+    with pytest.raises(DeliveryError) as raised:
+        await notifier.deliver(
+            notifier.destinations[0].key, title="t", body="b", notify_type="info"
+        )
+    assert (raised.value.status, raised.value.permanent, raised.value.unanswered) == (
+        status,
+        permanent,
+        False,
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from late_monitor.errors import StateError
 from late_monitor.rules import AccountState, ApiHealth
-from late_monitor.store import CycleRecord, PlannedMessage, Store
+from late_monitor.store import CycleRecord, Entry, PlannedMessage, Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -162,3 +162,92 @@ def test_a_cached_view_sees_what_another_connection_committed(tmp_path: Path) ->
     )
     assert daemon.load_states() == {}
     assert cron.load_states() == {}
+
+
+# The schema of a version-1 file, as late-monitor 0.1 wrote it.
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE accounts (account_id TEXT PRIMARY KEY, status TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE cycles (id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT NOT NULL,
+    outcome TEXT NOT NULL, accounts INTEGER NOT NULL, events INTEGER NOT NULL,
+    messages INTEGER NOT NULL, requests INTEGER NOT NULL, error TEXT);
+CREATE TABLE messages (id INTEGER PRIMARY KEY, cycle_id INTEGER REFERENCES cycles(id),
+    created_at TEXT NOT NULL, notify_type TEXT NOT NULL, title TEXT NOT NULL,
+    body TEXT NOT NULL, accounts TEXT NOT NULL);
+CREATE TABLE outbox (id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL REFERENCES messages(id),
+    destination TEXT NOT NULL, label TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, created_at REAL NOT NULL,
+    last_error TEXT, finished_at REAL);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+INSERT INTO cycles VALUES (1, '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00', 'ok',
+    1, 1, 1, 1, NULL);
+INSERT INTO messages VALUES (1, 1, '2026-01-01T00:00:00+00:00', 'failure', 'Late: old',
+    '[FAILURE] twitter @a (a1): healthy -> error', '["a1"]');
+INSERT INTO outbox VALUES (1, 1, 'k1', 'json://a', 'pending', 2, 5.0, 1.0, 'down', NULL);
+PRAGMA application_id = 1280134990;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_file_is_migrated_in_place_and_keeps_its_pending_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_SCHEMA_V1)
+    store = Store.open(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    (row,) = store.pending_deliveries()
+    assert (row.destination, row.attempts, row.last_error, row.title) == (
+        "k1",
+        2,
+        "down",
+        "Late: old",
+    )
+    assert (row.state, row.unanswered, row.entries, row.cycle_id) == ("pending", 0, (), 1)
+    # and it takes the new kinds of rows and marks
+    message = PlannedMessage(
+        "info", "t", "b", (("k1", "json://a"),), entries=(Entry("a1", "info", "b"),)
+    )
+    store.commit_cycle(
+        states={}, changed=[], removed=[], api=ApiHealth(), messages=[message], record=record()
+    )
+    store.mark_failed(row.id, error="slow", next_attempt_at=9.0, unanswered=True)
+    rows = store.pending_deliveries()
+    assert [(r.unanswered, r.entries) for r in rows] == [(1, ()), (0, (Entry("a1", "info", "b"),))]
+    store.close()
+    assert Store.open(path).pending_count() == 2  # opening a migrated file again changes nothing
+
+
+def test_set_aside_rows_stay_undelivered_through_prune_but_block_nothing(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    message = PlannedMessage("info", "t", "b", (("k", "l"),))
+    store.commit_cycle(
+        states={}, changed=[], removed=[], api=ApiHealth(), messages=[message], record=record()
+    )
+    (row,) = store.pending_deliveries()
+    store.mark_set_aside(row.id, error="HTTP 400", until=T0.timestamp() + 86400)
+    store.prune(before=T0 + timedelta(days=400))
+    (kept,) = store.pending_deliveries()
+    assert (kept.state, kept.attempts, kept.last_error) == ("set_aside", 1, "HTTP 400")
+    assert store.pending_count() == 1
+    assert [r["state"] for r in store.outbox_rows()] == ["set_aside"]
+
+
+def test_reroute_adds_only_destinations_without_the_message_and_finishes_the_old_row(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "s.db")
+    message = PlannedMessage("failure", "t", "b", (("gone", "json://gone"), ("kept", "json://k")))
+    store.commit_cycle(
+        states={}, changed=[], removed=[], api=ApiHealth(), messages=[message], record=record()
+    )
+    gone, _ = store.pending_deliveries()  # ordered by destination key
+    added = store.reroute(gone.id, to=[("new", "json://new"), ("kept", "json://k")], now=1.0)
+    assert added == ["json://new"]
+    rows = store.pending_deliveries()
+    assert [(r.destination, r.created_at) for r in rows] == [
+        ("kept", gone.created_at),
+        ("new", gone.created_at),  # the message's age, for retry_for, goes with it
+    ]
+    states = {r["label"]: r["state"] for r in store.outbox_rows(states=("rerouted",))}
+    assert states == {"json://gone": "rerouted"}

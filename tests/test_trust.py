@@ -213,6 +213,7 @@ async def test_narrowing_platforms_forgets_quietly_and_another_scope_is_refused(
     [line] = [json.loads(x) for x in ran.stdout.splitlines() if "scope_narrowed" in x]
     assert line["accounts_forgotten"] == 3  # linkedin, facebook, tiktok of the five
 
+    wide = monitor_config()  # the first configuration again (the same file, rewritten)
     wide_again = await run_cli("run", "--once", "--config", str(wide), env=base_env, cwd=tmp_path)
     assert wide_again.code == 2
     [error] = wide_again.stderr.strip().splitlines()

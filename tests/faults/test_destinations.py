@@ -1,4 +1,4 @@
-"""A destination that is down: queued in the outbox, delivered in order once back, or dropped."""
+"""Destinations that are down, refuse, or change: what each gets, and what is given up."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def make_due(state: Path) -> None:
         db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE state = 'pending'")
 
 
-async def test_down_then_hanging_then_500_destination_gets_everything_in_order(
+async def test_down_then_500_destination_gets_one_up_to_date_digest_of_what_it_missed(
     sim: Simulator, sink: Sink, sink2: Sink, monitor_config, base_env, tmp_path: Path
 ) -> None:
     config = str(
@@ -40,28 +40,72 @@ async def test_down_then_hanging_then_500_destination_gets_everything_in_order(
     sim.break_account("acc_00001")
     await cycle(1)
     await sink2.start(port2)
-    sink2.hang = 8.0  # longer than Apprise's 4 s read timeout
+    sink2.fail_status = 500
     make_due(state)
     sim.break_account("acc_00002")
     await cycle(1)
-    sink2.hang = 0.0
-    sink2.fail_status = 500
-    make_due(state)
-    sim.break_account("acc_00003")
-    await cycle(1)
-    assert len(sink.received) == 3
+    assert len(sink.received) == 2
     assert sink2.received == []
     with sqlite3.connect(state) as db:
         attempts = db.execute("SELECT attempts FROM outbox WHERE state = 'pending' ORDER BY id")
-        assert [row[0] for row in attempts] == [3, 0, 0]  # only the oldest is tried: order
+        assert [row[0] for row in attempts] == [2, 1]  # both held rows went as one try
 
     sink2.fail_status = None
     make_due(state)
+    sim.heal("acc_00001")
     await cycle(0)
-    assert [m["message"] for m in sink2.received] == [m["message"] for m in sink.received]
     assert len(sink.received) == 3  # the healthy destination got each exactly once
+    (digest,) = sink2.received
+    assert digest["title"] == "Late: 1 need attention, 1 recovered (latest of 3 held messages)"
+    lines = digest["message"].splitlines()
+    assert "acc_00002" in lines[0]
+    assert "healthy -> error" in lines[0]
+    assert "acc_00001" in lines[-1]
+    assert "error -> healthy" in lines[-1]
+    assert "healthy -> error" not in "".join(line for line in lines if "acc_00001" in line)
     await cycle(0)
-    assert len(sink2.received) == 3
+    assert len(sink2.received) == 1
+
+
+async def test_a_destination_that_refuses_a_message_reports_it_once_and_takes_the_next(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = str(monitor_config())
+    assert (await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)).code == 0
+    sink.fail_status = 401
+    sim.break_account("acc_00001")
+    refused = await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)
+    assert refused.code == 1
+    assert "(set aside)" in refused.stderr
+    set_aside = [line for line in refused.stdout.splitlines() if "notification_set_aside" in line]
+    assert len(set_aside) == 1
+    assert '"level": "warning"' in set_aside[0]
+    sink.fail_status = None
+    sim.break_account("acc_00002")
+    ran = await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    assert sink.posts == 2  # the refused message is not retried, nor in the way
+    (message,) = sink.received
+    assert "acc_00002" in message["message"]
+    assert "acc_00001" not in message["message"]
+
+
+async def test_fixing_a_notify_url_delivers_what_the_old_one_missed(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = str(monitor_config(notify={"urls": [sink.url("OLDTOKEN001")]}))
+    assert (await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)).code == 0
+    sink.fail_status = 401  # the token was revoked
+    sim.break_account("acc_00001")
+    assert (await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)).code == 1
+    sink.fail_status = None
+    config = str(monitor_config(notify={"urls": [sink.url("NEWTOKEN001")]}))
+    ran = await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    (message,) = sink.received
+    assert message["path"] == "/hook/NEWTOKEN001"
+    assert "acc_00001" in message["message"]
+    assert "notification_rerouted" in ran.stdout
 
 
 async def test_after_retry_for_a_message_is_dropped_logged_and_counted(
