@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from late_monitor.config import LoadedConfig, default_state_path
 from late_monitor.cycle import CycleDeps
+from late_monitor.errors import ConfigError
 from late_monitor.late import LateClient
 from late_monitor.logs import configure_logging
 from late_monitor.notify import Notifier
@@ -53,12 +56,67 @@ def client_from(loaded: LoadedConfig) -> LateClient:
     )
 
 
-def deps_from(loaded: LoadedConfig, *, client: LateClient, store: Store) -> CycleDeps:
+async def check_destinations(
+    loaded: LoadedConfig, notifier: Notifier, *, dry_run: bool = False
+) -> None:
+    """Refuse, before any poll, a configuration under which alerts would go nowhere: no
+    destination (unless only printing), an unreadable `notify.config`, a URL Apprise does
+    not accept, a route tag no destination has. Loads Apprise (in a thread) when there are
+    destinations, as sending would anyway; `notifier` keeps what it loaded."""
+    problems = _offline_problems(loaded, dry_run=dry_run)
+    if notifier.configured:
+        try:
+            await notifier.load()
+        except ConfigError as exc:
+            problems += exc.problems
+        else:
+            if not problems:
+                problems += await asyncio.to_thread(notifier.problems)
+    if problems:
+        raise ConfigError([_where(loaded, problem) for problem in problems])
+
+
+def _offline_problems(loaded: LoadedConfig, *, dry_run: bool) -> list[str]:
+    notify = loaded.settings.notify
+    if not notify.urls and not notify.config:
+        if dry_run:
+            return []
+        return [
+            "notify.urls: no destination, so alerts would go nowhere; set notify.urls or "
+            "notify.config (or use run --dry-run to only print them)"
+        ]
+    if not notify.config or re.match(r"^[a-z][a-z0-9+.-]*://", notify.config, re.I):
+        return []  # a remote config is Apprise's to fetch
+    path = Path(notify.config.removeprefix("file://")).expanduser()
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except FileNotFoundError:
+        return [f"notify.config: {path} does not exist"]
+    except IsADirectoryError:
+        return [f"notify.config: {path} is a directory, not an Apprise config file"]
+    except OSError as exc:
+        return [f"notify.config: cannot read {path} ({exc.strerror})"]
+    return []
+
+
+def _where(loaded: LoadedConfig, problem: str) -> str:
+    """The problem prefixed with where its key was set (file or variable), when known."""
+    key = ".".join(re.split(r"[\[:]", problem, maxsplit=1)[0].split(".")[:2])
+    source = loaded.sources.get(key, "default")
+    if source == "default":
+        source = str(loaded.path) if loaded.path else ""
+    return f"{source}: {problem}" if source else problem
+
+
+def deps_from(
+    loaded: LoadedConfig, *, client: LateClient, store: Store, notifier: Notifier | None = None
+) -> CycleDeps:
     settings = loaded.settings
     return CycleDeps(
         client=client,
         store=store,
-        notifier=notifier_from(loaded),
+        notifier=notifier if notifier is not None else notifier_from(loaded),
         policy=policy_from(loaded),
         profile_id=settings.late.profile_id,
         platforms=tuple(settings.late.platforms),

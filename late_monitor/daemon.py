@@ -14,7 +14,14 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from late_monitor.build import client_from, deps_from, setup_logging, state_path_from
+from late_monitor.build import (
+    check_destinations,
+    client_from,
+    deps_from,
+    notifier_from,
+    setup_logging,
+    state_path_from,
+)
 from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.cycle import CycleDeps, CycleResult, deliver_pending, run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
@@ -146,6 +153,8 @@ class Daemon:
         try:
             loaded = load_settings(self._config_arg)
             loaded.require_api_key()
+            notifier = notifier_from(loaded)
+            await check_destinations(loaded, notifier)
         except ConfigError as exc:
             log.error("config_reload_failed", problems=exc.problems, kept="previous configuration")
             self.systemd.ready()
@@ -156,7 +165,11 @@ class Daemon:
                 log.warning("config_reload_partial", ignored="state.path (needs a restart)")
             self.loaded = loaded
             setup_logging(loaded)
-            self.deps = deps_from(loaded, client=client_from(loaded), store=self.store)
+            for warning in loaded.warnings:
+                log.warning(warning.event, problem=warning.text)
+            self.deps = deps_from(
+                loaded, client=client_from(loaded), store=self.store, notifier=notifier
+            )
             interval = loaded.settings.monitor.interval
             if interval != self.liveness.interval:
                 self.liveness.interval = interval
@@ -165,7 +178,7 @@ class Daemon:
             await old_client.close()
         log.info(
             "config_reloaded",
-            destinations=len(loaded.settings.notify.urls),
+            destinations=len(notifier.destinations),
             interval_s=loaded.settings.monitor.interval,
         )
         self.systemd.ready()
@@ -173,6 +186,12 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> int:
+        try:  # before anything is scheduled: alerts that could go nowhere are a config error
+            await check_destinations(self.loaded, self.deps.notifier)
+        except ConfigError:
+            await self.deps.client.close()
+            self.store.close()
+            raise
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
