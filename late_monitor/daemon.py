@@ -26,6 +26,7 @@ from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.cycle import CycleDeps, CycleResult, deliver_pending, run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.metrics import Metrics
+from late_monitor.notify import Notifier
 from late_monitor.store import Store
 from late_monitor.systemd import SystemdNotifier
 from late_monitor.web import Liveness, build_app, start_server
@@ -53,11 +54,14 @@ class Daemon:
         *,
         config_arg: str | None,
         environ: Mapping[str, str] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.loaded = loaded
         self._config_arg = config_arg
         self.store = Store.open(state_path_from(loaded))
-        self.deps: CycleDeps = deps_from(loaded, client=client_from(loaded), store=self.store)
+        self.deps: CycleDeps = deps_from(
+            loaded, client=client_from(loaded), store=self.store, notifier=notifier
+        )
         self.systemd = SystemdNotifier(environ)
         self.metrics = Metrics()
         self.liveness = Liveness(interval=loaded.settings.monitor.interval, started=time.time())
@@ -261,6 +265,8 @@ def _grace(interval: float) -> int:
 
 def run_daemon(loaded: LoadedConfig, *, config_arg: str | None) -> int:
     async def main() -> int:
-        return await Daemon(loaded, config_arg=config_arg).run()
+        notifier = notifier_from(loaded)
+        await check_destinations(loaded, notifier)  # before the state file is created
+        return await Daemon(loaded, config_arg=config_arg, notifier=notifier).run()
 
     return asyncio.run(main())
