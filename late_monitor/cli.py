@@ -77,10 +77,11 @@ async def _run_once(loaded: LoadedConfig, *, dry_run: bool) -> int:
             result = await run_cycle(deps, dry_run=dry_run)
     finally:
         store.close()
+    # the API's error text may echo the key back
     if result.outcome != "ok":
-        print(f"late-monitor: poll failed: {result.error}", file=sys.stderr)
+        print(REDACTOR.redact(f"late-monitor: poll failed: {result.error}"), file=sys.stderr)
     for failure in result.delivery.failures:
-        print(f"late-monitor: delivery failed: {failure}", file=sys.stderr)
+        print(REDACTOR.redact(f"late-monitor: delivery failed: {failure}"), file=sys.stderr)
     return result.exit_code
 
 

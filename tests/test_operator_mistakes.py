@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from late_monitor.config import load_settings, parse_duration
-from late_monitor.simulator import DEFAULT_KEY, Simulator
+from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator
 from tests.conftest import Ran, run_cli, write_config
 from tests.sink import Sink
 from tests.test_daemon import daemon, daemon_config  # noqa: F401 (a fixture used here)
@@ -185,6 +185,19 @@ async def test_api_key_with_a_character_inside_that_no_key_has_exits_2_naming_th
         assert "first_half" not in ran.output
         assert "second_half" not in ran.output
     assert sim.count() == 0
+
+
+async def test_a_401_that_echoes_the_key_never_prints_it(
+    sim: Simulator, monitor_config, base_env, tmp_path: Path
+) -> None:
+    body = json.dumps({"error": f"Invalid API key {DEFAULT_KEY}"})
+    sim.inject(Fault(kind="status", status=401, body=body, count=5))
+    ran = await run_cli("--once", "--config", str(monitor_config()), env=base_env, cwd=tmp_path)
+    assert ran.code == 1
+    assert "late-monitor: poll failed: GET /accounts/health: HTTP 401 Invalid API key ***" in (
+        ran.stderr
+    )
+    assert DEFAULT_KEY not in ran.output
 
 
 # -- 4. durations -----------------------------------------------------------------------
