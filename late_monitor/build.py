@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
+import logging
 import os
+import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from late_monitor.config import LoadedConfig, default_state_path
 from late_monitor.cycle import CycleDeps
+from late_monitor.errors import ConfigError
 from late_monitor.late import LateClient
-from late_monitor.logs import configure_logging
+from late_monitor.logs import REDACTOR, configure_logging
 from late_monitor.notify import Notifier
 from late_monitor.rules import Policy
 from late_monitor.store import Store
@@ -54,12 +61,109 @@ def client_from(loaded: LoadedConfig) -> LateClient:
     )
 
 
-def deps_from(loaded: LoadedConfig, *, client: LateClient, store: Store) -> CycleDeps:
+async def check_destinations(
+    loaded: LoadedConfig, notifier: Notifier, *, dry_run: bool = False
+) -> None:
+    """Refuse, before any poll, a configuration under which alerts would go nowhere: no
+    destination (unless only printing), an unreadable `notify.config`, a URL Apprise does
+    not accept, a route tag no destination has. Loads Apprise (in a thread) when there are
+    destinations, as sending would anyway; `notifier` keeps what it loaded."""
+    problems = _offline_problems(loaded, dry_run=dry_run)
+    urls = [url.get_secret_value() for url in loaded.settings.notify.urls]
+    for url in urls:
+        REDACTOR.add_url(url)  # before Apprise's reasons are quoted (on reload: before logging)
+    if notifier.configured:
+        with _apprise_logs() as said:  # Apprise's own words go into our one line, not the log
+            try:
+                await notifier.load()
+            except ConfigError as exc:
+                problems += await asyncio.to_thread(_with_reasons, exc.problems, urls, said)
+            else:
+                if not problems:
+                    problems += await asyncio.to_thread(notifier.problems)
+    if problems:
+        raise ConfigError([_where(loaded, problem) for problem in problems])
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _apprise_logs() -> Iterator[list[str]]:
+    logger = logging.getLogger("apprise")
+    said: list[str] = []
+    handler = _Collect(said)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _with_reasons(problems: list[str], urls: list[str], said: list[str]) -> list[str]:
+    """Each `notify.urls[i]` problem with the reason Apprise gives for that URL alone."""
+    apprise: Any = importlib.import_module("apprise")  # loaded by now; its API is untyped
+    explained = []
+    for problem in problems:
+        match = re.match(r"notify\.urls\[(\d+)\]", problem)
+        if match and int(match.group(1)) < len(urls):
+            said.clear()
+            apprise.Apprise().add(urls[int(match.group(1))])
+            if said:
+                problem = f"{problem}: {REDACTOR.redact(said[0]).strip()}"
+        explained.append(problem)
+    return explained
+
+
+def _offline_problems(loaded: LoadedConfig, *, dry_run: bool) -> list[str]:
+    notify = loaded.settings.notify
+    if not notify.urls and not notify.config:
+        if dry_run:
+            return []
+        return [
+            "notify.urls: no destination, so alerts would go nowhere; set notify.urls or "
+            "notify.config (or use run --dry-run to only print them)"
+        ]
+    if not notify.config or re.match(r"^[a-z][a-z0-9+.-]*://", notify.config, re.I):
+        return []  # a remote config is Apprise's to fetch
+    path = Path(notify.config.removeprefix("file://")).expanduser()
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except FileNotFoundError:
+        return [f"notify.config: {path} does not exist"]
+    except IsADirectoryError:
+        return [f"notify.config: {path} is a directory, not an Apprise config file"]
+    except OSError as exc:
+        return [f"notify.config: cannot read {path} ({exc.strerror})"]
+    return []
+
+
+def _where(loaded: LoadedConfig, problem: str) -> str:
+    """The problem prefixed with where its key was set (file or variable), when known."""
+    key = ".".join(re.split(r"[\[:]", problem, maxsplit=1)[0].split(".")[:2])
+    source = loaded.sources.get(key, "default")
+    if source == "default":
+        source = str(loaded.path) if loaded.path else ""
+    return f"{source}: {problem}" if source else problem
+
+
+def deps_from(
+    loaded: LoadedConfig, *, client: LateClient, store: Store, notifier: Notifier | None = None
+) -> CycleDeps:
     settings = loaded.settings
     return CycleDeps(
         client=client,
         store=store,
-        notifier=notifier_from(loaded),
+        notifier=notifier if notifier is not None else notifier_from(loaded),
         policy=policy_from(loaded),
         profile_id=settings.late.profile_id,
         platforms=tuple(settings.late.platforms),

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,14 @@ from typing import NoReturn
 import structlog
 
 from late_monitor import __version__
-from late_monitor.build import client_from, deps_from, setup_logging, state_path_from
+from late_monitor.build import (
+    check_destinations,
+    client_from,
+    deps_from,
+    notifier_from,
+    setup_logging,
+    state_path_from,
+)
 from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.cycle import run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
@@ -60,25 +68,32 @@ SIMULATE_EXAMPLE = """example:
 
 
 async def _run_once(loaded: LoadedConfig, *, dry_run: bool) -> int:
+    notifier = notifier_from(loaded)
+    await check_destinations(loaded, notifier, dry_run=dry_run)
     store = Store.open(state_path_from(loaded))
     try:
         async with client_from(loaded) as client:
-            deps = deps_from(loaded, client=client, store=store)
-            if not deps.notifier.configured and not dry_run:
-                log.warning("no_destinations", hint="set notify.urls or notify.config")
+            deps = deps_from(loaded, client=client, store=store, notifier=notifier)
             result = await run_cycle(deps, dry_run=dry_run)
     finally:
         store.close()
+    # the API's error text may echo the key back
     if result.outcome != "ok":
-        print(f"late-monitor: poll failed: {result.error}", file=sys.stderr)
+        print(REDACTOR.redact(f"late-monitor: poll failed: {result.error}"), file=sys.stderr)
     for failure in result.delivery.failures:
-        print(f"late-monitor: delivery failed: {failure}", file=sys.stderr)
+        print(REDACTOR.redact(f"late-monitor: delivery failed: {failure}"), file=sys.stderr)
     return result.exit_code
+
+
+def log_warnings(loaded: LoadedConfig) -> None:
+    for warning in loaded.warnings:
+        log.warning(warning.event, problem=warning.text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_settings(args.config)
     setup_logging(loaded)
+    log_warnings(loaded)
     loaded.require_api_key()
     if loaded.settings.monitor.interval < 30:
         log.warning(
@@ -93,10 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(loaded, config_arg=args.config)
 
 
-def _loaded_for_tool(args: argparse.Namespace) -> LoadedConfig:
+def _loaded_for_tool(args: argparse.Namespace, *, warn: bool = True) -> LoadedConfig:
     """Settings for a command whose own output is stdout: logs go to stderr, quietly."""
     loaded = load_settings(args.config)
     setup_logging(loaded, stream=sys.stderr, level="warning")
+    if warn:
+        log_warnings(loaded)
     return loaded
 
 
@@ -115,14 +132,14 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from late_monitor.commands import cmd_config_check as config_check
 
-    return config_check(_loaded_for_tool(args))
+    return config_check(_loaded_for_tool(args, warn=False))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from late_monitor.check import CRITICAL, WARNING, run_check
 
     try:
-        loaded: LoadedConfig | None = _loaded_for_tool(args)
+        loaded: LoadedConfig | None = _loaded_for_tool(args, warn=False)  # stdout: one line
         error = ""
     except ConfigError as exc:
         loaded, error = None, "; ".join(exc.problems)
@@ -168,23 +185,50 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error of the Nagios plugin (`check`) is UNKNOWN (exit 3)
+    in one line on stdout, where the monitoring system looks, instead of exit 2."""
+
+    plugin = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.plugin:
+            print(f"LATE UNKNOWN - bad usage: {message} (see late-monitor check --help)")
+            self.exit(3)
+        super().error(message)
+
+
+def _config_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # Before the command or after it: the command's own --config wins, and leaves the top
+    # level's value alone when it is not given (SUPPRESS), so either place works.
     parser.add_argument(
         "--config",
         "-c",
         metavar="PATH",
+        default=None if top else argparse.SUPPRESS,
         help="TOML config file (default: $LATE_MONITOR_CONFIG, ./late-monitor.toml, "
         "/etc/late-monitor/config.toml)",
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0 is expected, not {text!r}")
+    return seconds
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="late-monitor",
         description="Watch Late (getlate.dev / Zernio) account health; notify through Apprise.",
         epilog="start here: late-monitor demo",
     )
     parser.add_argument("--version", action="version", version=f"late-monitor {__version__}")
+    _config_option(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser(
@@ -208,11 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CHECK_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    check.plugin = True
     _config_option(check)
     check.add_argument(
         "-t",
         "--timeout",
-        type=float,
+        type=_seconds,
         default=10.0,
         help="give up (UNKNOWN) after this many seconds (default 10)",
     )
@@ -295,16 +340,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_global(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The leading options that belong to every command (`--config PATH`), and the rest."""
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("--config", "-c"):
+            index += 2
+        elif arg.startswith("--config=") or (arg.startswith("-c") and not arg.startswith("--")):
+            index += 1
+        else:
+            break
+    return argv[:index], argv[index:]
+
+
 def _normalise(argv: list[str]) -> list[str]:
-    """`late-monitor --once` is `late-monitor run --once`."""
-    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
-        return ["run", *argv]
-    return argv
+    """`late-monitor --once` is `late-monitor run --once`, and so is `late-monitor --config X`;
+    `late-monitor --config X status` is `status` with that config."""
+    rest = _split_global(argv)[1]
+    if not argv or (rest and not rest[0].startswith("-")):
+        return argv
+    if rest and rest[0] in ("-h", "--help", "--version"):
+        return argv
+    return ["run", *argv]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_normalise(list(sys.argv[1:] if argv is None else argv)))
+    words = _normalise(list(sys.argv[1:] if argv is None else argv))
+    rest = _split_global(words)[1]
+    parser.plugin = bool(rest) and rest[0] == "check"  # unknown arguments are the top's to report
+    args = parser.parse_args(words)
     if args.command == "config" and not getattr(args, "func", None):
         parser.parse_args(["config", "--help"])
     if not getattr(args, "func", None):

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from late_monitor.build import notifier_from, state_path_from
+from late_monitor.build import check_destinations, notifier_from, state_path_from
 from late_monitor.config import LoadedConfig, format_duration
 from late_monitor.errors import ConfigError
 from late_monitor.logs import REDACTOR
@@ -147,7 +147,9 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
     return json.dumps(value)
 
 
-def cmd_config_check(loaded: LoadedConfig, *, out: TextIO = sys.stdout) -> int:
+def cmd_config_check(
+    loaded: LoadedConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
     """Validate everything that can be checked offline, then print the effective settings."""
     problems = []
     try:
@@ -162,10 +164,12 @@ def cmd_config_check(loaded: LoadedConfig, *, out: TextIO = sys.stdout) -> int:
     notifier = notifier_from(loaded)
     labels: list[str] = []
     try:
-        asyncio.run(notifier.load())
+        asyncio.run(check_destinations(loaded, notifier))
         labels = [d.label for d in notifier.destinations]
     except ConfigError as exc:
         problems += exc.problems
+    for warning in loaded.warnings:
+        err.write(REDACTOR.redact(f"late-monitor: warning: {warning.text}") + "\n")
     if problems:
         raise ConfigError(problems)
     lines = [

@@ -6,13 +6,20 @@ environment.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import json
+import math
 import os
 import re
 import tomllib
+import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -35,11 +42,14 @@ from pydantic_settings.sources.utils import parse_env_vars
 from late_monitor.errors import ConfigError
 
 ENV_PREFIX = "LATE_MONITOR_"
-DEFAULT_BASE_URL = "https://getlate.dev/api/v1"
+DEFAULT_BASE_URL = "https://zernio.com/api/v1"
 CREDENTIAL_NAME = "late-api-key"
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+# Far beyond any sensible setting, and short of where datetime and timedelta arithmetic
+# (the scheduler's next run, a retry deadline) would overflow.
+MAX_DURATION = 10 * 365 * 86400.0
 
 
 def parse_duration(value: object) -> float:
@@ -48,12 +58,22 @@ def parse_duration(value: object) -> float:
         raise ValueError("a duration like '90s', '5m', '24h' or '7d' is expected")
     if isinstance(value, int | float):
         seconds = float(value)
+    elif isinstance(value, str) and value.strip().lower().lstrip("+-") in (
+        "nan",
+        "inf",
+        "infinity",
+    ):
+        seconds = math.nan
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNITS.get(match.group(2) or "s", 1)
     else:
         raise ValueError("a duration like '90s', '5m', '24h' or '7d' is expected")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds, not nan or inf")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError("a duration longer than 10 years is not supported")
     return seconds
 
 
@@ -81,10 +101,56 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
+def mask_url(url: str) -> str:
+    """The URL with the password of a `user:password@` part replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def _check_base_url(value: str) -> str:
+    url = value.strip()
+    shown = mask_url(url)
+    if "://" not in url:
+        raise ValueError(f"{shown!r} has no scheme; use https://{shown}")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{shown!r}: the scheme must be https:// (or http://), not {parts.scheme}")
+    if "@" in parts.netloc:
+        # aiohttp refuses a request with both credentials in the URL and our Bearer header
+        raise ValueError(
+            f"{shown!r} holds credentials (user:password@); remove them, the API key is "
+            "sent as a Bearer token"
+        )
+    try:
+        port_ok = parts.hostname is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        raise ValueError(f"{shown!r} has no valid host (or port)")
+    return url
+
+
+def insecure_base_url(url: str) -> bool:
+    """Plain http:// to a host that is not this machine: the API key would cross in clear."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 class LateSettings(_Section):
     api_key: SecretStr | None = None
     api_key_file: str = ""
-    base_url: str = DEFAULT_BASE_URL
+    base_url: Annotated[str, AfterValidator(_check_base_url)] = DEFAULT_BASE_URL
     profile_id: str = ""
     platforms: list[str] = Field(default_factory=list)
     timeout: PositiveDuration = 30.0
@@ -147,6 +213,14 @@ class Settings(BaseSettings):
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """Something allowed but probably wrong: `event` names it in logs, `text` says it in a line."""
+
+    event: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedConfig:
     """Validated settings plus where they came from (for `config check`)."""
 
@@ -155,6 +229,7 @@ class LoadedConfig:
     api_key: SecretStr | None
     api_key_source: str
     sources: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[ConfigWarning, ...] = ()
 
     def require_api_key(self) -> str:
         if self.api_key is None or not self.api_key.get_secret_value():
@@ -217,9 +292,13 @@ def _origin(
     environ: Mapping[str, str],
 ) -> str:
     """Where a key's value came from: the environment variable, the file, or the default."""
+    names = {key.upper() for key in environ}
     for depth in range(len(loc), 0, -1):
-        if _env_name(loc[:depth]) in {key.upper() for key in environ}:
+        if _env_name(loc[:depth]) in names:
             return _env_name(loc[:depth])
+    deeper = sorted(name for name in names if name.startswith(_env_name(loc) + "__"))
+    if deeper:
+        return ", ".join(deeper)
     node: Any = data
     for part in loc:
         if isinstance(node, Mapping) and part in node:
@@ -249,12 +328,17 @@ def _format_errors(
 def _resolve_api_key(
     late: LateSettings, environ: Mapping[str, str], path: Path | None
 ) -> tuple[SecretStr | None, str]:
-    if environ.get(f"{ENV_PREFIX}LATE__API_KEY"):
-        return late.api_key, f"{ENV_PREFIX}LATE__API_KEY"
-    if key := environ.get("LATE_API_KEY", "").strip():
+    env_name = f"{ENV_PREFIX}LATE__API_KEY"
+    # late.api_key holds the variable's value when it is set, else the file's
+    from_env = _named(environ, env_name)
+    source = env_name if from_env else str(path) if path else "configuration"
+    settings_key = late.api_key.get_secret_value() if late.api_key is not None else ""
+    if from_env and (key := _clean_key(settings_key, source)):
+        return SecretStr(key), source
+    if key := _clean_key(environ.get("LATE_API_KEY", ""), "LATE_API_KEY"):
         return SecretStr(key), "LATE_API_KEY"
-    if late.api_key is not None and late.api_key.get_secret_value():
-        return late.api_key, str(path) if path else "configuration"
+    if not from_env and (key := _clean_key(settings_key, f"{source}: late.api_key")):
+        return SecretStr(key), source
     if late.api_key_file:
         key_file = Path(late.api_key_file).expanduser()
         return SecretStr(_read_secret_file(key_file, "late.api_key_file")), str(key_file)
@@ -267,25 +351,127 @@ def _resolve_api_key(
     return None, "unset"
 
 
+def _named(environ: Mapping[str, str], name: str) -> bool:
+    return any(key.upper() == name for key in environ)
+
+
+def _clean_key(value: str, source: str) -> str:
+    """The key without surrounding whitespace; a key with a character no key can hold inside
+    (a line break from a pasted file, a space, a control or non-ASCII character) is refused,
+    naming `source` and never showing the key."""
+    key = value.strip()
+    for char in key:
+        if char in "\r\n":
+            what = "a line break"
+        elif char.isspace():
+            what = "a space"
+        elif unicodedata.category(char) == "Cc":
+            what = "a control character"
+        elif not char.isascii():
+            what = "a non-ASCII character"
+        else:
+            continue
+        raise ConfigError(
+            f"{source}: the API key contains {what} inside it; an API key is one word "
+            "(a pasted key often brings a second line or quotes with it)"
+        )
+    return key
+
+
 def _read_secret_file(path: Path, what: str) -> str:
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        value = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: {path} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    if not value:
+    key = _clean_key(value, f"{what}: {path}")
+    if not key:
         raise ConfigError(f"{what}: {path} is empty")
-    return value
+    return key
+
+
+# A comma that starts the next URL; a comma inside a URL (`mailto://...?to=a,b`) does not.
+_URL_COMMA = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+
+
+def _known_variables() -> tuple[set[str], set[str], set[str]]:
+    """Our variable names: every one, those holding a list, and prefixes of dict keys."""
+    known, lists, prefixes = {f"{ENV_PREFIX}CONFIG"}, set(), set()
+    for section, info in Settings.model_fields.items():
+        known.add(_env_name((section,)))
+        for key, field_info in getattr(info.annotation, "model_fields", {}).items():
+            name = _env_name((section, key))
+            known.add(name)
+            origin = typing.get_origin(field_info.annotation)
+            if origin is list:
+                lists.add(name)
+            elif origin is dict:
+                prefixes.add(name + "__")
+    return known, lists, prefixes
+
+
+def _as_json_list(name: str, value: str) -> str:
+    """A list variable as JSON: JSON as given, else comma-separated values (URLs split only
+    where the next URL starts)."""
+    text = value.strip()
+    if text.startswith("["):
+        return text
+    parts = _URL_COMMA.split(text) if name.endswith("__URLS") else text.split(",")
+    return json.dumps([part.strip() for part in parts if part.strip()])
+
+
+def _our_environment(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, str], list[str], list[ConfigWarning]]:
+    """The LATE_MONITOR_ variables that are settings (lists made JSON), the problems with
+    them, and a warning for each other LATE_MONITOR_ variable: the environment is shared, so
+    an unknown name is ignored rather than refused."""
+    known, lists, prefixes = _known_variables()
+    ours: dict[str, str] = {}
+    problems: list[str] = []
+    warnings: list[ConfigWarning] = []
+    for name, value in environ.items():
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        if upper not in known and not upper.startswith(tuple(prefixes)):
+            close = difflib.get_close_matches(upper, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(
+                ConfigWarning(
+                    "unknown_variable_ignored",
+                    f"{name}: not a late-monitor setting, ignored{hint}",
+                )
+            )
+            continue
+        if upper in lists or upper.startswith(tuple(prefixes)):
+            value = _as_json_list(upper, value)
+        if upper != f"{ENV_PREFIX}CONFIG" and value.lstrip().startswith(("[", "{")):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as exc:
+                problems.append(
+                    f"{name}: not valid JSON ({exc.msg} at character {exc.pos}); give a JSON "
+                    "list or table, or for a list comma-separated values"
+                )
+                continue
+        ours[name] = value
+    return ours, problems, warnings
 
 
 def load_settings(
     explicit_path: str | None = None, *, environ: Mapping[str, str] | None = None
 ) -> LoadedConfig:
     """Read, merge and validate the configuration; raise ConfigError with one line per problem."""
-    env: Mapping[str, str] = os.environ if environ is None else environ
-    path, named = find_config_path(explicit_path, env)
+    full: Mapping[str, str] = os.environ if environ is None else environ
+    path, named = find_config_path(explicit_path, full)
     data: dict[str, Any] = {}
     if path is not None and (named or path.exists()):
         data = _read_toml(path)
+    env, env_problems, warnings = _our_environment(full)
+    if env_problems:
+        raise ConfigError(env_problems)
 
     class _FileBacked(Settings):
         @classmethod
@@ -306,19 +492,28 @@ def load_settings(
     except ValueError as exc:  # pydantic-settings' own JSON decoding of complex env values
         raise ConfigError(f"environment: {exc}") from None
 
-    api_key, api_key_source = _resolve_api_key(settings.late, env, path)
+    api_key, api_key_source = _resolve_api_key(settings.late, full, path)
     sources = {
         f"{section}.{key}": _origin((section, key), data, path, env)
         for section in Settings.model_fields
         for key in type(getattr(settings, section)).model_fields
     }
     sources["late.api_key"] = api_key_source
+    if insecure_base_url(settings.late.base_url):
+        warnings.append(
+            ConfigWarning(
+                "base_url_insecure",
+                f"{sources['late.base_url']}: late.base_url: plain http:// to a host that is "
+                "not this machine sends the API key unencrypted; use https://",
+            )
+        )
     return LoadedConfig(
         settings=settings,
         path=path if data or named else None,
         api_key=api_key,
         api_key_source=api_key_source,
         sources=sources,
+        warnings=tuple(warnings),
     )
 
 

@@ -14,11 +14,19 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from late_monitor.build import client_from, deps_from, setup_logging, state_path_from
+from late_monitor.build import (
+    check_destinations,
+    client_from,
+    deps_from,
+    notifier_from,
+    setup_logging,
+    state_path_from,
+)
 from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.cycle import CycleDeps, CycleResult, run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.metrics import Metrics
+from late_monitor.notify import Notifier
 from late_monitor.outbox import deliver_pending
 from late_monitor.store import Store
 from late_monitor.systemd import SystemdNotifier
@@ -47,11 +55,14 @@ class Daemon:
         *,
         config_arg: str | None,
         environ: Mapping[str, str] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.loaded = loaded
         self._config_arg = config_arg
         self.store = Store.open(state_path_from(loaded))
-        self.deps: CycleDeps = deps_from(loaded, client=client_from(loaded), store=self.store)
+        self.deps: CycleDeps = deps_from(
+            loaded, client=client_from(loaded), store=self.store, notifier=notifier
+        )
         self.systemd = SystemdNotifier(environ)
         self.metrics = Metrics()
         self.liveness = Liveness(interval=loaded.settings.monitor.interval, started=time.time())
@@ -151,6 +162,8 @@ class Daemon:
         try:
             loaded = load_settings(self._config_arg)
             loaded.require_api_key()
+            notifier = notifier_from(loaded)
+            await check_destinations(loaded, notifier)
         except ConfigError as exc:
             log.error("config_reload_failed", problems=exc.problems, kept="previous configuration")
             self.systemd.ready()
@@ -161,7 +174,11 @@ class Daemon:
                 log.warning("config_reload_partial", ignored="state.path (needs a restart)")
             self.loaded = loaded
             setup_logging(loaded)
-            self.deps = deps_from(loaded, client=client_from(loaded), store=self.store)
+            for warning in loaded.warnings:
+                log.warning(warning.event, problem=warning.text)
+            self.deps = deps_from(
+                loaded, client=client_from(loaded), store=self.store, notifier=notifier
+            )
             interval = loaded.settings.monitor.interval
             if interval != self.liveness.interval:
                 self.liveness.interval = interval
@@ -170,7 +187,7 @@ class Daemon:
             await old_client.close()
         log.info(
             "config_reloaded",
-            destinations=len(loaded.settings.notify.urls),
+            destinations=len(notifier.destinations),
             interval_s=loaded.settings.monitor.interval,
         )
         self.systemd.ready()
@@ -178,6 +195,12 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> int:
+        try:  # before anything is scheduled: alerts that could go nowhere are a config error
+            await check_destinations(self.loaded, self.deps.notifier)
+        except ConfigError:
+            await self.deps.client.close()
+            self.store.close()
+            raise
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
@@ -247,6 +270,8 @@ def _grace(interval: float) -> int:
 
 def run_daemon(loaded: LoadedConfig, *, config_arg: str | None) -> int:
     async def main() -> int:
-        return await Daemon(loaded, config_arg=config_arg).run()
+        notifier = notifier_from(loaded)
+        await check_destinations(loaded, notifier)  # before the state file is created
+        return await Daemon(loaded, config_arg=config_arg, notifier=notifier).run()
 
     return asyncio.run(main())

@@ -160,6 +160,26 @@ class Notifier:
         self._destinations = destinations
         self._apprise = apobj
 
+    def problems(self) -> list[str]:
+        """After `load()`: settings under which an alert would reach nobody (a config file
+        that yields no destination, a route tag that no destination has)."""
+        apprise: Any = importlib.import_module("apprise")
+        problems = []
+        if self._config_path:
+            config = apprise.AppriseConfig()
+            if not config.add(self._config_path) or not config.services():
+                problems.append(
+                    f"notify.config: {self._config_path} gives no destination (empty, or "
+                    "not an Apprise YAML/TEXT config)"
+                )
+        for notify_type, tags in sorted(self._routes.items()):
+            for tag in tags:
+                if next(iter(self._apprise.find(tag=[tag], match_always=False)), None) is None:
+                    problems.append(
+                        f"notify.routes.{notify_type}: no destination has the tag {tag!r}"
+                    )
+        return problems
+
     @property
     def destinations(self) -> list[Destination]:
         return list(self._destinations.values())
