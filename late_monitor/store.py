@@ -145,6 +145,9 @@ class CycleRecord:
 
 
 _STATE_FIELDS = tuple(field.name for field in fields(AccountState))
+_TIME_FIELDS = tuple(  # every datetime field, found from the type so that none is missed
+    field.name for field in fields(AccountState) if "datetime" in str(field.type)
+)
 
 
 def _encode_entries(entries: Sequence[Entry]) -> str | None:
@@ -168,7 +171,7 @@ def _encode_state(state: AccountState) -> str:
 
 def _decode_state(text: str) -> AccountState:
     data: dict[str, Any] = json.loads(text)
-    for key in ("since", "token_expires_at", "last_notice_at", "detail_at"):
+    for key in _TIME_FIELDS:
         if data.get(key):
             data[key] = datetime.fromisoformat(data[key])
     for key in ("issues", "token_warned", "missing_scopes"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -251,3 +252,44 @@ def test_reroute_adds_only_destinations_without_the_message_and_finishes_the_old
     ]
     states = {r["label"]: r["state"] for r in store.outbox_rows(states=("rerouted",))}
     assert states == {"json://gone": "rerouted"}
+
+
+def test_every_field_of_a_state_survives_the_file(tmp_path: Path) -> None:
+    when = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    state = AccountState(
+        account_id="a1",
+        platform="twitter",
+        username="@a",
+        status="error",
+        needs_reconnect=True,
+        can_post=False,
+        since=when,
+        token_valid=False,
+        token_expires_at=when,
+        issues=("x",),
+        display_name="A",
+        profile_id="p",
+        pending=("healthy", False, True),
+        pending_count=1,
+        last_notice_at=when,
+        token_warned=(86400.0,),
+        missing_scopes=("s",),
+        detail_at=when,
+        absent_polls=2,
+        can_fetch_analytics=False,
+        absent_since=when,
+        detail_due=True,
+    )
+    assert all(getattr(state, f.name) != f.default for f in fields(AccountState))  # all set
+    store = Store.open(tmp_path / "state.db")
+    store.commit_cycle(
+        states={"a1": state},
+        changed={"a1"},
+        removed=(),
+        api=ApiHealth(),
+        messages=[],
+        record=CycleRecord(when, when, "ok", 1, 0, 1),
+    )
+    store.close()
+
+    assert Store.open(tmp_path / "state.db").load_states() == {"a1": state}
