@@ -111,15 +111,18 @@ async def test_plain_http_to_a_remote_host_is_warned_about_once_at_start_and_by_
     )
     assert loopback.code == 0, loopback.output
     assert log_events(loopback, "base_url_insecure") == []
-    # TEST-NET-1: never routed, so the poll fails (fast, with a short timeout)
-    config = monitor_config(late={"base_url": "http://192.0.2.1:9/api/v1", "timeout": "1s"})
+    # A remote host, but no API key: `run` warns at its start, then stops (exit 2) before
+    # any request, so nothing ever leaves this machine.
+    remote = "http://late.example.invalid/api/v1"
+    config = monitor_config(late={"base_url": remote, "api_key": ""})
     ran = await run_cli("--once", "--config", str(config), env=base_env, cwd=tmp_path)
-    assert ran.code == 1
+    assert ran.code == 2
     (warning,) = log_events(ran, "base_url_insecure")
     assert warning["problem"] == (
         f"{config}: late.base_url: plain http:// to a host that is not this machine sends the "
         "API key unencrypted; use https://"
     )
+    config = monitor_config(late={"base_url": remote, "api_key": "sk_test_0123456789"})
     checked = await run_cli("config", "check", "--config", str(config), env=base_env, cwd=tmp_path)
     assert checked.code == 0, checked.output
     assert checked.stderr.splitlines() == [f"late-monitor: warning: {warning['problem']}"]
