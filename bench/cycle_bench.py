@@ -25,11 +25,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from late_monitor.build import client_from, deps_from, setup_logging
 from late_monitor.config import load_settings
 from late_monitor.cycle import CycleResult, run_cycle
 from late_monitor.simulator import DEFAULT_KEY
 from late_monitor.store import Store
+from late_monitor.wiring import client_from, deps_from, setup_logging
 
 
 def free_port() -> int:

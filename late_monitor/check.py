@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from late_monitor.build import client_from
 from late_monitor.config import LoadedConfig
 from late_monitor.errors import AuthRejected, BadPayload, ConfigError, LateApiError
 from late_monitor.models import Observation, Snapshot
-from late_monitor.rules import HEALTHY, rank
+from late_monitor.state import HEALTHY, rank
+from late_monitor.wiring import client_from
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

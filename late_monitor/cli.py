@@ -19,7 +19,12 @@ from typing import NoReturn
 import structlog
 
 from late_monitor import __version__
-from late_monitor.build import (
+from late_monitor.config import LoadedConfig, load_settings
+from late_monitor.cycle import run_cycle
+from late_monitor.errors import ConfigError, LateMonitorError
+from late_monitor.logs import REDACTOR
+from late_monitor.store import Store
+from late_monitor.wiring import (
     check_destinations,
     client_from,
     deps_from,
@@ -27,11 +32,6 @@ from late_monitor.build import (
     setup_logging,
     state_path_from,
 )
-from late_monitor.config import LoadedConfig, load_settings
-from late_monitor.cycle import run_cycle
-from late_monitor.errors import ConfigError, LateMonitorError
-from late_monitor.logs import REDACTOR
-from late_monitor.store import Store
 
 log = structlog.get_logger("late_monitor.cli")
 
@@ -118,19 +118,19 @@ def _loaded_for_tool(args: argparse.Namespace, *, warn: bool = True) -> LoadedCo
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from late_monitor.commands import cmd_status as status
+    from late_monitor.commands import print_status as status
 
     return status(_loaded_for_tool(args), as_json=args.json)
 
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
-    from late_monitor.commands import cmd_test_notify as test_notify
+    from late_monitor.commands import send_test_notification as test_notify
 
     return test_notify(_loaded_for_tool(args), tag=args.tag)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from late_monitor.commands import cmd_config_check as config_check
+    from late_monitor.commands import config_check
 
     return config_check(_loaded_for_tool(args, warn=False))
 
@@ -169,7 +169,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from late_monitor.demo import run_demo
 
-    return run_demo(notify=args.notify or [], scale=args.scale)
+    return run_demo(notify=args.notify or [])
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -321,7 +321,6 @@ def build_parser() -> _Parser:
         metavar="URL",
         help="also send the demo's messages to this Apprise URL (repeatable)",
     )
-    demo.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
 
     simulate = commands.add_parser(

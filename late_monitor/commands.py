@@ -1,4 +1,5 @@
-"""The operator commands: `status`, `test-notify` and `config check`."""
+"""The operator commands behind `status`, `test-notify` and `config check` (the CLI parses
+their arguments; these do the work)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from late_monitor.build import check_destinations, notifier_from, state_path_from
 from late_monitor.config import LoadedConfig, format_duration
 from late_monitor.errors import ConfigError
 from late_monitor.logs import REDACTOR
 from late_monitor.status import status_report
 from late_monitor.store import Store
 from late_monitor.web import parse_listen
+from late_monitor.wiring import check_destinations, notifier_from, state_path_from
 
 _COLOURS = {"healthy": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
 _RESET = "\033[0m"
@@ -80,7 +81,7 @@ def render_status(report: dict[str, Any], *, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def cmd_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdout) -> int:
+def print_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdout) -> int:
     store = Store.open(state_path_from(loaded), create=False)
     try:
         report = status_report(store)
@@ -93,7 +94,9 @@ def cmd_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdout)
     return 0
 
 
-def cmd_test_notify(loaded: LoadedConfig, *, tag: str | None, out: TextIO = sys.stdout) -> int:
+def send_test_notification(
+    loaded: LoadedConfig, *, tag: str | None, out: TextIO = sys.stdout
+) -> int:
     """Send a test message to every destination (or the tagged ones); one line each."""
     notifier = notifier_from(loaded)
     if not notifier.configured:
@@ -147,7 +150,7 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
     return json.dumps(value)
 
 
-def cmd_config_check(
+def config_check(
     loaded: LoadedConfig, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
     """Validate everything that can be checked offline, then print the effective settings."""

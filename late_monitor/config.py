@@ -230,6 +230,7 @@ class LoadedConfig:
     api_key_source: str
     sources: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[ConfigWarning, ...] = ()
+    state_path: Path = Path("state.db")  # state.path, or the default for this environment
 
     def require_api_key(self) -> str:
         if self.api_key is None or not self.api_key.get_secret_value():
@@ -514,6 +515,11 @@ def load_settings(
         api_key_source=api_key_source,
         sources=sources,
         warnings=tuple(warnings),
+        state_path=(
+            Path(settings.state.path).expanduser()
+            if settings.state.path
+            else default_state_path(env)
+        ),
     )
 
 

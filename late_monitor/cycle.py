@@ -16,19 +16,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from operator import attrgetter
+from typing import Literal
 
 import structlog
 
 from late_monitor.errors import AuthRejected, BadPayload, LateApiError, StateBusy
+from late_monitor.events import Event
 from late_monitor.late import LateClient
+from late_monitor.messages import CycleRecord, PlannedMessage
 from late_monitor.models import Detail
 from late_monitor.notify import CONSOLE_URL, Notifier
 from late_monitor.outbox import Delivery, deliver_due
 from late_monitor.rules import (
-    AccountState,
-    ApiHealth,
     Evaluation,
-    Event,
     Policy,
     api_failed,
     api_succeeded,
@@ -39,9 +39,13 @@ from late_monitor.rules import (
     unreadable_told,
 )
 from late_monitor.scope import Scope, check_scope
-from late_monitor.store import CycleRecord, PlannedMessage, Store
+from late_monitor.state import AccountState, ApiHealth
+from late_monitor.store import Store
 
 log = structlog.get_logger("late_monitor.cycle")
+
+DetailMode = Literal["changed", "all", "never"]  # when to call /accounts/{id}/health
+Outcome = Literal["ok", "api_failed", "auth_failed"]  # of a cycle's poll
 
 DETAIL_CONCURRENCY = 8
 DETAIL_SLICE = 5.0  # seconds of detail calls a cycle's news may wait for; the rest follow
@@ -62,7 +66,7 @@ class CycleDeps:
     policy: Policy
     profile_id: str = ""
     platforms: tuple[str, ...] = ()
-    detail: str = "changed"
+    detail: DetailMode = "changed"
     detail_every: float = 6 * 3600.0
     interval: float = 300.0
     max_requests_per_minute: int = 30
@@ -73,7 +77,7 @@ class CycleDeps:
 
 @dataclass(frozen=True)
 class CycleResult:
-    outcome: str  # ok | api_failed | auth_failed
+    outcome: Outcome
     accounts: int = 0
     by_platform: Mapping[tuple[str, str], int] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
@@ -170,7 +174,8 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
                 profile_id=deps.profile_id, platforms=deps.platforms
             )
     except AuthRejected as exc:
-        outcome, error = "auth_failed", str(exc)
+        outcome: Outcome = "auth_failed"
+        error = str(exc)
         api, events = api_failed(api, error=error, auth=True, policy=deps.policy)
     except BadPayload as exc:
         outcome, error = "api_failed", str(exc)

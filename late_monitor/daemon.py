@@ -14,14 +14,6 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from late_monitor.build import (
-    check_destinations,
-    client_from,
-    deps_from,
-    notifier_from,
-    setup_logging,
-    state_path_from,
-)
 from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.cycle import CycleDeps, CycleResult, run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
@@ -31,6 +23,14 @@ from late_monitor.outbox import deliver_pending
 from late_monitor.store import Store
 from late_monitor.systemd import SystemdNotifier
 from late_monitor.web import Liveness, build_app, start_server
+from late_monitor.wiring import (
+    check_destinations,
+    client_from,
+    deps_from,
+    notifier_from,
+    setup_logging,
+    state_path_from,
+)
 
 log = structlog.get_logger("late_monitor.daemon")
 

@@ -14,13 +14,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from late_monitor.build import setup_logging
 from late_monitor.config import load_settings
 from late_monitor.daemon import Daemon
 from late_monitor.notify import CONSOLE_URL
 from late_monitor.simulator.app import Fault, SimAccount, Simulator
-from late_monitor.simulator.scenario import Change, Scenario, apply_change
+from late_monitor.simulator.scenario import Change, Scenario
 from late_monitor.store import Store
+from late_monitor.wiring import setup_logging
 
 _ACCOUNTS = [
     ("acc_tw_acme", "twitter", "@acme"),
@@ -38,7 +38,7 @@ _ACCOUNTS = [
 ]
 
 
-def story(scale: float = 1.0) -> Scenario:
+def story() -> Scenario:
     """A dozen accounts; a token expires, a warning, an expiring token, API trouble, recovery."""
     now = datetime.now(UTC).replace(microsecond=0)
     accounts = [
@@ -51,11 +51,10 @@ def story(scale: float = 1.0) -> Scenario:
         )
         for i, p, u in _ACCOUNTS
     ]
-    s = scale
     changes = [
         Change(at=0, label="12 healthy accounts; the first poll records them silently"),
         Change(
-            at=4 * s,
+            at=4,
             account="acc_tw_acme",
             label="Twitter @acme: the token expires",
             fields={
@@ -67,7 +66,7 @@ def story(scale: float = 1.0) -> Scenario:
             },
         ),
         Change(
-            at=8 * s,
+            at=8,
             account="acc_ig_acme",
             label="Instagram acme.shop drops to warning",
             fields={
@@ -76,18 +75,18 @@ def story(scale: float = 1.0) -> Scenario:
             },
         ),
         Change(
-            at=12 * s,
+            at=12,
             account="acc_li_acme",
             label="LinkedIn acme-corp: token now expires within 7 days",
             fields={"token_expires_in": 6 * 86400.0 + 3600},
         ),
         Change(
-            at=15 * s,
+            at=15,
             label="the Late API answers 500 for a while",
             fault=Fault(status=500, count=12, path="/accounts/health"),
         ),
         Change(
-            at=23 * s,
+            at=23,
             label="... then 429 with Retry-After (the client waits it out: nothing to report)",
             fault=Fault(
                 status=429,
@@ -98,7 +97,7 @@ def story(scale: float = 1.0) -> Scenario:
             ),
         ),
         Change(
-            at=26 * s,
+            at=26,
             account="acc_tw_acme",
             label="everything recovers",
             fields={
@@ -109,9 +108,9 @@ def story(scale: float = 1.0) -> Scenario:
                 "issues": [],
             },
         ),
-        Change(at=26 * s, account="acc_ig_acme", fields={"status": "healthy", "issues": []}),
-        Change(at=26 * s, account="acc_li_acme", fields={"token_expires_in": 60 * 86400.0}),
-        Change(at=31 * s, label="end of the story"),
+        Change(at=26, account="acc_ig_acme", fields={"status": "healthy", "issues": []}),
+        Change(at=26, account="acc_li_acme", fields={"token_expires_in": 60 * 86400.0}),
+        Change(at=31, label="end of the story"),
     ]
     return Scenario(accounts=accounts, changes=changes)
 
@@ -142,8 +141,8 @@ format = "console"
     return path
 
 
-async def _play(notify: list[str], scale: float) -> int:
-    scenario = story(scale)
+async def _play(notify: list[str]) -> int:
+    scenario = story()
     sim = scenario.simulator()
     base_url = await sim.start()
     started = time.monotonic()
@@ -164,13 +163,8 @@ async def _play(notify: list[str], scale: float) -> int:
                 print(f"\n--- [{time.monotonic() - started:4.1f}s] {change.label}", flush=True)
 
         try:
-            for change in sorted(scenario.changes, key=lambda c: c.at):
-                delay = started + change.at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                apply_change(sim, change)
-                progress(change)
-            await asyncio.sleep(2 * scale)
+            await scenario.play(sim, on_change=progress)
+            await asyncio.sleep(2.0)  # the last change's poll and message
         finally:
             daemon.request_stop()
             await running
@@ -198,5 +192,5 @@ def _summary(state: Path, sim: Simulator) -> str:
     )
 
 
-def run_demo(*, notify: list[str], scale: float = 1.0) -> int:
-    return asyncio.run(_play(notify, scale))
+def run_demo(*, notify: list[str]) -> int:
+    return asyncio.run(_play(notify))

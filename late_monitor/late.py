@@ -28,7 +28,7 @@ from late_monitor.errors import (
     RateLimited,
     Redirected,
 )
-from late_monitor.health import HealthParser
+from late_monitor.health_list import HealthParser
 from late_monitor.models import Body, Detail, Snapshot, bad_payload, parse_detail
 
 log = structlog.get_logger("late_monitor.late")

@@ -21,10 +21,10 @@ import structlog
 
 from late_monitor import plugins
 from late_monitor.errors import ConfigError, DeliveryError
+from late_monitor.events import Event, Kind, NotifyType, worst_type
 from late_monitor.logs import REDACTOR
+from late_monitor.messages import Entry, PlannedMessage
 from late_monitor.models import SHAPE_ERROR, Detail
-from late_monitor.rules import Event, Kind, NotifyType, worst_type
-from late_monitor.store import Entry, PlannedMessage
 
 log = structlog.get_logger("late_monitor.notify")
 

@@ -13,12 +13,42 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 import structlog
 
 from late_monitor.errors import DeliveryError
+from late_monitor.messages import PENDING, SET_ASIDE, OutboxRow
 from late_monitor.notify import Notifier, merge_held
-from late_monitor.store import PENDING, SET_ASIDE, OutboxRow, Store
+
+
+class Store(Protocol):
+    """What delivery needs of the state file (store.Store has it): the rows that are due,
+    their marks, and the cycle lock. A protocol, so that delivery and the store import
+    neither each other nor the client (an import-linter contract checks it)."""
+
+    async def lock(self, wait: float) -> int: ...
+
+    def release_lock(self, fd: int) -> None: ...
+
+    def pending_deliveries(self) -> list[OutboxRow]: ...
+
+    def next_attempt_at(self) -> float | None: ...
+
+    def oldest_pending(self) -> float: ...
+
+    def mark_delivered(self, *row_ids: int, now: float, note: str | None = None) -> None: ...
+
+    def mark_failed(
+        self, *row_ids: int, error: str, next_attempt_at: float, unanswered: bool = False
+    ) -> None: ...
+
+    def mark_set_aside(self, *row_ids: int, error: str, until: float) -> None: ...
+
+    def mark_dropped(self, row_id: int, *, reason: str, now: float) -> None: ...
+
+    def reroute(self, row_id: int, *, to: Sequence[tuple[str, str]], now: float) -> list[str]: ...
+
 
 log = structlog.get_logger("late_monitor.outbox")
 

@@ -10,63 +10,21 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 
+from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.models import UNKNOWN_PLATFORM, Detail, Observation, Snapshot
+from late_monitor.state import (
+    HEALTHY,
+    AccountState,
+    ApiHealth,
+    Condition,
+    is_healthy,
+    known_status,
+    rank,
+)
 
-HEALTHY = "healthy"
-_RANK = {"healthy": 0, "warning": 1, "error": 2}
+_BASELINE: Condition = (HEALTHY, False, True)
 MANY_REMOVED = 10  # more removals than this in one poll are told in one line
-
-
-class NotifyType(StrEnum):
-    """Apprise's notify types, ordered by how loud they are."""
-
-    INFO = "info"
-    SUCCESS = "success"
-    WARNING = "warning"
-    FAILURE = "failure"
-
-    @property
-    def weight(self) -> int:
-        return _TYPE_WEIGHT[self]
-
-
-_TYPE_WEIGHT = {
-    NotifyType.SUCCESS: 0,
-    NotifyType.INFO: 1,
-    NotifyType.WARNING: 2,
-    NotifyType.FAILURE: 3,
-}
-
-
-class Kind(StrEnum):
-    DEGRADED = "degraded"
-    RECONNECT_NEEDED = "reconnect_needed"
-    POSTING_BLOCKED = "posting_blocked"
-    PERMISSION_LOST = "permission_lost"
-    TOKEN_EXPIRING = "token_expiring"  # noqa: S105 (an event name, not a secret)
-    IMPROVED = "improved"
-    RECOVERED = "recovered"
-    REMOVED = "removed"
-    REMINDER = "reminder"
-    STATUS_UNKNOWN = "status_unknown"
-    ANALYTICS_LOST = "analytics_lost"
-    DETAILS = "details"
-    UNREADABLE = "unreadable"
-    API_UNREACHABLE = "api_unreachable"
-    API_UNREADABLE = "api_unreadable"
-    API_RECOVERED = "api_recovered"
-    AUTH_FAILED = "auth_failed"
-
-
-def rank(status: str) -> int:
-    """healthy < warning < error; an unknown status ranks as warning."""
-    return _RANK.get(status, 1)
-
-
-def known_status(status: str) -> bool:
-    return status in _RANK
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,68 +41,6 @@ class Policy:
     vanish_wait: float = 900.0
 
 
-Condition = tuple[str, bool, bool]  # (status, needs_reconnect, can_post)
-_BASELINE: Condition = (HEALTHY, False, True)
-
-
-@dataclass(frozen=True, slots=True)
-class AccountState:
-    """What we remember about one account between polls."""
-
-    account_id: str
-    platform: str
-    username: str
-    status: str
-    needs_reconnect: bool
-    can_post: bool
-    since: datetime
-    token_valid: bool = True
-    token_expires_at: datetime | None = None
-    issues: tuple[str, ...] = ()
-    display_name: str = ""
-    profile_id: str | None = None
-    pending: Condition | None = None
-    pending_count: int = 0
-    last_notice_at: datetime | None = None
-    token_warned: tuple[float, ...] = ()
-    missing_scopes: tuple[str, ...] = ()
-    detail_at: datetime | None = None
-    absent_polls: int = 0
-    can_fetch_analytics: bool = True
-    absent_since: datetime | None = None
-    detail_due: bool = False  # news went out before its detail came: fetch it next
-
-    @property
-    def condition(self) -> Condition:
-        return (self.status, self.needs_reconnect, self.can_post)
-
-    @property
-    def healthy(self) -> bool:
-        return is_healthy(self.condition)
-
-
-def is_healthy(condition: Condition) -> bool:
-    status, needs_reconnect, can_post = condition
-    return status == HEALTHY and not needs_reconnect and can_post
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something a person should hear about. `account` is the state after the change."""
-
-    kind: Kind
-    notify_type: NotifyType
-    account: AccountState | None = None
-    old_status: str | None = None
-    new_status: str | None = None
-    note: str = ""
-    first_seen: bool = False  # the account was not known before: there is no "from"
-
-    @property
-    def account_id(self) -> str | None:
-        return self.account.account_id if self.account else None
-
-
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """The outcome of one poll: every state, what changed, and the events."""
@@ -153,17 +49,6 @@ class Evaluation:
     changed: frozenset[str]
     removed: frozenset[str]
     events: tuple[Event, ...] = field(default_factory=tuple)
-
-
-@dataclass(frozen=True, slots=True)
-class ApiHealth:
-    """How the Late API itself has been answering."""
-
-    consecutive_failures: int = 0
-    unreachable_alerted: bool = False
-    auth_alerted: bool = False
-    last_error: str = ""
-    unreadable: dict[str, list[str]] = field(default_factory=dict)  # account -> fields told
 
 
 def _type_for_status(condition: Condition) -> NotifyType:
@@ -672,7 +557,3 @@ def due_for_detail(states: Iterable[AccountState], *, count: int) -> list[str]:
         count, states, key=lambda s: (s.detail_at is not None, s.detail_at or s.since, s.account_id)
     )
     return [s.account_id for s in oldest]
-
-
-def worst_type(events: Iterable[Event]) -> NotifyType:
-    return max((e.notify_type for e in events), key=lambda t: t.weight, default=NotifyType.INFO)

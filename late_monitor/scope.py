@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from late_monitor.errors import StateError
-from late_monitor.rules import AccountState
+from late_monitor.state import AccountState
 
 _SAME_API = {"getlate.dev": "zernio.com", "www.getlate.dev": "zernio.com"}  # one vendor, renamed
 

@@ -20,19 +20,25 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from late_monitor.errors import StateBusy, StateError
-from late_monitor.rules import AccountState, ApiHealth
+from late_monitor.messages import (
+    PENDING,
+    SET_ASIDE,
+    CycleRecord,
+    Entry,
+    OutboxRow,
+    PlannedMessage,
+)
+from late_monitor.state import AccountState, ApiHealth
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
 SCHEMA_VERSION = 2
 
-PENDING, SET_ASIDE = "pending", "set_aside"
-DELIVERED, DROPPED, REROUTED = "delivered", "dropped", "rerouted"
 _OPEN = f"('{PENDING}', '{SET_ASIDE}')"  # rows delivery still owns
 
 _SCHEMA = """
@@ -91,57 +97,6 @@ _MIGRATIONS = {
         "CREATE INDEX outbox_message ON outbox (message_id, destination)",
     ),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One account's part of a digest (key "api" for the Late API's own events)."""
-
-    key: str
-    notify_type: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedMessage:
-    """A rendered message and the destinations (by key) it goes to."""
-
-    notify_type: str
-    title: str
-    body: str
-    destinations: tuple[tuple[str, str], ...]  # (key, masked label)
-    accounts: tuple[str, ...] = ()
-    entries: tuple[Entry, ...] = ()  # the body's parts, in order
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    message_id: int
-    destination: str
-    label: str
-    attempts: int
-    created_at: float
-    next_attempt_at: float
-    notify_type: str
-    title: str
-    body: str
-    state: str = PENDING
-    cycle_id: int | None = None
-    unanswered: int = 0
-    entries: tuple[Entry, ...] = ()  # empty for messages written by schema 1
-    last_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CycleRecord:
-    started_at: datetime
-    finished_at: datetime
-    outcome: str
-    accounts: int
-    events: int
-    requests: int
-    error: str | None = None
 
 
 _STATE_FIELDS = tuple(field.name for field in fields(AccountState))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from late_monitor.errors import BadPayload
-from late_monitor.health import parse_health
+from late_monitor.health_list import parse_health
 from late_monitor.models import parse_detail
 from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
 from tests import corpus

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from late_monitor.errors import ApiUnavailable, AuthRejected, BadPayload, LateApiError
-from late_monitor.health import parse_health
+from late_monitor.health_list import parse_health
 from late_monitor.late import LateClient, RequestBudget
 from late_monitor.models import parse_detail
 from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator, make_accounts

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from late_monitor.errors import DeliveryError
+from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.models import Detail
 from late_monitor.notify import Notifier, digest, fit, merge_held, render
-from late_monitor.rules import AccountState, Event, Kind, NotifyType
+from late_monitor.state import AccountState
 from tests.sink import Sink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

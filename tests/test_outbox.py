@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from late_monitor.events import Event
+from late_monitor.messages import CycleRecord
 from late_monitor.notify import READ_TIMEOUT, Notifier
 from late_monitor.outbox import (
     AssumeDelivered,
@@ -22,8 +24,8 @@ from late_monitor.outbox import (
     decide,
     deliver_due,
 )
-from late_monitor.rules import ApiHealth, Event
-from late_monitor.store import CycleRecord, Store
+from late_monitor.state import ApiHealth
+from late_monitor.store import Store
 from tests.sink import Sink
 from tests.test_notify import degraded, recovered
 

@@ -8,12 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from late_monitor.events import Kind, NotifyType
 from late_monitor.models import Detail, Observation, Snapshot
 from late_monitor.rules import (
-    AccountState,
-    ApiHealth,
-    Kind,
-    NotifyType,
     Policy,
     api_failed,
     api_succeeded,
@@ -21,6 +18,7 @@ from late_monitor.rules import (
     evaluate,
     unreadable_told,
 )
+from late_monitor.state import AccountState, ApiHealth
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = Policy()

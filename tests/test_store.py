@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from late_monitor.errors import StateError
-from late_monitor.rules import AccountState, ApiHealth
-from late_monitor.store import CycleRecord, Entry, PlannedMessage, Store
+from late_monitor.messages import CycleRecord, Entry, PlannedMessage
+from late_monitor.state import AccountState, ApiHealth
+from late_monitor.store import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -142,10 +142,6 @@ class Scenario:
             self.accounts, api_key=api_key, rate_limit=self.rate_limit, latency=self.latency
         )
 
-    @property
-    def duration(self) -> float:
-        return max((c.at for c in self.changes), default=0.0)
-
     async def play(
         self,
         sim: Simulator,

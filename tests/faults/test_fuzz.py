@@ -13,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from late_monitor.errors import BadPayload
-from late_monitor.health import parse_health
+from late_monitor.health_list import parse_health
 from late_monitor.models import Snapshot, parse_detail
 from late_monitor.notify import render
-from late_monitor.rules import AccountState, Policy, evaluate
+from late_monitor.rules import Policy, evaluate
 from late_monitor.simulator import Fault, Simulator
+from late_monitor.state import AccountState
 from tests.test_daemon import daemon
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

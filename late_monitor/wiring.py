@@ -1,4 +1,6 @@
-"""Builds the running parts (client, store path, notifier, cycle deps) from the settings."""
+"""The wiring: builds the running parts (client, notifier, cycle deps) from the settings.
+
+Only the composition modules (cli, daemon, demo, check, commands) import this one."""
 
 from __future__ import annotations
 
@@ -6,14 +8,13 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from late_monitor.config import LoadedConfig, default_state_path
+from late_monitor.config import LoadedConfig
 from late_monitor.cycle import CycleDeps
 from late_monitor.errors import ConfigError
 from late_monitor.late import LateClient
@@ -36,8 +37,7 @@ def policy_from(loaded: LoadedConfig) -> Policy:
 
 
 def state_path_from(loaded: LoadedConfig) -> Path:
-    configured = loaded.settings.state.path
-    return Path(configured).expanduser() if configured else default_state_path(os.environ)
+    return loaded.state_path
 
 
 def notifier_from(loaded: LoadedConfig) -> Notifier:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from late_monitor.errors import BadPayload
-from late_monitor.health import BATCH_BYTES, HealthParser, parse_health
+from late_monitor.health_list import BATCH_BYTES, HealthParser, parse_health
 from late_monitor.models import Observation
 from late_monitor.simulator import make_accounts
 

@@ -1,0 +1,77 @@
+"""What late-monitor remembers between polls: each account's state and the API's health.
+
+Plain frozen values, shared by the rules that compute them, the store that keeps them and
+the commands that show them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+HEALTHY = "healthy"
+_RANK = {"healthy": 0, "warning": 1, "error": 2}
+
+
+def rank(status: str) -> int:
+    """healthy < warning < error; an unknown status ranks as warning."""
+    return _RANK.get(status, 1)
+
+
+def known_status(status: str) -> bool:
+    return status in _RANK
+
+
+Condition = tuple[str, bool, bool]  # (status, needs_reconnect, can_post)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """What we remember about one account between polls."""
+
+    account_id: str
+    platform: str
+    username: str
+    status: str
+    needs_reconnect: bool
+    can_post: bool
+    since: datetime
+    token_valid: bool = True
+    token_expires_at: datetime | None = None
+    issues: tuple[str, ...] = ()
+    display_name: str = ""
+    profile_id: str | None = None
+    pending: Condition | None = None
+    pending_count: int = 0
+    last_notice_at: datetime | None = None
+    token_warned: tuple[float, ...] = ()
+    missing_scopes: tuple[str, ...] = ()
+    detail_at: datetime | None = None
+    absent_polls: int = 0
+    can_fetch_analytics: bool = True
+    absent_since: datetime | None = None
+    detail_due: bool = False  # news went out before its detail came: fetch it next
+
+    @property
+    def condition(self) -> Condition:
+        return (self.status, self.needs_reconnect, self.can_post)
+
+    @property
+    def healthy(self) -> bool:
+        return is_healthy(self.condition)
+
+
+def is_healthy(condition: Condition) -> bool:
+    status, needs_reconnect, can_post = condition
+    return status == HEALTHY and not needs_reconnect and can_post
+
+
+@dataclass(frozen=True, slots=True)
+class ApiHealth:
+    """How the Late API itself has been answering."""
+
+    consecutive_failures: int = 0
+    unreachable_alerted: bool = False
+    auth_alerted: bool = False
+    last_error: str = ""
+    unreadable: dict[str, list[str]] = field(default_factory=dict)  # account -> fields told
