@@ -2,6 +2,13 @@
 
 Nothing here does I/O or reads a clock; `now` comes from the caller. Everything that decides
 whether somebody is woken up lives in this module.
+
+Invariant of the fast path: `_quiet(prev, obs, ...)` is True only when `_full(prev, obs, ...)`
+would return `(prev, [])`: nothing observed differs from the state (`_verbatim_unchanged` and
+the condition), nothing is pending confirmation, and no clock-driven notice (a token threshold,
+a reminder) is due. A rule added to `_full` that can fire on an unchanged observation must be
+mirrored in `_quiet`; `test_the_quiet_shortcut_agrees_with_the_full_rules` checks the two
+agree on random histories.
 """
 
 from __future__ import annotations

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
-from tests.sink import Sink
+from tests.support.config import write_config
+from tests.support.sink import Sink
 
 
 @pytest.fixture
@@ -40,81 +38,12 @@ async def sink2() -> AsyncIterator[Sink]:
     await server.stop()
 
 
-@dataclass
-class Ran:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture
 def base_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATE_", "CREDENTIALS"))}
     env["HOME"] = str(tmp_path)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-async def run_cli(*args: str, env: dict[str, str], cwd: Path, limit: float = 60) -> Ran:
-    """`late-monitor ARGS` as a real process, while this test's loop keeps serving."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "late_monitor",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), limit)
-    assert process.returncode is not None
-    return Ran(process.returncode, stdout.decode(), stderr.decode())
-
-
-async def spawn_daemon(
-    config: Path, *, env: dict[str, str], cwd: Path, stdout: int = asyncio.subprocess.DEVNULL
-) -> asyncio.subprocess.Process:
-    """`late-monitor run --config CONFIG` (the daemon) as a background process."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "late_monitor",
-        "run",
-        "--config",
-        str(config),
-        env=env,
-        cwd=cwd,
-        stdout=stdout,
-        stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture
@@ -132,5 +61,15 @@ def monitor_config(tmp_path: Path, sim: Simulator, sink: Sink):  # type: ignore[
         for section, values in sections.items():
             base.setdefault(section, {}).update(values)
         return write_config(tmp_path / "late-monitor.toml", base)
+
+    return make
+
+
+@pytest.fixture
+def daemon_config(monitor_config):  # type: ignore[no-untyped-def]
+    def make(**sections: dict[str, object]) -> Path:
+        sections.setdefault("monitor", {})
+        sections["monitor"] = {"interval": "1s", **sections["monitor"]}  # type: ignore[dict-item]
+        return monitor_config(**sections)  # type: ignore[no-any-return]
 
     return make

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from late_monitor.simulator import DEFAULT_KEY, Simulator
-from tests.conftest import run_cli, write_config
-from tests.sink import Sink
+from tests.support.config import write_config
+from tests.support.process import run_cli
+from tests.support.sink import Sink
 
 
 async def test_demo_plays_the_story_in_order_and_exits_0(base_env, tmp_path: Path) -> None:

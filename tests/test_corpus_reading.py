@@ -15,8 +15,9 @@ from late_monitor.health_list import parse_health
 from late_monitor.models import parse_detail
 from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
 from tests import corpus
-from tests.conftest import run_cli, write_config
-from tests.sink import Sink
+from tests.support.config import write_config
+from tests.support.process import run_cli
+from tests.support.sink import Sink
 
 ALERTING = {"status", "canPost", "needsReconnect", "tokenValid", "canFetchAnalytics"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -12,7 +11,6 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,70 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from late_monitor.simulator import Simulator
-from tests.conftest import run_cli, spawn_daemon
-from tests.sink import Sink
+from tests.support.process import daemon, free_port, run_cli
+from tests.support.sink import Sink
 
 ROOT = Path(__file__).parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Daemon:
-    """`late-monitor run` in the background, its output collected."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            self.lines.append(line.decode())
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    async def wait(self, limit: float = 30) -> int:
-        code = await asyncio.wait_for(self.process.wait(), limit)
-        await self._reader
-        return code
-
-    async def until(self, predicate: Callable[[], bool], limit: float = 15) -> None:
-        deadline = time.monotonic() + limit
-        while not predicate():
-            if time.monotonic() > deadline or self.process.returncode is not None:
-                raise AssertionError("condition not met; daemon said:\n" + "".join(self.lines))
-            await asyncio.sleep(0.05)
-
-    def count(self, event: str) -> int:
-        return sum(1 for line in self.lines if f'"event": "{event}"' in line)
-
-
-@contextlib.asynccontextmanager
-async def daemon(config: Path, env: dict[str, str], cwd: Path) -> AsyncIterator[Daemon]:
-    process = await spawn_daemon(config, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE)
-    running = Daemon(process)
-    try:
-        yield running
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-@pytest.fixture
-def daemon_config(monitor_config):  # type: ignore[no-untyped-def]
-    def make(**sections: dict[str, object]) -> Path:
-        sections.setdefault("monitor", {})
-        sections["monitor"] = {"interval": "1s", **sections["monitor"]}  # type: ignore[dict-item]
-        return monitor_config(**sections)  # type: ignore[no-any-return]
-
-    return make
 
 
 async def test_state_change_is_notified_within_two_intervals(

@@ -6,8 +6,8 @@ import sqlite3
 from pathlib import Path
 
 from late_monitor.simulator import Fault, Simulator
-from tests.conftest import run_cli
-from tests.sink import Sink
+from tests.support.process import run_cli
+from tests.support.sink import Sink
 
 
 def _make_retries_due(state: Path) -> None:

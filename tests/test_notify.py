@@ -12,7 +12,7 @@ from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.models import Detail
 from late_monitor.notify import Notifier, digest, fit, merge_held, render
 from late_monitor.state import AccountState
-from tests.sink import Sink
+from tests.support.sink import Sink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -13,9 +13,9 @@ import pytest
 
 from late_monitor.config import load_settings, parse_duration
 from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator
-from tests.conftest import Ran, run_cli, write_config
-from tests.sink import Sink
-from tests.test_daemon import daemon, daemon_config  # noqa: F401 (a fixture used here)
+from tests.support.config import write_config
+from tests.support.process import Ran, daemon, run_cli
+from tests.support.sink import Sink
 
 
 def config_errors(ran: Ran) -> list[str]:
@@ -495,7 +495,7 @@ async def test_apprise_url_that_does_not_parse_is_refused_at_start_not_at_first_
 async def test_sighup_to_a_config_whose_alerts_go_nowhere_keeps_the_old_one(
     sim: Simulator,
     sink: Sink,
-    daemon_config,  # noqa: F811 (the fixture imported above)
+    daemon_config,
     base_env,
     tmp_path: Path,
 ) -> None:

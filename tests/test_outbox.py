@@ -26,7 +26,7 @@ from late_monitor.outbox import (
 )
 from late_monitor.state import ApiHealth
 from late_monitor.store import Store
-from tests.sink import Sink
+from tests.support.sink import Sink
 from tests.test_notify import degraded, recovered
 
 DAY = 86400.0

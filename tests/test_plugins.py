@@ -11,7 +11,7 @@ import sys
 import textwrap
 from typing import Any
 
-from tests.sink import Sink
+from tests.support.sink import Sink
 
 
 async def fresh_python(code: str) -> Any:

@@ -262,6 +262,7 @@ observations = st.builds(
     needs_reconnect=st.booleans(),
     can_post=st.booleans(),
     token_valid=st.booleans(),
+    can_fetch_analytics=st.booleans(),
     token_expires_at=st.none() | st.integers(-2, 30).map(lambda d: T0 + timedelta(days=d)),
     issues=st.lists(st.sampled_from(["Token expired", "Rate limited"]), max_size=2).map(tuple),
 )

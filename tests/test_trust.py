@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator, make_accounts
-from tests.conftest import run_cli, write_config
-from tests.sink import Sink
+from tests.support.config import write_config
+from tests.support.process import run_cli
+from tests.support.sink import Sink
 
 
 def health_body(sim: Simulator, **edits: dict[str, Any]) -> str:

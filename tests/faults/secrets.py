@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import Ran
+from tests.support.process import Ran
 
 
 def assert_no_secrets(ran: Ran, *secrets: str) -> None:

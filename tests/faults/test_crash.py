@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from late_monitor.simulator import Simulator, make_accounts
-from tests.conftest import spawn_daemon, write_config
-from tests.sink import Sink
+from tests.support.config import write_config
+from tests.support.process import spawn_daemon
+from tests.support.sink import Sink
 
 KILLS = int(os.environ.get("LATE_MONITOR_KILLS", "20"))
 SEED = int(os.environ.get("LATE_MONITOR_SEED", "20261129"))

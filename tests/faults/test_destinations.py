@@ -11,9 +11,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from late_monitor.simulator import Simulator
-from tests.conftest import run_cli
-from tests.sink import Sink
-from tests.test_daemon import daemon, free_port
+from tests.support.process import daemon, free_port, run_cli
+from tests.support.sink import Sink
 
 
 def make_due(state: Path) -> None:

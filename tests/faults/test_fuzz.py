@@ -19,7 +19,7 @@ from late_monitor.notify import render
 from late_monitor.rules import Policy, evaluate
 from late_monitor.simulator import Fault, Simulator
 from late_monitor.state import AccountState
-from tests.test_daemon import daemon
+from tests.support.process import daemon
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 json_values = st.recursive(

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator
-from tests.conftest import run_cli
 from tests.faults.secrets import assert_no_secrets
-from tests.sink import Sink
+from tests.support.process import run_cli
+from tests.support.sink import Sink
 
 FAULTS = {
     "500 burst": Fault(status=500, count=100),

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from late_monitor.simulator import Simulator, make_accounts
-from tests.conftest import run_cli
+from tests.support.process import run_cli
 
 
 def one_error_line(stderr: str) -> str:

@@ -8,10 +8,9 @@ from pathlib import Path
 import aiohttp
 
 from late_monitor.simulator import Fault, Simulator
-from tests.conftest import run_cli
 from tests.faults.secrets import assert_no_secrets
-from tests.sink import Sink
-from tests.test_daemon import daemon, free_port
+from tests.support.process import daemon, free_port, run_cli
+from tests.support.sink import Sink
 
 API_KEY = "sk_live_SECRETKEY_abcdef0123456789"
 TOKENS = ("SLACKTOKENBBBB", "SLACKTOKENCCCCDDDD", "HOOKTOKEN5555", "PASSWORD9999")

@@ -1,0 +1,1 @@
+"""What the tests share: real processes, config files and an Apprise sink on loopback."""
