@@ -113,6 +113,17 @@ async def _acquire(store: Store, wait: float) -> int:
     return fd
 
 
+def scope_of_state(deps: CycleDeps) -> tuple[Scope, Scope | None, bool]:
+    """The scope this configuration watches, the one the state file was written for, and
+    whether the first narrows the second. Raises StateError when they differ otherwise, so
+    the daemon can refuse at start what a cycle would refuse anyway."""
+    scope = Scope.of(
+        base_url=deps.client.base_url, profile_id=deps.profile_id, platforms=deps.platforms
+    )
+    recorded = Scope.load(deps.store.read_meta("scope"))
+    return scope, recorded, check_scope(recorded, scope, path=str(deps.store.path))
+
+
 async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:
     """Poll once, record what changed with its notifications, then deliver what is due."""
     fd = await _acquire(deps.store, deps.lock_wait)
@@ -149,12 +160,9 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     with watch.phase("load"):
         previous = store.load_states()
         api = store.load_api_health()
-    scope = Scope.of(
-        base_url=deps.client.base_url, profile_id=deps.profile_id, platforms=deps.platforms
-    )
-    recorded = Scope.load(store.read_meta("scope"))
+    scope, recorded, narrowed = scope_of_state(deps)
     forgotten: frozenset[str] = frozenset()
-    if check_scope(recorded, scope, path=str(store.path)):
+    if narrowed:
         forgotten = frozenset(k for k, state in previous.items() if not scope.covers(state))
         previous = {k: state for k, state in previous.items() if k not in forgotten}
         log.info(

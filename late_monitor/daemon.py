@@ -15,7 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from late_monitor.config import LoadedConfig, load_settings
-from late_monitor.cycle import CycleDeps, CycleResult, run_cycle
+from late_monitor.cycle import CycleDeps, CycleResult, run_cycle, scope_of_state
 from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.metrics import Metrics
 from late_monitor.notify import Notifier
@@ -63,6 +63,7 @@ class Daemon:
         self.deps: CycleDeps = deps_from(
             loaded, client=client_from(loaded), store=self.store, notifier=notifier
         )
+        scope_of_state(self.deps)  # a state file of another scope: refused now, not each poll
         self.systemd = SystemdNotifier(environ)
         self.metrics = Metrics()
         self.liveness = Liveness(interval=loaded.settings.monitor.interval, started=time.time())

@@ -16,7 +16,7 @@ from typing import Any
 
 from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator, make_accounts
 from tests.support.config import write_config
-from tests.support.process import run_cli
+from tests.support.process import run_cli, spawn_daemon
 from tests.support.sink import Sink
 
 
@@ -234,11 +234,18 @@ async def test_a_state_file_of_another_late_api_is_refused(
     try:
         moved = monitor_config(late={"base_url": other.base_url})
         ran = await run_cli("run", "--once", "--config", str(moved), env=base_env, cwd=tmp_path)
+
+        daemon = await spawn_daemon(
+            moved, env=base_env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+        )
+        output, _ = await asyncio.wait_for(daemon.communicate(), 30)
     finally:
         await other.stop()
 
     assert ran.code == 2
     assert "was written for 127.0.0.1" in ran.stderr
+    assert daemon.returncode == 2  # the daemon refuses at start, not once per poll
+    assert b"was written for 127.0.0.1" in output
     assert other.requests == []
 
 
