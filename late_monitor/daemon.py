@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from late_monitor.config import LoadedConfig, load_settings
-from late_monitor.cycle import CycleDeps, CycleResult, run_cycle, scope_of_state
+from late_monitor.cycle import CycleDeps, CycleResult, run_cycle, scope_of_state, utcnow
 from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.metrics import Metrics
 from late_monitor.notify import Notifier
@@ -47,6 +46,10 @@ class Daemon:
       2. the in-flight cycle, if any, gets SHUTDOWN_GRACE seconds to commit and deliver;
       3. the scheduler and the HTTP server stop;
       4. the Late session and the state file are closed.
+
+    `clock` is the daemon's one wall clock: the cycles', delivery's, the history cutoff's and
+    the liveness and metrics timestamps'. Only APScheduler keeps its own (it decides when jobs
+    run), and timeouts use time.monotonic (durations, not times).
     """
 
     def __init__(
@@ -56,17 +59,21 @@ class Daemon:
         config_arg: str | None,
         environ: Mapping[str, str] | None = None,
         notifier: Notifier | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.loaded = loaded
         self._config_arg = config_arg
+        self.clock = clock
         self.store = Store.open(state_path_from(loaded))
         self.deps: CycleDeps = deps_from(
-            loaded, client=client_from(loaded), store=self.store, notifier=notifier
+            loaded, client=client_from(loaded), store=self.store, notifier=notifier, clock=clock
         )
         scope_of_state(self.deps)  # a state file of another scope: refused now, not each poll
         self.systemd = SystemdNotifier(environ)
         self.metrics = Metrics()
-        self.liveness = Liveness(interval=loaded.settings.monitor.interval, started=time.time())
+        self.liveness = Liveness(
+            interval=loaded.settings.monitor.interval, started=clock().timestamp()
+        )
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._busy = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -99,7 +106,8 @@ class Daemon:
             )
 
     def _record(self, result: CycleResult) -> None:
-        now = time.time()
+        when = self.clock()
+        now = when.timestamp()
         self.liveness.cycles += 1
         if result.outcome == "ok":
             self.liveness.last_success = now
@@ -114,7 +122,7 @@ class Daemon:
         self.systemd.status(
             f"{result.accounts} accounts: {counts.get('healthy', 0)} healthy, "
             f"{counts.get('warning', 0)} warning, {counts.get('error', 0)} error; "
-            f"last poll {result.outcome} at {datetime.now(UTC):%H:%M:%S} UTC"
+            f"last poll {result.outcome} at {when.astimezone(UTC):%H:%M:%S} UTC"
         )
 
     async def retry_outbox(self) -> None:
@@ -137,7 +145,7 @@ class Daemon:
         self.metrics.outbox_pending.set(self.store.pending_count())
 
     async def housekeeping(self) -> None:
-        before = datetime.now(UTC) - timedelta(days=HISTORY_DAYS)
+        before = self.clock() - timedelta(days=HISTORY_DAYS)
         async with self._busy:
             pruned = self.store.prune(before=before)
         log.info("history_pruned", cycles=pruned, older_than_days=HISTORY_DAYS)
@@ -178,7 +186,11 @@ class Daemon:
             for warning in loaded.warnings:
                 log.warning(warning.event, problem=warning.text)
             self.deps = deps_from(
-                loaded, client=client_from(loaded), store=self.store, notifier=notifier
+                loaded,
+                client=client_from(loaded),
+                store=self.store,
+                notifier=notifier,
+                clock=self.clock,
             )
             interval = loaded.settings.monitor.interval
             if interval != self.liveness.interval:
@@ -209,12 +221,16 @@ class Daemon:
         http = None
         if listen := self.loaded.settings.http.listen:
             app = build_app(
-                liveness=lambda: self.liveness, metrics=self.metrics, store=lambda: self.store
+                liveness=lambda: self.liveness,
+                metrics=self.metrics,
+                store=lambda: self.store,
+                clock=self.clock,
             )
             http = await start_server(app, listen)
             log.info("http_listening", listen=listen)
         interval = self.loaded.settings.monitor.interval
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True}
+        # run times are APScheduler's, on its own wall clock: not the daemon's `clock`
         self.scheduler.add_job(
             self.poll,
             IntervalTrigger(seconds=interval),

@@ -12,6 +12,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _iso_epoch(value: float) -> str:
+    """The store keeps epoch seconds; people and scripts reading the report get ISO 8601."""
+    return datetime.fromtimestamp(value, UTC).isoformat()
+
+
 def status_report(store: Store, *, cycles: int = 10) -> dict[str, Any]:
     """A stable, JSON-ready description of what the monitor knows."""
     states = sorted(store.load_states().values(), key=lambda s: (s.platform, s.account_id))
@@ -46,10 +51,17 @@ def status_report(store: Store, *, cycles: int = 10) -> dict[str, Any]:
                 "type": row["notify_type"],
                 "title": row["title"],
                 "attempts": row["attempts"],
-                "next_attempt_at": datetime.fromtimestamp(row["next_attempt_at"], UTC).isoformat(),
+                "next_attempt_at": _iso_epoch(row["next_attempt_at"]),
                 "last_error": row["last_error"],
             }
             for row in store.outbox_rows()
         ],
-        "cycles": store.recent_cycles(cycles),
+        "cycles": [
+            {
+                **cycle,
+                "started_at": _iso_epoch(cycle["started_at"]),
+                "finished_at": _iso_epoch(cycle["finished_at"]),
+            }
+            for cycle in store.recent_cycles(cycles)
+        ],
     }

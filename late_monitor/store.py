@@ -8,6 +8,12 @@ Outbox states: `pending` (to send, oldest first per destination), `set_aside` (t
 refused it for good, or it timed out twice; not tried again before `next_attempt_at` and never
 in the way of the rows behind it), and the finished `delivered`, `dropped`, `rerouted` (its
 destination left the configuration; the message went to the ones that take it now).
+
+Times: every column holds epoch seconds (REAL, UTC), so that the outbox's indexes, prune and
+delivery compare numbers; schema 3 converted the ISO text that older files kept in `cycles` and
+`messages`. An account's state is a JSON document, not columns: its datetimes stay ISO 8601
+strings inside it (readable in the file, and what every file ever written holds). Nothing here
+reads a clock: "now" always comes from the caller's.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,7 @@ from late_monitor.messages import (
 from late_monitor.state import AccountState, ApiHealth
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _OPEN = f"('{PENDING}', '{SET_ASIDE}')"  # rows delivery still owns
 
@@ -50,8 +56,8 @@ CREATE TABLE accounts (
 );
 CREATE TABLE cycles (
     id INTEGER PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    finished_at TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
     outcome TEXT NOT NULL,
     accounts INTEGER NOT NULL,
     events INTEGER NOT NULL,
@@ -62,7 +68,7 @@ CREATE TABLE cycles (
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY,
     cycle_id INTEGER REFERENCES cycles(id),
-    created_at TEXT NOT NULL,
+    created_at REAL NOT NULL,
     notify_type TEXT NOT NULL,
     title TEXT NOT NULL,
     body TEXT NOT NULL,
@@ -96,7 +102,50 @@ _MIGRATIONS = {
         "ALTER TABLE outbox ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX outbox_message ON outbox (message_id, destination)",
     ),
+    # v3: one representation of time, epoch seconds, in every column. SQLite cannot change a
+    # column's type, and a TEXT column would turn the numbers back into text, so the two tables
+    # are rebuilt (foreign keys are off while migrating; see Store.open), converting with
+    # epoch() (_migrate registers it).
+    2: (
+        """CREATE TABLE cycles_v3 (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            finished_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            accounts INTEGER NOT NULL,
+            events INTEGER NOT NULL,
+            messages INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            error TEXT
+        )""",
+        "INSERT INTO cycles_v3 SELECT id, epoch(started_at), epoch(finished_at), outcome, "
+        "accounts, events, messages, requests, error FROM cycles",
+        """CREATE TABLE messages_v3 (
+            id INTEGER PRIMARY KEY,
+            cycle_id INTEGER REFERENCES cycles(id),
+            created_at REAL NOT NULL,
+            notify_type TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            accounts TEXT NOT NULL,
+            entries TEXT
+        )""",
+        "INSERT INTO messages_v3 SELECT id, cycle_id, epoch(created_at), notify_type, title, "
+        "body, accounts, entries FROM messages",
+        "DROP TABLE messages",
+        "DROP TABLE cycles",
+        "ALTER TABLE cycles_v3 RENAME TO cycles",
+        "ALTER TABLE messages_v3 RENAME TO messages",
+    ),
 }
+
+
+def _epoch(value: str | float | None) -> float | None:
+    """An ISO 8601 time as epoch seconds (a naive one is UTC, as the cycle's clock is)."""
+    if value is None or isinstance(value, int | float):
+        return value
+    when = datetime.fromisoformat(value)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 _STATE_FIELDS = tuple(field.name for field in fields(AccountState))
@@ -169,8 +218,8 @@ class Store:
             _check_ours(db, path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            _migrate(db, path)  # before foreign keys are on: a migration may rebuild a table
             db.execute("PRAGMA foreign_keys=ON")
-            _migrate(db, path)
         except sqlite3.Error as exc:
             db.close()
             raise StateError(_describe_sqlite(exc, path)) from None
@@ -293,8 +342,8 @@ class Store:
                     "INSERT INTO cycles (started_at, finished_at, outcome, accounts, events, "
                     "messages, requests, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        record.started_at.isoformat(),
-                        record.finished_at.isoformat(),
+                        record.started_at.timestamp(),
+                        now,
                         record.outcome,
                         record.accounts,
                         record.events,
@@ -309,7 +358,7 @@ class Store:
                         "accounts, entries) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (
                             cycle_id,
-                            record.finished_at.isoformat(),
+                            now,
                             message.notify_type,
                             message.title,
                             message.body,
@@ -445,12 +494,11 @@ class Store:
         return fd
 
     def prune(self, *, before: datetime) -> int:
-        """Drop cycle history and finished messages older than `before`."""
-        cutoff = before.isoformat()
+        """Drop cycle history and finished messages older than `before` (the caller's clock)."""
+        cutoff = before.timestamp()
         with self._transaction() as db:
             db.execute(
-                f"DELETE FROM outbox WHERE state NOT IN {_OPEN} AND finished_at < ?",
-                (before.timestamp(),),
+                f"DELETE FROM outbox WHERE state NOT IN {_OPEN} AND finished_at < ?", (cutoff,)
             )
             db.execute(
                 "DELETE FROM messages WHERE created_at < ? AND id NOT IN "
@@ -465,6 +513,7 @@ class Store:
             return cursor.rowcount
 
     def recent_cycles(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The last cycles, newest first; `started_at` and `finished_at` in epoch seconds."""
         cursor = self._db.execute(
             "SELECT id, started_at, finished_at, outcome, accounts, events, messages, requests, "
             "error FROM cycles ORDER BY id DESC LIMIT ?",
@@ -530,6 +579,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         raise StateError(
             f"{path} was written by a newer late-monitor (schema {version}); upgrade late-monitor"
         )
+    db.create_function("epoch", 1, _epoch, deterministic=True)
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,7 +17,8 @@ from late_monitor.store import Store
 
 @dataclass
 class Liveness:
-    """What the daemon tells the endpoints: when it started and last polled successfully."""
+    """What the daemon tells the endpoints: when it started and last polled successfully
+    (epoch seconds, by the daemon's clock)."""
 
     interval: float
     started: float
@@ -33,13 +34,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def build_app(
-    *, liveness: Callable[[], Liveness], metrics: Metrics, store: Callable[[], Store]
+    *,
+    liveness: Callable[[], Liveness],
+    metrics: Metrics,
+    store: Callable[[], Store],
+    clock: Callable[[], datetime],
 ) -> web.Application:
+    """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from."""
+
     async def healthz(request: web.Request) -> web.Response:
         live = liveness()
         limit = 3 * live.interval
         reference = live.last_success or live.started
-        age = time.time() - reference
+        age = clock().timestamp() - reference
         if age > limit:
             what = (
                 "last successful poll" if live.last_success else "start without a successful poll"

@@ -10,12 +10,13 @@ import importlib
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from late_monitor.config import LoadedConfig
-from late_monitor.cycle import CycleDeps
+from late_monitor.cycle import CycleDeps, utcnow
 from late_monitor.errors import ConfigError
 from late_monitor.late import LateClient
 from late_monitor.logs import REDACTOR, configure_logging
@@ -157,7 +158,12 @@ def _where(loaded: LoadedConfig, problem: str) -> str:
 
 
 def deps_from(
-    loaded: LoadedConfig, *, client: LateClient, store: Store, notifier: Notifier | None = None
+    loaded: LoadedConfig,
+    *,
+    client: LateClient,
+    store: Store,
+    notifier: Notifier | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> CycleDeps:
     settings = loaded.settings
     return CycleDeps(
@@ -172,6 +178,7 @@ def deps_from(
         interval=settings.monitor.interval,
         max_requests_per_minute=settings.late.max_requests_per_minute,
         retry_for=settings.notify.retry_for,
+        clock=clock,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from late_monitor.simulator import DEFAULT_KEY, Simulator
@@ -126,6 +127,10 @@ async def test_status_json_matches_what_the_sink_received(
     assert named == set(noticed)
     assert report["outbox"] == []
     assert report["cycles"][0]["messages"] == 1
+    last = report["cycles"][0]  # the file keeps epoch seconds; the report shows ISO 8601, UTC
+    started, finished = (datetime.fromisoformat(last[k]) for k in ("started_at", "finished_at"))
+    assert started.utcoffset() == timedelta(0)
+    assert started <= finished
     table = await run_cli("status", "--config", config, env=base_env, cwd=tmp_path)
     assert "acc_00001" not in table.stdout  # the table shows usernames
     assert "@instagram_00001  error" in table.stdout

@@ -11,7 +11,11 @@ from tests.support.sink import Sink
 
 
 def _make_retries_due(state: Path) -> None:
-    """Stand in for the minute that passes between two cron runs: pending rows become due."""
+    """Stand in for the minutes that pass between cron runs: pending rows become due.
+
+    `run --once` is a separate process on the wall clock, and the product has (on purpose) no
+    way to move that clock from outside, so the rows are edited instead. In-process, moving
+    the clock does it: tests/test_clock.py."""
     with sqlite3.connect(state) as db:
         db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE state = 'pending'")
 

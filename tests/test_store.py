@@ -197,7 +197,8 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_pending_rows(tmp_pa
         db.executescript(_SCHEMA_V1)
     store = Store.open(path)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert store.recent_cycles()[0]["started_at"] == T0.timestamp()  # through 2, then 3
     (row,) = store.pending_deliveries()
     assert (row.destination, row.attempts, row.last_error, row.title) == (
         "k1",
@@ -294,3 +295,106 @@ def test_every_field_of_a_state_survives_the_file(tmp_path: Path) -> None:
     store.close()
 
     assert Store.open(tmp_path / "state.db").load_states() == {"a1": state}
+
+
+def test_prune_drops_finished_history_older_than_the_cutoff_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "s.db")
+    message = PlannedMessage("info", "t", "b", (("k", "l"),))
+    for day in (0, 10):
+        when = T0 + timedelta(days=day)
+        store.commit_cycle(
+            states={},
+            changed=[],
+            removed=[],
+            api=ApiHealth(),
+            messages=[message],
+            record=CycleRecord(when, when, "ok", 1, 1, 1),
+        )
+    old, new = store.pending_deliveries()
+    store.mark_delivered(old.id, now=T0.timestamp())
+    store.mark_delivered(new.id, now=(T0 + timedelta(days=10)).timestamp())
+    assert store.prune(before=T0 + timedelta(days=5)) == 1
+    (kept,) = store.recent_cycles()
+    assert kept["started_at"] == (T0 + timedelta(days=10)).timestamp()
+    assert [r["message_id"] for r in store.outbox_rows(states=("delivered",))] == [new.message_id]
+
+
+# A version-2 file as late-monitor 0.2 wrote it: times of cycles and messages in ISO text.
+_SCHEMA_V2 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE accounts (account_id TEXT PRIMARY KEY, status TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE cycles (id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT NOT NULL,
+    outcome TEXT NOT NULL, accounts INTEGER NOT NULL, events INTEGER NOT NULL,
+    messages INTEGER NOT NULL, requests INTEGER NOT NULL, error TEXT);
+CREATE TABLE messages (id INTEGER PRIMARY KEY, cycle_id INTEGER REFERENCES cycles(id),
+    created_at TEXT NOT NULL, notify_type TEXT NOT NULL, title TEXT NOT NULL,
+    body TEXT NOT NULL, accounts TEXT NOT NULL, entries TEXT);
+CREATE TABLE outbox (id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL REFERENCES messages(id),
+    destination TEXT NOT NULL, label TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, created_at REAL NOT NULL,
+    last_error TEXT, finished_at REAL, unanswered INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX outbox_message ON outbox (message_id, destination);
+INSERT INTO accounts VALUES ('a1', 'error', '{"account_id":"a1","platform":"twitter",
+    "username":"@a","status":"error","needs_reconnect":true,"can_post":false,
+    "since":"2026-01-01T00:00:00+00:00","token_expires_at":"2026-01-04T00:00:00+00:00"}');
+INSERT INTO cycles VALUES (1, '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:01.500000+00:00',
+    'ok', 1, 1, 1, 1, NULL);
+INSERT INTO cycles VALUES (2, '2026-01-02T00:00:00+00:00', '2026-01-02T00:00:00+00:00',
+    'api_failed', 1, 0, 0, 3, 'HTTP 500');
+INSERT INTO messages VALUES (1, 1, '2026-01-01T00:00:01.500000+00:00', 'failure', 'Late: x',
+    'body', '["a1"]', '[["a1","failure","body"]]');
+INSERT INTO outbox VALUES (1, 1, 'k1', 'json://a', 'pending', 1, 5.0, 1767225601.5, 'down',
+    NULL, 1);
+INSERT INTO outbox VALUES (2, 1, 'k2', 'json://b', 'delivered', 1, 1.0, 1767225601.5, NULL,
+    1767225602.0, 0);
+PRAGMA application_id = 1280134990;
+PRAGMA user_version = 2;
+"""
+
+
+def _columns(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: db.execute(f"PRAGMA table_info({t})").fetchall() for t in sorted(tables)}
+
+
+def test_a_version_2_file_has_its_iso_times_converted_to_epoch_seconds_in_place(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_SCHEMA_V2)
+    store = Store.open(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        kinds = db.execute(
+            "SELECT typeof(started_at), typeof(finished_at) FROM cycles "
+            "UNION SELECT typeof(created_at), 'real' FROM messages"
+        ).fetchall()
+    assert kinds == [("real", "real")]
+    Store.open(tmp_path / "fresh.db").close()
+    assert _columns(path) == _columns(tmp_path / "fresh.db")  # as if it had been made today
+
+    second, first = store.recent_cycles()
+    start = T0.timestamp()
+    assert (first["started_at"], first["finished_at"]) == (start, start + 1.5)
+    assert (second["started_at"], second["outcome"], second["error"]) == (
+        start + 86400,
+        "api_failed",
+        "HTTP 500",
+    )
+    (row,) = store.pending_deliveries()  # the pending row and its message survive
+    assert (row.id, row.cycle_id, row.title, row.unanswered) == (1, 1, "Late: x", 1)
+    assert row.entries == (Entry("a1", "failure", "body"),)
+    assert store.load_states()["a1"].since == T0  # the state document is read as it was
+    # the converted times compare with the new ones: prune takes the delivered row's day
+    store.mark_delivered(row.id, now=start + 2)
+    assert store.prune(before=T0 + timedelta(days=1, hours=1)) == 2
+    assert store.recent_cycles() == []
+    assert store.pending_count() == 0
+    store.close()
+    assert Store.open(path).recent_cycles() == []  # opening a migrated file again changes nothing
