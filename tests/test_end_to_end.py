@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from late_monitor.simulator import Fault, Simulator
 from tests.support.process import run_cli
 from tests.support.sink import Sink
-
-
-def _make_retries_due(state: Path) -> None:
-    """Stand in for the minutes that pass between cron runs: pending rows become due.
-
-    `run --once` is a separate process on the wall clock, and the product has (on purpose) no
-    way to move that clock from outside, so the rows are edited instead. In-process, moving
-    the clock does it: tests/test_clock.py."""
-    with sqlite3.connect(state) as db:
-        db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE state = 'pending'")
+from tests.support.state import make_retries_due
 
 
 async def test_broken_account_is_notified_once_and_its_recovery_once(
@@ -67,7 +57,7 @@ async def test_destination_down_gets_the_message_next_run_and_the_other_not_twic
     assert sink2.received == []
 
     sink2.fail_status = None
-    _make_retries_due(tmp_path / "state.db")
+    make_retries_due(tmp_path / "state.db")
     retried = await run_cli("--once", "--config", str(config), env=base_env, cwd=tmp_path)
     assert retried.code == 0, retried.output
     assert len(sink.received) == 1

@@ -13,16 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from late_monitor.simulator import Simulator
 from tests.support.process import daemon, free_port, run_cli
 from tests.support.sink import Sink
-
-
-def make_due(state: Path) -> None:
-    """Stand in for the minutes that pass between cron runs: pending rows become due.
-
-    `run --once` is a separate process on the wall clock, and the product has (on purpose) no
-    way to move that clock from outside, so the rows are edited instead. In-process, moving
-    the clock does it: tests/test_clock.py."""
-    with sqlite3.connect(state) as db:
-        db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE state = 'pending'")
+from tests.support.state import make_retries_due
 
 
 async def test_down_then_500_destination_gets_one_up_to_date_digest_of_what_it_missed(
@@ -44,7 +35,7 @@ async def test_down_then_500_destination_gets_one_up_to_date_digest_of_what_it_m
     await cycle(1)
     await sink2.start(port2)
     sink2.fail_status = 500
-    make_due(state)
+    make_retries_due(state)
     sim.break_account("acc_00002")
     await cycle(1)
     assert len(sink.received) == 2
@@ -54,7 +45,7 @@ async def test_down_then_500_destination_gets_one_up_to_date_digest_of_what_it_m
         assert [row[0] for row in attempts] == [2, 1]  # both held rows went as one try
 
     sink2.fail_status = None
-    make_due(state)
+    make_retries_due(state)
     sim.heal("acc_00001")
     await cycle(0)
     assert len(sink.received) == 3  # the healthy destination got each exactly once
