@@ -211,12 +211,18 @@ class LateClient:
         if len(platforms) == 1:
             params["platform"] = platforms[0]
         status, body = await self._get("/accounts/health", params)
-        return self._health.parse(body, status=status, platforms=frozenset(platforms))
+        try:
+            return self._health.parse(body, status=status, platforms=frozenset(platforms))
+        except BadPayload as exc:
+            raise self._masked_error(exc) from None
 
     async def account_health(self, account_id: str) -> Detail:
         """One account's detail: token status, scopes, recommendations."""
         status, body = await self._get(f"/accounts/{quote(account_id, safe='')}/health", {})
-        return parse_detail(body, status=status)
+        try:
+            return parse_detail(body, status=status)
+        except BadPayload as exc:
+            raise self._masked_error(exc) from None
 
     async def _get(self, path: str, params: Mapping[str, str]) -> tuple[int, Body]:
         url = self.base_url + path
@@ -284,6 +290,11 @@ class LateClient:
                 )
             url, params = target, {}
         raise Redirected(f"GET {path}: more than {MAX_REDIRECTS} redirects", status=310)
+
+    def _masked_error(self, exc: BadPayload) -> BadPayload:
+        """The error of a body we could not read quotes its start, which a proxy or a
+        debugging endpoint may have filled with our own Authorization header."""
+        return BadPayload(self._masked(str(exc).encode()).decode(), status=exc.status)
 
     def _masked(self, body: Body) -> Body:
         """An error body with the API key and anything shaped like a token blanked out: it

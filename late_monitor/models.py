@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
 )
@@ -109,6 +110,11 @@ def _when(value: object) -> object:
     return value
 
 
+# " ERROR " is "error": Late's enum is lowercase, but a status is compared, not displayed.
+# An empty status says nothing, and reads as unreadable.
+_Status = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1)]
+
+
 @pydantic_dataclass(
     frozen=True,
     slots=True,
@@ -126,7 +132,7 @@ class Observation:
     """
 
     account_id: Annotated[str, Field(alias="accountId"), OrDefault("")] = ""
-    status: Annotated[str | None, OrDefault(None)] = None
+    status: Annotated[_Status | None, OrDefault(None)] = None
     platform: Annotated[str, OrDefault(UNKNOWN_PLATFORM)] = UNKNOWN_PLATFORM
     username: Annotated[str, OrDefault("")] = ""
     needs_reconnect: Annotated[bool | None, Field(alias="needsReconnect"), OrDefault(None)] = False

@@ -51,6 +51,8 @@ def test_every_body_without_an_accounts_array_is_a_shape_error(name: str) -> Non
         ("null_needs_reconnect", ("needsReconnect",)),
         ("needs_reconnect_int", ()),  # 0 and 1 read as booleans, as JSON clients do
         ("status_suspended", ()),  # a status we do not know is kept verbatim, not unreadable
+        ("status_uppercase_error", ()),
+        ("status_empty", ("status",)),  # says nothing: as good as null
         ("null_username", ()),
         ("null_issues", ()),
         ("null_platform", ()),
@@ -118,3 +120,8 @@ async def test_the_simulator_serves_a_null_status_and_the_monitor_keeps_the_acco
     assert "acc_00002): status (kept as healthy)" in sink.received[0]["message"]
     assert titles[1] == "Late: 1 account needs attention"  # readable again: now it is news
     assert "healthy -> error" in sink.received[1]["message"]
+
+
+def test_a_status_in_capitals_or_with_spaces_is_the_status_it_names() -> None:
+    snapshot = parse_health(corpus.health_body("status_uppercase_error"))
+    assert snapshot.accounts["abc123"].status == "error"  # a failure, not an unknown warning

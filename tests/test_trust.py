@@ -296,3 +296,18 @@ async def test_a_mass_incident_is_announced_within_30s_and_a_kill_after_it_loses
     follow_up = sink.received[1]
     assert follow_up["title"] == "Late: details for 4 accounts"
     assert "fix: Reconnect the account in Late" in follow_up["message"]
+
+
+async def test_a_200_body_echoing_the_key_is_masked_in_the_shape_error_and_the_state(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = monitor_config(monitor={"api_failure_after": 1})
+    sim.inject(Fault(kind="echo_key", status=200, path="/accounts/health"))  # e.g. a proxy
+
+    assert await once(config, base_env, tmp_path) == 1
+
+    assert sink.titles() == ["Late: Late answered in a shape late-monitor cannot read"]
+    assert DEFAULT_KEY not in json.dumps(sink.received)
+    assert "Invalid API key: ***" in sink.received[0]["message"]
+    written = [tmp_path / "state.db", tmp_path / "state.db-wal"]
+    assert all(DEFAULT_KEY.encode() not in p.read_bytes() for p in written if p.exists())
