@@ -290,6 +290,11 @@ def _destination(key: str, service: Any, *, body_max: int | None) -> Destination
     read = float(getattr(service, "socket_read_timeout", 0) or 0)
     if read == _APPRISE_READ_TIMEOUT:  # not set by the URL (or set to Apprise's default)
         service.socket_read_timeout = read = READ_TIMEOUT
+    connect = float(getattr(service, "socket_connect_timeout", 0) or 0)
+    if read > 0 and abs(read - connect) < 1.0:
+        # A send that failed after ~the connect timeout would be indistinguishable from one
+        # that got no answer (and may have arrived): keep the two a second apart.
+        service.socket_read_timeout = read = connect + 1.0
     return Destination(
         key=key,
         label=_label(service),
@@ -298,7 +303,7 @@ def _destination(key: str, service: Any, *, body_max: int | None) -> Destination
         body_max=body_max or 32768,
         title_max=title_max,
         title_in_body=title_max <= 0 or bool(getattr(service, "overflow_amalgamate_title", False)),
-        connect_timeout=float(getattr(service, "socket_connect_timeout", 0) or 0),
+        connect_timeout=connect,
         read_timeout=read,
     )
 
