@@ -20,8 +20,8 @@ from typing import Literal
 
 import structlog
 
-from late_monitor.errors import AuthRejected, BadPayload, LateApiError, StateBusy
-from late_monitor.events import Event
+from late_monitor.errors import AuthRejected, BadPayload, LateApiError, ScopeConflict, StateBusy
+from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.late import LateClient
 from late_monitor.messages import CycleRecord, PlannedMessage
 from late_monitor.models import Detail
@@ -160,7 +160,14 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     with watch.phase("load"):
         previous = store.load_states()
         api = store.load_api_health()
-    scope, recorded, narrowed = scope_of_state(deps)
+    try:
+        scope, recorded, narrowed = scope_of_state(deps)
+    except ScopeConflict as exc:
+        if not dry_run:
+            await _tell_conflict(deps, previous, api, exc, started=started)
+        raise
+    if api.scope_alerted:
+        api = replace(api, scope_alerted=False)
     forgotten: frozenset[str] = frozenset()
     if narrowed:
         forgotten = frozenset(k for k, state in previous.items() if not scope.covers(state))
@@ -339,6 +346,43 @@ def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:
         duration_ms=round(duration * 1000, 1),
     )
     return replace(result, duration=duration, timings=watch.wall, cpu=watch.cpu)
+
+
+async def _tell_conflict(
+    deps: CycleDeps,
+    states: Mapping[str, AccountState],
+    api: ApiHealth,
+    exc: ScopeConflict,
+    *,
+    started: datetime,
+) -> None:
+    """A monitor that can no longer poll must say so, once: another configuration (a one-off
+    run with fewer platforms, say) has claimed the state file for its own scope."""
+    if api.scope_alerted:
+        return
+    event = Event(Kind.SCOPE_CONFLICT, NotifyType.FAILURE, note=str(exc))
+    _log_events([event])
+    messages: list[PlannedMessage] = []
+    if deps.notifier.configured:
+        await deps.notifier.load()
+        messages = deps.notifier.plan([event], {})
+    deps.store.commit_cycle(
+        states=states,  # unchanged: only the message and the record are written
+        changed=(),
+        removed=(),
+        api=replace(api, scope_alerted=True),
+        messages=messages,
+        record=CycleRecord(
+            started_at=started,
+            finished_at=deps.clock(),
+            outcome="scope_refused",
+            accounts=0,
+            events=1,
+            requests=0,
+            error=str(exc),
+        ),
+    )
+    await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock)
 
 
 def _log_events(events: Sequence[Event]) -> None:

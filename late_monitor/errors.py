@@ -10,6 +10,7 @@ LateMonitorError
 |   +-- Redirected            sent elsewhere: the key is not followed to another host
 +-- StateError                the state file is unusable (exit 2)
 |   +-- StateBusy             another process holds the state file (exit 1)
+|   +-- ScopeConflict         the state file watches another scope (exit 2)
 +-- DeliveryError             a destination did not accept a message: permanent (4xx), unanswered
                               (no answer within its read timeout: it may have arrived) or neither
 """
@@ -65,6 +66,10 @@ class StateError(LateMonitorError):
     """The state file cannot be used: not ours, corrupt, unwritable."""
 
     exit_code = 2
+
+
+class ScopeConflict(StateError):
+    """The state file was written for another scope (API, profile, platforms)."""
 
 
 class StateBusy(StateError):

@@ -44,6 +44,7 @@ class Kind(StrEnum):
     ANALYTICS_LOST = "analytics_lost"
     DETAILS = "details"
     UNREADABLE = "unreadable"
+    SCOPE_CONFLICT = "scope_conflict"
     API_UNREACHABLE = "api_unreachable"
     API_UNREADABLE = "api_unreadable"
     API_RECOVERED = "api_recovered"

@@ -45,6 +45,7 @@ _API_TITLES = {
     Kind.AUTH_FAILED: "the Late API rejects the API key",
     Kind.API_RECOVERED: "the Late API answers again",
     Kind.UNREADABLE: "Late listed accounts with fields late-monitor cannot read",
+    Kind.SCOPE_CONFLICT: "late-monitor stopped: its state file watches another scope",
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from late_monitor.errors import StateError
+from late_monitor.errors import ScopeConflict
 from late_monitor.state import AccountState
 
 _SAME_API = {"getlate.dev": "zernio.com", "www.getlate.dev": "zernio.com"}  # one vendor, renamed
@@ -80,7 +80,7 @@ def check_scope(recorded: Scope | None, current: Scope, *, path: str) -> bool:
         return False
     if current.within(recorded):
         return True
-    raise StateError(
+    raise ScopeConflict(
         f"state file {path} was written for {recorded.describe()}; this configuration "
         f"watches {current.describe()}. Give it its own state.path (or delete the file to "
         "start over): two scopes on one file would report each other's accounts as removed"

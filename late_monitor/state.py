@@ -75,3 +75,4 @@ class ApiHealth:
     auth_alerted: bool = False
     last_error: str = ""
     unreadable: dict[str, list[str]] = field(default_factory=dict)  # account -> fields told
+    scope_alerted: bool = False  # told that the state file is another scope's

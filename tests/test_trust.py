@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from typing import Any
 
 from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator, make_accounts
 from tests.support.config import write_config
-from tests.support.process import run_cli, spawn_daemon
+from tests.support.process import daemon, run_cli, spawn_daemon
 from tests.support.sink import Sink
 
 
@@ -311,3 +312,21 @@ async def test_a_200_body_echoing_the_key_is_masked_in_the_shape_error_and_the_s
     assert "Invalid API key: ***" in sink.received[0]["message"]
     written = [tmp_path / "state.db", tmp_path / "state.db-wal"]
     assert all(DEFAULT_KEY.encode() not in p.read_bytes() for p in written if p.exists())
+
+
+async def test_a_daemon_whose_state_file_another_scope_took_says_so_once(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    wide = monitor_config(monitor={"interval": "1s"})
+    async with daemon(wide, base_env, tmp_path) as run:
+        await run.until(lambda: run.count("poll_completed") >= 1)
+        narrowed = {**base_env, "LATE_MONITOR_LATE__PLATFORMS": "twitter"}  # a one-off run
+        once_narrowed = await run_cli("--once", "--config", str(wide), env=narrowed, cwd=tmp_path)
+        assert once_narrowed.code == 0, once_narrowed.output
+        await run.until(lambda: run.count("cycle_failed") >= 3)  # refused each poll since
+        run.signal(signal.SIGTERM)
+        assert await run.wait() == 0
+
+    assert sink.titles() == ["Late: late-monitor stopped: its state file watches another scope"]
+    assert sink.received[0]["type"] == "failure"
+    assert "Give it its own state.path" in sink.received[0]["message"]
