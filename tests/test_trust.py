@@ -222,7 +222,10 @@ async def test_narrowing_platforms_forgets_quietly_and_another_scope_is_refused(
     assert "was written for" in error
     assert "instagram, twitter" in error
     assert "Give it its own state.path" in error
-    assert sink.received == []
+    assert sink.titles() == ["Late: late-monitor stopped: its state file watches another scope"]
+    again = await run_cli("run", "--once", "--config", str(wide), env=base_env, cwd=tmp_path)
+    assert again.code == 2
+    assert len(sink.received) == 1  # said once, not every run
 
 
 async def test_a_state_file_of_another_late_api_is_refused(
