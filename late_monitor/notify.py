@@ -94,6 +94,10 @@ def _label(service: Any) -> str:
     return REDACTOR.redact(str(service.url(privacy=True)).split("?", 1)[0])
 
 
+_TOO_LONG = {400, 413, 422}  # what a webhook answers a message over its limit
+_SHORTER = (1900, 500)  # characters to try after such an answer (Discord takes 2,000)
+
+
 class Notifier:
     """The destinations of `[notify]`, their routes, and delivery of one message to one."""
 
@@ -116,6 +120,7 @@ class Notifier:
         self._apprise: Any = None
         self._destinations: dict[str, Destination] = {}
         self._single: dict[str, Any] = {}
+        self._learned: dict[str, int] = {}  # destination key -> the size it took after a 4xx
 
     @property
     def configured(self) -> bool:
@@ -250,21 +255,48 @@ class Notifier:
     async def deliver(self, key: str, *, title: str, body: str, notify_type: str) -> None:
         """Send one message to one destination, cut to the size it takes.
 
-        Raises DeliveryError, `permanent` for a 4xx (except 408 and 429), `unanswered` when
-        the request went out and no answer came within the destination's read timeout.
+        A destination that refuses a long message (400, 413, 422: many webhooks have a limit
+        Apprise does not know) gets it again at once, cut shorter, twice at most; the size
+        it took is kept for its next messages. Raises DeliveryError, `permanent` for a 4xx
+        (except 408 and 429), `unanswered` when the request went out and no answer came
+        within the destination's read timeout.
         """
         destination = self._destinations.get(key)
         if destination is None:
             raise DeliveryError("destination no longer configured", permanent=True)
+        limit = self._learned.get(key, destination.body_max)
+        shorter = [n for n in _SHORTER if n < min(limit, len(body))]
+        for attempt, body_max in enumerate([limit, *shorter]):
+            try:
+                await self._deliver_once(destination, title, body, notify_type, body_max)
+            except DeliveryError as exc:
+                if exc.status in _TOO_LONG and attempt < len(shorter):
+                    continue
+                raise
+            if attempt:
+                self._learned[key] = body_max
+                log.warning(
+                    "notification_shortened",
+                    destination=destination.label,
+                    refused_chars=min(limit, len(body)),
+                    sent_chars=body_max,
+                    hint="the destination refused the longer message; see late-monitor "
+                    "status for every account",
+                )
+            return
+
+    async def _deliver_once(
+        self, destination: Destination, title: str, body: str, notify_type: str, body_max: int
+    ) -> None:
         title, body = fit(
             title,
             body,
             title_max=destination.title_max,
-            body_max=destination.body_max,
+            body_max=body_max,
             title_in_body=destination.title_in_body,
         )
         try:
-            result = await self._single[key].async_notify(
+            result = await self._single[destination.key].async_notify(
                 body=body,
                 title=title,
                 notify_type=notify_type,

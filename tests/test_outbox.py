@@ -103,6 +103,28 @@ def states(path: Path) -> list[tuple[str, str, int, str | None]]:
         ).fetchall()
 
 
+async def test_a_digest_a_webhook_refuses_as_too_long_arrives_cut_and_the_size_is_kept(
+    tmp_path: Path, sink: Sink
+) -> None:
+    sink.max_body = 600  # a generic webhook with a limit Apprise knows nothing of
+    notifier = Notifier(urls=[sink.url()])
+    await notifier.load()
+    store, clock = Store.open(tmp_path / "s.db"), Clock()
+    commit(store, notifier, [degraded(f"big{i:02}") for i in range(25)], clock.now)
+    with capture_logs() as logs:
+        first = await deliver_due(store, notifier, retry_for=DAY, clock=clock)
+        commit(store, notifier, [degraded(f"next{i:02}") for i in range(25)], clock.now)
+        second = await deliver_due(store, notifier, retry_for=DAY, clock=clock)
+    assert (first.delivered, second.delivered) == (1, 1)
+    [cut, next_one] = [m["message"] for m in sink.received]
+    assert cut.startswith("[FAILURE] twitter @big00")
+    assert cut.rstrip().endswith("more (see late-monitor status)")
+    assert sink.posts == 3  # as is (refused), cut to 500 (taken); the next one cut at once
+    assert "@next00" in next_one
+    [shortened] = [e for e in logs if e["event"] == "notification_shortened"]
+    assert shortened["sent_chars"] == 500
+
+
 async def test_a_refused_message_is_set_aside_once_and_does_not_hold_back_the_next(
     tmp_path: Path, sink: Sink
 ) -> None:
@@ -122,7 +144,9 @@ async def test_a_refused_message_is_set_aside_once_and_does_not_hold_back_the_ne
     (failure,) = first.failures
     assert failure.startswith(notifier.destinations[0].label)
     assert failure.endswith("(set aside)")
-    assert sink.posts == 2  # the refused digest once, the next message once; no retries
+    # the refused digest as it was and cut to 500 characters (still refused), then the next
+    # message once; no retries
+    assert sink.posts == 3
     assert ["small" in m["message"] for m in sink.received] == [True]
     aside = [e for e in logs if e["event"] == "notification_set_aside"]
     assert len(aside) == 1
@@ -133,7 +157,7 @@ async def test_a_refused_message_is_set_aside_once_and_does_not_hold_back_the_ne
     clock.advance(DAY)  # a day later it is past retry_for: given up, with the reason
     with capture_logs() as logs:
         await deliver_due(store, notifier, retry_for=DAY, clock=clock)
-    assert sink.posts == 2
+    assert sink.posts == 3
     (dropped,) = [e for e in logs if e["event"] == "notification_dropped"]
     assert "undelivered after 86400s" in dropped["reason"]
     assert "error=400" in dropped["reason"]
