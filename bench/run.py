@@ -110,8 +110,8 @@ def cold_start(runs: int = 5) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     rows = [
-        "| accounts | wall/cycle | CPU/cycle (max) | fetch+parse | evaluate | detail | store"
-        " | render | requests/cycle (changed) | peak RSS | state file |",
+        "| accounts | wall/cycle | CPU/cycle (max) | fetch+parse | evaluate | detail (slice"
+        " + after) | store | render | requests/cycle (changed) | peak RSS | state file |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["steady"]:
@@ -119,7 +119,8 @@ def table(results: dict[str, Any]) -> str:
         rows.append(
             f"| {r['accounts']:,} | {s['wall_s']:.2f} s | {s['cpu_s']:.3f} s ({s['cpu_max_s']:.2f})"
             " | "
-            f"{cpu.get('fetch', 0):.3f} | {cpu.get('evaluate', 0):.3f} | {cpu.get('detail', 0):.3f}"
+            f"{cpu.get('fetch', 0):.3f} | {cpu.get('evaluate', 0):.3f} | "
+            f"{cpu.get('detail', 0):.3f} + {cpu.get('enrich', 0):.3f}"
             f" | {cpu.get('store', 0):.3f} | {cpu.get('render', 0):.3f} | {s['requests']:.0f} "
             f"({r['changed_per_cycle']}) | {r['peak_rss_mb']:.0f} MB "
             f"| {r['state_file_mb']:.1f} MB |"
