@@ -106,4 +106,16 @@ def run_check(
     except LateApiError as exc:
         return UNKNOWN, f"LATE UNKNOWN - Late API unavailable: {exc}"
     warn = max(loaded.settings.monitor.token_expiry_warn, default=7 * 86400.0)
+    late = loaded.settings.late
+    if not snapshot.accounts and (late.platforms or late.profile_id):
+        scope = ", ".join(
+            [
+                *(f"platform {p}" for p in late.platforms),
+                *([f"profile {late.profile_id}"] if late.profile_id else []),
+            ]
+        )
+        return (
+            WARNING,
+            f"LATE WARNING - no account matches the configured scope ({scope}) | total=0",
+        )
     return assess(snapshot, now=datetime.now(UTC), expiry_warn=warn)

@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
 )
 from pydantic_settings import (
@@ -40,6 +41,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from late_monitor.errors import ConfigError
+from late_monitor.models import KNOWN_PLATFORMS
 
 ENV_PREFIX = "LATE_MONITOR_"
 DEFAULT_BASE_URL = "https://zernio.com/api/v1"
@@ -152,7 +154,9 @@ class LateSettings(_Section):
     api_key_file: str = ""
     base_url: Annotated[str, AfterValidator(_check_base_url)] = DEFAULT_BASE_URL
     profile_id: str = ""
-    platforms: list[str] = Field(default_factory=list)
+    platforms: list[Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True)]] = (
+        Field(default_factory=list)
+    )
     timeout: PositiveDuration = 30.0
     max_requests_per_minute: int = Field(default=30, gt=0)
     max_body_mb: int = Field(default=128, gt=0, le=4096)
@@ -500,6 +504,17 @@ def load_settings(
         for key in type(getattr(settings, section)).model_fields
     }
     sources["late.api_key"] = api_key_source
+    for platform in settings.late.platforms:
+        if platform not in KNOWN_PLATFORMS:
+            close = difflib.get_close_matches(platform, sorted(KNOWN_PLATFORMS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            warnings.append(
+                ConfigWarning(
+                    "platform_unknown",
+                    f"{sources['late.platforms']}: late.platforms: {platform!r} is not a "
+                    f"platform Late lists{hint}; no account matches it",
+                )
+            )
     if insecure_base_url(settings.late.base_url):
         warnings.append(
             ConfigWarning(

@@ -200,6 +200,10 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         api, events = api_failed(api, error=error, auth=False, policy=deps.policy)
     else:
         outcome = "ok"
+        if not snapshot.accounts and (deps.platforms or deps.profile_id):
+            log.warning(  # a typo'd profile id or platform watches nothing, and says "ok"
+                "scope_matches_nothing", platforms=list(deps.platforms), profile_id=deps.profile_id
+            )
         now = deps.clock()
         with watch.phase("evaluate"):
             evaluation = evaluate(previous, snapshot, now=now, policy=deps.policy)

@@ -30,6 +30,25 @@ from late_monitor.errors import BadPayload
 
 Body = bytes | bytearray  # a response body as read
 UNKNOWN_PLATFORM = "unknown"
+# Every platform the vendor's OpenAPI document names (new ones are added over time).
+KNOWN_PLATFORMS = frozenset(
+    [
+        "tiktok",
+        "instagram",
+        "facebook",
+        "youtube",
+        "linkedin",
+        "twitter",
+        "threads",
+        "pinterest",
+        "reddit",
+        "bluesky",
+        "googlebusiness",
+        "telegram",
+        "snapchat",
+        "whatsapp",
+    ]
+)
 SHAPE_ERROR = "Late answered in a shape late-monitor cannot read"
 
 

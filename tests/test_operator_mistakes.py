@@ -520,3 +520,29 @@ async def test_sighup_to_a_config_whose_alerts_go_nowhere_keeps_the_old_one(
     assert "notify.urls[0]: Apprise does not accept slack://" in problems[1]
     assert "nope.yml does not exist" in problems[2]
     assert run.count("config_reloaded") == 0
+
+
+# -- a scope that matches nothing ----------------------------------------------------------
+
+
+async def test_a_platform_typo_is_warned_about_and_check_does_not_call_it_ok(
+    sim: Simulator, monitor_config, base_env, tmp_path: Path
+) -> None:
+    config = monitor_config(late={"platforms": ["Twitter", "twiter"]})
+    checked = await run_cli("config", "check", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert checked.code == 0, checked.output
+    assert checked.stderr.splitlines() == [
+        f"late-monitor: warning: {config}: late.platforms: 'twiter' is not a platform Late "
+        "lists (did you mean 'twitter'?); no account matches it"
+    ]
+    assert 'platforms = ["twitter", "twiter"]' in checked.stdout  # "Twitter" read as twitter
+
+    typo_only = monitor_config(late={"platforms": ["twiter"]})
+    nagios = await run_cli("check", "--config", str(typo_only), env=base_env, cwd=tmp_path)
+    assert nagios.code == 1
+    assert nagios.stdout.strip() == (
+        "LATE WARNING - no account matches the configured scope (platform twiter) | total=0"
+    )
+    polled = await run_cli("--once", "--config", str(typo_only), env=base_env, cwd=tmp_path)
+    assert polled.code == 0, polled.output
+    assert log_events(polled, "scope_matches_nothing") != []
