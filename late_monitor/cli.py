@@ -30,7 +30,6 @@ from late_monitor.wiring import (
     deps_from,
     notifier_from,
     setup_logging,
-    state_path_from,
 )
 
 log = structlog.get_logger("late_monitor.cli")
@@ -70,7 +69,7 @@ SIMULATE_EXAMPLE = """example:
 async def _run_once(loaded: LoadedConfig, *, dry_run: bool) -> int:
     notifier = notifier_from(loaded)
     await check_destinations(loaded, notifier, dry_run=dry_run)
-    store = Store.open(state_path_from(loaded))
+    store = Store.open(loaded.state_path)
     try:
         async with client_from(loaded) as client:
             deps = deps_from(loaded, client=client, store=store, notifier=notifier)

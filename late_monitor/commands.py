@@ -15,7 +15,7 @@ from late_monitor.logs import REDACTOR
 from late_monitor.status import status_report
 from late_monitor.store import Store
 from late_monitor.web import parse_listen
-from late_monitor.wiring import check_destinations, notifier_from, state_path_from
+from late_monitor.wiring import check_destinations, notifier_from
 
 _COLOURS = {"healthy": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
 _RESET = "\033[0m"
@@ -82,7 +82,7 @@ def render_status(report: dict[str, Any], *, colour: bool) -> str:
 
 
 def print_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdout) -> int:
-    store = Store.open(state_path_from(loaded), create=False)
+    store = Store.open(loaded.state_path, create=False)
     try:
         report = status_report(store)
     finally:
@@ -177,7 +177,7 @@ def config_check(
         raise ConfigError(problems)
     lines = [
         f"config file: {loaded.path or '(none: defaults and environment only)'}",
-        f"state file:  {state_path_from(loaded)}",
+        f"state file:  {loaded.state_path}",
     ]
     for section, model in loaded.settings:
         lines.append(f"\n[{section}]")

@@ -20,7 +20,7 @@ from typing import Literal
 
 import structlog
 
-from late_monitor.errors import AuthRejected, BadPayload, LateApiError, ScopeConflict, StateBusy
+from late_monitor.errors import AuthRejected, BadPayload, LateApiError, ScopeConflict
 from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.late import LateClient
 from late_monitor.messages import CycleRecord, PlannedMessage
@@ -102,17 +102,6 @@ class CycleResult:
         return 0 if self.outcome == "ok" and not self.delivery.failed else 1
 
 
-async def _acquire(store: Store, wait: float) -> int:
-    deadline = time.monotonic() + wait
-    while (fd := store.try_lock()) is None:
-        if time.monotonic() >= deadline:
-            raise StateBusy(
-                f"another late-monitor is running a cycle on {store.path}; gave up after {wait:g}s"
-            )
-        await asyncio.sleep(0.1)
-    return fd
-
-
 def scope_of_state(deps: CycleDeps) -> tuple[Scope, Scope | None, bool]:
     """The scope this configuration watches, the one the state file was written for, and
     whether the first narrows the second. Raises StateError when they differ otherwise, so
@@ -126,7 +115,7 @@ def scope_of_state(deps: CycleDeps) -> tuple[Scope, Scope | None, bool]:
 
 async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:
     """Poll once, record what changed with its notifications, then deliver what is due."""
-    fd = await _acquire(deps.store, deps.lock_wait)
+    fd = await deps.store.lock(deps.lock_wait)
     try:
         return await _run_locked(deps, dry_run=dry_run)
     finally:
@@ -325,7 +314,7 @@ async def _enrich(
         more = await deliver_due(
             deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
         )
-        delivery = _add(delivery, more)
+        delivery = delivery + more
     return replace(
         result,
         events=(*result.events, *events),
@@ -400,18 +389,6 @@ def _log_events(events: Sequence[Event]) -> None:
             new_status=event.new_status,
             note=event.note or None,
         )
-
-
-def _add(one: Delivery, two: Delivery) -> Delivery:
-    per_destination = Counter(one.per_destination)
-    per_destination.update(two.per_destination)
-    return Delivery(
-        delivered=one.delivered + two.delivered,
-        failed=one.failed + two.failed,
-        dropped=one.dropped + two.dropped,
-        failures=(*one.failures, *two.failures),
-        per_destination=dict(per_destination),
-    )
 
 
 def _evented(evaluation: Evaluation) -> list[str]:

@@ -28,7 +28,6 @@ from late_monitor.wiring import (
     deps_from,
     notifier_from,
     setup_logging,
-    state_path_from,
 )
 
 log = structlog.get_logger("late_monitor.daemon")
@@ -64,7 +63,7 @@ class Daemon:
         self.loaded = loaded
         self._config_arg = config_arg
         self.clock = clock
-        self.store = Store.open(state_path_from(loaded))
+        self.store = Store.open(loaded.state_path)
         self.deps: CycleDeps = deps_from(
             loaded, client=client_from(loaded), store=self.store, notifier=notifier, clock=clock
         )

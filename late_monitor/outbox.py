@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -132,6 +132,21 @@ class Delivery:
     unconfirmed: int = 0  # rows taken as delivered after two sends without an answer
     failures: tuple[str, ...] = ()
     per_destination: Mapping[tuple[str, bool], int] = field(default_factory=dict)
+
+    def __add__(self, other: Delivery) -> Delivery:
+        """Two passes as one (a cycle that delivers its news, then its follow-up)."""
+        per_destination = Counter(self.per_destination)
+        per_destination.update(other.per_destination)
+        counts = {
+            f.name: getattr(self, f.name) + getattr(other, f.name)
+            for f in fields(self)
+            if f.type == "int"
+        }
+        return Delivery(
+            **counts,
+            failures=(*self.failures, *other.failures),
+            per_destination=dict(per_destination),
+        )
 
 
 def epoch(clock: Clock) -> float:

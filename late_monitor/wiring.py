@@ -37,10 +37,6 @@ def policy_from(loaded: LoadedConfig) -> Policy:
     )
 
 
-def state_path_from(loaded: LoadedConfig) -> Path:
-    return loaded.state_path
-
-
 def notifier_from(loaded: LoadedConfig) -> Notifier:
     notify = loaded.settings.notify
     return Notifier(

@@ -28,7 +28,6 @@ class Sink:
     posts: int = 0
     port: int = 0
     _runner: web.AppRunner | None = None
-    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.posts += 1
@@ -40,16 +39,9 @@ class Sink:
         if self.max_body is not None and len(body["message"]) > self.max_body:
             return web.Response(status=400, text="message too long")
         self.received.append({**body, "path": request.path, "at": time.monotonic()})
-        self._arrived.set()
         if self.slow:
             await asyncio.sleep(self.slow)
         return web.Response(text="ok")
-
-    async def wait_for(self, count: int = 1) -> None:
-        """Until `count` messages have arrived (bound it with asyncio.timeout)."""
-        while len(self.received) < count:
-            self._arrived.clear()
-            await self._arrived.wait()
 
     async def start(self, port: int = 0) -> None:
         app = web.Application()
