@@ -12,7 +12,7 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -288,40 +288,69 @@ async def _enrich(
     before = Evaluation(states=states, changed=frozenset(), removed=frozenset())
     enriched = apply_details(before, details, now=now, policy=deps.policy)
     events = [*enriched.events, *follow_ups(states, enriched.states, details, enriched.events)]
+    messages, delivery = await _record_and_send(
+        deps,
+        events,
+        details,
+        states=enriched.states,
+        changed=enriched.changed,
+        api=api,
+        outcome="detail",
+        started=now,
+        requests=len(targets),
+    )
+    return replace(
+        result,
+        events=(*result.events, *events),
+        messages=(*result.messages, *messages),
+        requests=deps.client.requests - base,
+        delivery=result.delivery + delivery,
+    )
+
+
+async def _record_and_send(
+    deps: CycleDeps,
+    events: Sequence[Event],
+    details: Mapping[str, Detail],
+    *,
+    states: Mapping[str, AccountState],
+    changed: Iterable[str],
+    api: ApiHealth,
+    outcome: str,
+    started: datetime,
+    requests: int,
+    accounts: int | None = None,
+    error: str | None = None,
+) -> tuple[list[PlannedMessage], Delivery]:
+    """A commit after the cycle's own (a follow-up, a refusal): its messages, the changed
+    states and a record in one transaction, then delivery if there is anything to send."""
     messages: list[PlannedMessage] = []
     if events and deps.notifier.configured:
         await deps.notifier.load()
         messages = deps.notifier.plan(events, details)
     _log_events(events)
     deps.store.commit_cycle(
-        states=enriched.states,
-        changed=enriched.changed,
+        states=states,
+        changed=changed,
         removed=(),
         api=api,
         messages=messages,
         record=CycleRecord(
-            started_at=now,
+            started_at=started,
             finished_at=deps.clock(),
-            outcome="detail",
-            accounts=len(enriched.states),
+            outcome=outcome,
+            accounts=len(states) if accounts is None else accounts,
             events=len(events),
-            requests=len(targets),
-            error=None,
+            requests=requests,
+            error=error,
         ),
     )
-    delivery = result.delivery
-    if messages:
-        more = await deliver_due(
-            deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
-        )
-        delivery = delivery + more
-    return replace(
-        result,
-        events=(*result.events, *events),
-        messages=(*result.messages, *messages),
-        requests=deps.client.requests - base,
-        delivery=delivery,
+    if not messages:
+        return messages, Delivery()
+    delivery = await deliver_due(
+        deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
     )
+    return messages, delivery
 
 
 def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:
@@ -354,28 +383,19 @@ async def _tell_conflict(
     if api.scope_alerted:
         return
     event = Event(Kind.SCOPE_CONFLICT, NotifyType.FAILURE, note=str(exc))
-    _log_events([event])
-    messages: list[PlannedMessage] = []
-    if deps.notifier.configured:
-        await deps.notifier.load()
-        messages = deps.notifier.plan([event], {})
-    deps.store.commit_cycle(
+    await _record_and_send(
+        deps,
+        [event],
+        {},
         states=states,  # unchanged: only the message and the record are written
         changed=(),
-        removed=(),
         api=replace(api, scope_alerted=True),
-        messages=messages,
-        record=CycleRecord(
-            started_at=started,
-            finished_at=deps.clock(),
-            outcome="scope_refused",
-            accounts=0,
-            events=1,
-            requests=0,
-            error=str(exc),
-        ),
+        outcome="scope_refused",
+        started=started,
+        requests=0,
+        accounts=0,  # nothing was polled
+        error=str(exc),
     )
-    await deliver_due(deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock)
 
 
 def _log_events(events: Sequence[Event]) -> None:
