@@ -143,6 +143,10 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         "monitor.remind_every",
         "late.timeout",
         "notify.retry_for",
+        "http.link_expiry",
+        "http.recheck_after",
+        "impact.horizon",
+        "impact.escalate_within",
     }:
         return f'"{format_duration(value)}"'
     if key == "monitor.token_expiry_warn":

@@ -186,10 +186,35 @@ class NotifySettings(_Section):
     routes: dict[Literal["info", "success", "warning", "failure"], list[str]] = Field(
         default_factory=dict
     )
+    templates: str = ""  # a directory of Jinja2 templates overriding the built-in texts
+
+
+def _check_public_url(value: str) -> str:
+    url = value.strip().rstrip("/")
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL (e.g. https://monitor.example.com)")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(f"{url!r}: no query, fragment or credentials in the public URL")
+    return url
 
 
 class HttpSettings(_Section):
     listen: str = ""
+    # where people reach `listen` from (a reverse proxy): links in messages point there
+    public_url: Annotated[str, AfterValidator(_check_public_url)] = ""
+    link_expiry: PositiveDuration = 7 * 86400.0  # how long a reconnect link works
+    recheck_after: PositiveDuration = 60.0  # after a reconnect link is opened: poll again
+
+
+class ImpactSettings(_Section):
+    """Scheduled posts of failing accounts: how far ahead to look, when to escalate."""
+
+    horizon: PositiveDuration = 72 * 3600.0
+    escalate_within: Duration = 2 * 3600.0  # "0" = never raise a warning to failure
+    max_pages: int = Field(default=10, ge=0, le=1000)  # of 100 posts each; 0 = no lookup
 
 
 class LogSettings(_Section):
@@ -213,6 +238,7 @@ class Settings(BaseSettings):
     state: StateSettings = Field(default_factory=StateSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    impact: ImpactSettings = Field(default_factory=ImpactSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
 

@@ -22,11 +22,15 @@ import structlog
 
 from late_monitor.errors import AuthRejected, BadPayload, LateApiError, ScopeConflict
 from late_monitor.events import Event, Kind, NotifyType
+from late_monitor.impact import apply_impact, needing, tally
 from late_monitor.late import LateClient
 from late_monitor.messages import CycleRecord, PlannedMessage
 from late_monitor.models import Detail
 from late_monitor.notify import CONSOLE_URL, Notifier
 from late_monitor.outbox import Delivery, deliver_due
+from late_monitor.posts import Lookup
+from late_monitor.reconnect import LinkMaker
+from late_monitor.render import Extras
 from late_monitor.rules import (
     Evaluation,
     Policy,
@@ -73,6 +77,11 @@ class CycleDeps:
     retry_for: float = 86400.0
     lock_wait: float = 15.0
     clock: Callable[[], datetime] = utcnow
+    impact_horizon: float = 72 * 3600.0  # [impact]: scheduled posts of failing accounts
+    escalate_within: float = 2 * 3600.0
+    impact_pages: int = 10
+    public_url: str = ""  # [http] public_url: reconnect links point there
+    link_expiry: float = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,8 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         )
 
     details: dict[str, Detail] = {}
+    extras: dict[str, Extras] = {}
+    lookup: Lookup | None = None
     error: str | None = None
     unreadable_count = 0
     evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
@@ -198,9 +209,15 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             evaluation = evaluate(previous, snapshot, now=now, policy=deps.policy)
         with watch.phase("detail"):
             evented = _evented(evaluation) if deps.detail != "never" else []
-            details = await _fetch_details(deps, evented, within=DETAIL_SLICE)
+            lookup = _lookup(deps, now)
+            wanted = needing(evaluation.events, evaluation.states)
+            details, _ = await asyncio.gather(  # the listing shares the detail calls' slice
+                _fetch_details(deps, evented, within=DETAIL_SLICE),
+                lookup.listing([evaluation.states[a] for a in wanted], within=DETAIL_SLICE),
+            )
             evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
             evaluation = _detail_later(evaluation, [a for a in evented if a not in details])
+            evaluation, extras = await _with_impact(deps, evaluation, lookup, now, dry_run)
         api, api_events = api_succeeded(api)
         api, unreadable = unreadable_told(api, snapshot, evaluation.states)
         for event in unreadable:
@@ -214,7 +231,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     with watch.phase("render"):
         if events and deps.notifier.configured:
             await deps.notifier.load()
-            messages = deps.notifier.plan(events, details)
+            messages = deps.notifier.plan(events, details, extras)
     _log_events(events)
 
     by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
@@ -230,7 +247,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         unreadable=unreadable_count,
     )
     if dry_run:
-        await _print_dry_run(deps.notifier, events, details)
+        await _print_dry_run(deps.notifier, events, details, extras)
         return _finish(result, t0, watch)
 
     with watch.phase("store"):
@@ -257,10 +274,16 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
         )
     result = replace(result, delivery=delivery)
-    if outcome == "ok" and deps.detail != "never":
+    if outcome == "ok" and deps.detail != "never" and lookup is not None:
         with watch.phase("enrich"):
             result = await _enrich(
-                deps, result, evaluation.states, api, fetched=set(details), base=requests_before
+                deps,
+                result,
+                evaluation.states,
+                api,
+                fetched=set(details),
+                base=requests_before,
+                lookup=lookup,
             )
     return _finish(result, t0, watch)
 
@@ -273,12 +296,13 @@ async def _enrich(
     *,
     fetched: set[str],
     base: int,
+    lookup: Lookup,
 ) -> CycleResult:
     """After the cycle's news is committed and sent: the details that did not fit in its
     slice (a big incident), and the rolling sweep, within the cycle's share of the request
     budget. What they reveal is committed and sent as a follow-up; a process stopped in
     between loses nothing, since the accounts still wanting detail are marked so."""
-    targets = _detail_targets(deps, states, fetched=fetched)
+    targets = _detail_targets(deps, states, fetched=fetched, spent=lookup.requests)
     if not targets:
         return result
     details = await _fetch_details(deps, targets, within=None)
@@ -288,10 +312,14 @@ async def _enrich(
     before = Evaluation(states=states, changed=frozenset(), removed=frozenset())
     enriched = apply_details(before, details, now=now, policy=deps.policy)
     events = [*enriched.events, *follow_ups(states, enriched.states, details, enriched.events)]
+    enriched = replace(enriched, events=tuple(events))
+    enriched, extras = await _with_impact(deps, enriched, lookup, now, False)
+    events = list(enriched.events)
     messages, delivery = await _record_and_send(
         deps,
         events,
         details,
+        extras=extras,
         states=enriched.states,
         changed=enriched.changed,
         api=api,
@@ -321,13 +349,14 @@ async def _record_and_send(
     requests: int,
     accounts: int | None = None,
     error: str | None = None,
+    extras: Mapping[str, Extras] | None = None,
 ) -> tuple[list[PlannedMessage], Delivery]:
     """A commit after the cycle's own (a follow-up, a refusal): its messages, the changed
     states and a record in one transaction, then delivery if there is anything to send."""
     messages: list[PlannedMessage] = []
     if events and deps.notifier.configured:
         await deps.notifier.load()
-        messages = deps.notifier.plan(events, details)
+        messages = deps.notifier.plan(events, details, extras)
     _log_events(events)
     deps.store.commit_cycle(
         states=states,
@@ -411,6 +440,65 @@ def _log_events(events: Sequence[Event]) -> None:
         )
 
 
+def _lookup(deps: CycleDeps, now: datetime) -> Lookup:
+    return Lookup(
+        deps.client,
+        now=now,
+        horizon=deps.impact_horizon,
+        max_pages=deps.impact_pages,
+        profile_id=deps.profile_id,
+    )
+
+
+class _Ephemeral:
+    """--dry-run writes nothing: its links are signed with a key that is thrown away."""
+
+    def meta_setdefault(self, key: str, value: object) -> object:
+        return value
+
+
+async def _with_impact(
+    deps: CycleDeps, evaluation: Evaluation, lookup: Lookup, now: datetime, dry_run: bool
+) -> tuple[Evaluation, dict[str, Extras]]:
+    """What the failing accounts' scheduled posts (the cycle's one listing) and reconnect
+    links add to their events: counts in their states, warnings raised to failures when a
+    post is due soon. A recovered account's impact is cleared and its links are spent."""
+    states = dict(evaluation.states)
+    wanted = [states[a] for a in needing(evaluation.events, states)]
+    listing = await lookup.listing(wanted, within=DETAIL_SLICE)
+    impacts = tally(listing, wanted, now=now, horizon=deps.impact_horizon)
+    updated, events, raised = apply_impact(
+        states, evaluation.events, impacts, now=now, escalate_within=deps.escalate_within
+    )
+    for account_id in raised:
+        log.info("alert_raised", account_id=account_id, reason="scheduled post due soon")
+    for event in events:
+        if event.kind is Kind.RECOVERED and event.account_id in states:
+            updated[event.account_id] = replace(
+                states[event.account_id],
+                recovered_at=now,
+                scheduled_posts=None,
+                next_post_at=None,
+                impact_at=None,
+            )
+    states.update(updated)
+    links = LinkMaker(
+        _Ephemeral() if dry_run else deps.store,
+        public_url=deps.public_url,
+        base_url=deps.client.base_url,
+        expiry=deps.link_expiry,
+        now=now,
+    )
+    extras = {s.account_id: Extras(impacts[s.account_id], links(s)) for s in wanted}
+    evaluation = replace(
+        evaluation,
+        states=states,
+        changed=evaluation.changed | frozenset(updated),
+        events=tuple(events),
+    )
+    return evaluation, extras
+
+
 def _evented(evaluation: Evaluation) -> list[str]:
     """The accounts this poll has news of, each once, in the order of their events."""
     states = evaluation.states
@@ -433,13 +521,15 @@ def _detail_later(evaluation: Evaluation, missed: Sequence[str]) -> Evaluation:
 
 
 def _detail_targets(
-    deps: CycleDeps, states: Mapping[str, AccountState], *, fetched: set[str]
+    deps: CycleDeps, states: Mapping[str, AccountState], *, fetched: set[str], spent: int = 0
 ) -> list[str]:
     """The accounts to fetch detail for once the cycle's news is out: those still owed one
     (oldest news first), then the rolling sweep, within the cycle's share of the budget."""
     if deps.detail == "all":
         return [account_id for account_id in states if account_id not in fetched]
-    allowance = int(deps.max_requests_per_minute * deps.interval / 60) - 1 - len(fetched)
+    allowance = (
+        int(deps.max_requests_per_minute * deps.interval / 60) - 1 - len(fetched) - spent
+    )
     if allowance <= 0:
         return []
     owed = [s for s in states.values() if s.detail_due and s.account_id not in fetched]
@@ -483,15 +573,18 @@ async def _fetch_details(
 
 
 async def _print_dry_run(
-    notifier: Notifier, events: Sequence[Event], details: Mapping[str, Detail]
+    notifier: Notifier,
+    events: Sequence[Event],
+    details: Mapping[str, Detail],
+    extras: Mapping[str, Extras],
 ) -> None:
     """--dry-run: the messages go to the console destination instead of the real ones."""
     if not events:
         print("dry run: nothing to notify", flush=True)
         return
-    console = Notifier(urls=[CONSOLE_URL], group=notifier.group)
+    console = Notifier(urls=[CONSOLE_URL], group=notifier.group, templates=notifier.renderer.templates)
     await console.load()
-    for message in console.plan(events, details):
+    for message in console.plan(events, details, extras):
         for key, _ in message.destinations:
             await console.send(
                 key, title=message.title, body=message.body, notify_type=message.notify_type

@@ -29,6 +29,7 @@ from late_monitor.errors import (
     Redirected,
 )
 from late_monitor.health_list import HealthParser
+from late_monitor.impact import PAGE_SIZE, Page, parse_page
 from late_monitor.models import Body, Detail, Snapshot, bad_payload, parse_detail
 
 log = structlog.get_logger("late_monitor.late")
@@ -223,6 +224,41 @@ class LateClient:
             return parse_detail(body, status=status)
         except BadPayload as exc:
             raise self._masked_error(exc) from None
+
+    async def scheduled_posts(
+        self, *, date_from: str, date_to: str, page: int, profile_id: str = "", platform: str = ""
+    ) -> Page:
+        """One page of `GET /posts?status=scheduled`, soonest first."""
+        params = {
+            "status": "scheduled",
+            "dateFrom": date_from,
+            "dateTo": date_to,
+            "page": str(page),
+            "limit": str(PAGE_SIZE),
+            "sortBy": "scheduled-asc",
+        }
+        if profile_id:
+            params["profileId"] = profile_id
+        if platform:
+            params["platform"] = platform
+        status, body = await self._get("/posts", params)
+        try:
+            return parse_page(body, status=status)
+        except BadPayload as exc:
+            raise self._masked_error(exc) from None
+
+    async def connect_url(self, platform: str, profile_id: str) -> str:
+        """A fresh OAuth `authUrl` to reconnect an account (it expires within minutes)."""
+        path = f"/connect/{quote(platform, safe='')}"
+        status, body = await self._get(path, {"profileId": profile_id})
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        url = data.get("authUrl") if isinstance(data, dict) else None
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("https", "http"):
+            raise self._masked_error(bad_payload(body, status, "no authUrl"))
+        return url
 
     async def _get(self, path: str, params: Mapping[str, str]) -> tuple[int, Body]:
         url = self.base_url + path

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
@@ -25,6 +26,14 @@ from late_monitor.events import Event, Kind, NotifyType, worst_type
 from late_monitor.logs import REDACTOR
 from late_monitor.messages import Entry, PlannedMessage
 from late_monitor.models import SHAPE_ERROR, Detail
+from late_monitor.render import (
+    FORMAT_OF_STYLE,
+    Extras,
+    Renderer,
+    account_context,
+    event_context,
+    style_for,
+)
 
 log = structlog.get_logger("late_monitor.notify")
 
@@ -57,7 +66,7 @@ _BODY_LIMITS = {
 }
 # Room for what Apprise adds (escaping, markup) after we fit a message to the limit.
 _MARGIN = 32
-_MORE = "... and {} more (see late-monitor status)"
+_MORE = "... and {} more accounts (see late-monitor status)"
 _HTTP_STATUS = re.compile(r"error=(\d{3})\b")
 
 # Apprise's read timeout (?rto=) when the URL sets none is 4 s, the same as its connect timeout
@@ -78,6 +87,7 @@ class Destination:
     title_in_body: bool = False  # the service counts (or puts) the title in the body
     connect_timeout: float = 4.0
     read_timeout: float = READ_TIMEOUT
+    style: str = "text"  # render.STYLES: how its messages are written and escaped
 
     @property
     def timeout(self) -> float:
@@ -110,6 +120,7 @@ class Notifier:
         group: str = "cycle",
         timeout: float = 30.0,
         body_limits: Mapping[str, int] | None = None,
+        templates: str = "",
     ) -> None:
         self._urls = list(urls)
         self._body_limits = {**_BODY_LIMITS, **(body_limits or {})}  # schema -> characters
@@ -121,6 +132,7 @@ class Notifier:
         self._destinations: dict[str, Destination] = {}
         self._single: dict[str, Any] = {}
         self._learned: dict[str, int] = {}  # destination key -> the size it took after a 4xx
+        self.renderer = Renderer(templates)  # a broken templates directory: ConfigError now
 
     @property
     def configured(self) -> bool:
@@ -157,8 +169,10 @@ class Notifier:
             raw = str(service.url(privacy=False))
             REDACTOR.add_url(raw, private=str(service.url(privacy=True)))
             key = destination_key(raw)  # before our default timeout changes service.url()
-            limit = self._body_limits.get(plugins.schema_of(raw) or "")
-            destinations[key] = _destination(key, service, body_max=limit)
+            schema = plugins.schema_of(raw)
+            limit = self._body_limits.get(schema or "")
+            style = style_for(schema, _url_format(raw))
+            destinations[key] = _destination(key, service, body_max=limit, style=style)
         for key, destination in destinations.items():
             single = apprise.Apprise()
             single.add(destination.service)
@@ -205,7 +219,10 @@ class Notifier:
         return [d for d in self._destinations.values() if id(d.service) in wanted]
 
     def plan(
-        self, events: Sequence[Event], details: Mapping[str, Detail] | None = None
+        self,
+        events: Sequence[Event],
+        details: Mapping[str, Detail] | None = None,
+        extras: Mapping[str, Extras] | None = None,
     ) -> list[PlannedMessage]:
         """One message per destination for the cycle (or per account with group = account)."""
         if not events or not self._destinations:
@@ -224,13 +241,16 @@ class Notifier:
             for event in group:
                 for destination in self.routed(event.notify_type):
                     per_destination[destination.key].append(event)
-            by_content: dict[tuple[int, ...], list[str]] = defaultdict(list)
+            by_content: dict[tuple[str, tuple[int, ...]], list[str]] = defaultdict(list)
             for key, routed in per_destination.items():
-                by_content[tuple(id(e) for e in routed)].append(key)
+                style = self._destinations[key].style
+                by_content[style, tuple(id(e) for e in routed)].append(key)
             index = {id(e): e for e in group}
-            for content, keys in by_content.items():
+            for (style, content), keys in by_content.items():
                 chosen = [index[i] for i in content]
-                title, entries, notify_type = digest(chosen, details or {})
+                title, entries, notify_type = digest(
+                    chosen, details or {}, extras, style=style, renderer=self.renderer
+                )
                 messages.append(
                     PlannedMessage(
                         notify_type=notify_type,
@@ -300,6 +320,7 @@ class Notifier:
                 body=body,
                 title=title,
                 notify_type=notify_type,
+                body_format=FORMAT_OF_STYLE[destination.style],
                 timeout=max(self._timeout, destination.timeout),
             )
         except Exception as exc:  # a plugin's own bug must not stop the other deliveries
@@ -316,7 +337,15 @@ class Notifier:
         return None
 
 
-def _destination(key: str, service: Any, *, body_max: int | None) -> Destination:
+def _url_format(url: str) -> str | None:
+    """The `?format=` a destination's URL asks for, if any."""
+    values = parse_qs(urlsplit(url).query).get("format")
+    return values[-1].lower() if values else None
+
+
+def _destination(
+    key: str, service: Any, *, body_max: int | None, style: str = "text"
+) -> Destination:
     if body_max is None:
         body_max = int(getattr(service, "body_maxlen", 0) or 0)
     title_max = int(getattr(service, "title_maxlen", 0) or 0)
@@ -338,6 +367,7 @@ def _destination(key: str, service: Any, *, body_max: int | None) -> Destination
         title_in_body=title_max <= 0 or bool(getattr(service, "overflow_amalgamate_title", False)),
         connect_timeout=connect,
         read_timeout=read,
+        style=style,
     )
 
 
@@ -369,54 +399,34 @@ def _severity(event: Event) -> tuple[int, str]:
     return (-event.notify_type.weight, event.account_id or "")
 
 
-def _account_line(events: Sequence[Event], details: Mapping[str, Detail]) -> str:
-    first = events[0]
-    state = first.account
-    assert state is not None
-    name = state.username or state.display_name or state.account_id
-    parts = [f"[{worst_type(events).upper()}] {state.platform} {name} ({state.account_id}):"]
-    kinds = {e.kind for e in events}
-    status_event = next((e for e in events if e.old_status and e.new_status), None)
-    first_seen = next((e for e in events if e.first_seen), None)
-    if Kind.REMOVED in kinds:
-        parts.append("no longer connected to Late")
-    elif first_seen is not None:
-        parts.append(f"first seen in {state.status}")
-    elif status_event and status_event.old_status != status_event.new_status:
-        parts.append(f"{status_event.old_status} -> {status_event.new_status}")
-    else:
-        parts.append(state.status)
-    if Kind.RECONNECT_NEEDED in kinds or (state.needs_reconnect and Kind.REMOVED not in kinds):
-        parts.append("- needs reconnect")
-    if Kind.POSTING_BLOCKED in kinds or (not state.can_post and Kind.REMOVED not in kinds):
-        parts.append("- cannot post")
-    if Kind.RECOVERED in kinds:
-        parts.append("- recovered")
-    notes = [e.note for e in events if e.note]
-    if notes:
-        parts.append("- " + "; ".join(notes))
-    lines = [" ".join(parts)]
-    if state.issues and Kind.REMOVED not in kinds and Kind.RECOVERED not in kinds:
-        lines.append("    issues: " + "; ".join(state.issues))
-    detail = details.get(state.account_id)
-    if detail is not None and Kind.RECOVERED not in kinds:
-        if detail.missing:
-            lines.append("    missing permissions: " + ", ".join(detail.missing))
-        if detail.recommendations:
-            lines.append("    fix: " + "; ".join(detail.recommendations))
-    return "\n".join(lines)
+def _default_renderer() -> Renderer:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Renderer()
+    return _DEFAULT
+
+
+_DEFAULT: Renderer | None = None
 
 
 def render(events: Sequence[Event], details: Mapping[str, Detail]) -> tuple[str, str, str]:
-    """Title, body and Apprise type of one message; worst severity first."""
+    """Title, body and Apprise type of one plain-text message; worst severity first."""
     title, entries, notify_type = digest(events, details)
     return title, "\n".join(entry.text for entry in entries), notify_type
 
 
 def digest(
-    events: Sequence[Event], details: Mapping[str, Detail]
+    events: Sequence[Event],
+    details: Mapping[str, Detail],
+    extras: Mapping[str, Extras] | None = None,
+    *,
+    style: str = "text",
+    renderer: Renderer | None = None,
 ) -> tuple[str, tuple[Entry, ...], str]:
-    """Title, the body's entries (one per account, the API's first) and Apprise type."""
+    """Title, the body's entries (one per account, the API's first) and Apprise type, in
+    the destination's style."""
+    renderer = renderer or _default_renderer()
+    extras = extras or {}
     by_account: dict[str, list[Event]] = defaultdict(list)
     api_events: list[Event] = []
     for event in sorted(events, key=_severity):
@@ -444,13 +454,53 @@ def digest(
         phrases.append(f"{removed} removed")
     if detailed:
         phrases.append(f"details for {_count(detailed)}")
-    title = "Late: " + ", ".join(phrases)
-    entries = [Entry("api", str(e.notify_type), _api_line(e)) for e in api_events]
-    entries += [
-        Entry(account_id, str(worst_type(evs)), _account_line(evs, details))
-        for account_id, evs in by_account.items()
+    worst = worst_type(events)
+    ordered = sorted(events, key=_severity)
+    title = renderer.title(
+        style,
+        str(ordered[0].kind) if ordered else "digest",
+        {
+            "phrases": phrases,
+            "type": str(worst),
+            "counts": {
+                "attention": attention,
+                "improved": improved,
+                "recovered": recovered,
+                "removed": removed,
+                "details": detailed,
+            },
+            "events": [event_context(e) for e in ordered],
+        },
+    )
+    entries = [
+        Entry(
+            "api",
+            str(e.notify_type),
+            renderer.entry(
+                style,
+                str(e.kind),
+                {
+                    "format": FORMAT_OF_STYLE[style],
+                    "type": str(e.notify_type),
+                    "line": _api_line(e),
+                    "event": event_context(e),
+                    "account": None,
+                },
+            ),
+        )
+        for e in api_events
     ]
-    return title, tuple(entries), str(worst_type(events))
+    for account_id, evs in by_account.items():
+        kind = worst_kind(evs)
+        context = account_context(evs, details.get(account_id), extras.get(account_id), str(worst_type(evs)))
+        context["format"] = FORMAT_OF_STYLE[style]
+        entries.append(Entry(account_id, str(worst_type(evs)), renderer.entry(style, kind, context)))
+    return title, tuple(entries), str(worst)
+
+
+def worst_kind(events: Sequence[Event]) -> str:
+    """The kind that names an account's entry: its loudest event's."""
+    return str(min(events, key=_severity).kind)
 
 
 def _api_title(event: Event) -> str:
@@ -462,8 +512,8 @@ def _api_title(event: Event) -> str:
 
 def _api_line(event: Event) -> str:
     if event.kind not in _API_TITLES:
-        return f"[{event.notify_type.upper()}] {event.note}"
-    return f"[{event.notify_type.upper()}] {_API_TITLES[event.kind]}: {event.note}".rstrip(": ")
+        return event.note
+    return f"{_API_TITLES[event.kind]}: {event.note}".rstrip(": ")
 
 
 def _count(n: int) -> str:

@@ -51,6 +51,10 @@ class AccountState:
     can_fetch_analytics: bool = True
     absent_since: datetime | None = None
     detail_due: bool = False  # news went out before its detail came: fetch it next
+    scheduled_posts: int | None = None  # due within [impact] horizon at impact_at; None: unknown
+    next_post_at: datetime | None = None
+    impact_at: datetime | None = None
+    recovered_at: datetime | None = None  # reconnect links issued before this are spent
 
     @property
     def condition(self) -> Condition:

@@ -35,6 +35,9 @@ def status_report(store: Store, *, cycles: int = 10) -> dict[str, Any]:
                 "last_notice_at": _iso(s.last_notice_at),
                 "issues": list(s.issues),
                 "missing_scopes": list(s.missing_scopes),
+                "scheduled_posts": s.scheduled_posts,  # None: not looked up, or unknown
+                "next_post_at": _iso(s.next_post_at),
+                "impact_at": _iso(s.impact_at),
             }
             for s in states
         ],

@@ -297,6 +297,15 @@ class Store:
             (key, json.dumps(value)),
         )
 
+    def meta_setdefault(self, key: str, value: Any) -> Any:
+        """The meta value of `key`, storing `value` first if there is none: two processes
+        that race to create it both get the one that was stored."""
+        self._write(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+            (key, json.dumps(value)),
+        )
+        return self.read_meta(key)
+
     def data_version(self) -> int:
         """Changes whenever another connection commits: tells a cache it is stale."""
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])

@@ -38,13 +38,19 @@ def policy_from(loaded: LoadedConfig) -> Policy:
 
 
 def notifier_from(loaded: LoadedConfig) -> Notifier:
+    """The notifier of `[notify]`; a broken templates directory is a config error naming
+    the file, the line and where `notify.templates` was set."""
     notify = loaded.settings.notify
-    return Notifier(
-        urls=[url.get_secret_value() for url in notify.urls],
-        config_path=notify.config,
-        routes={str(key): value for key, value in notify.routes.items()},
-        group=notify.group,
-    )
+    try:
+        return Notifier(
+            urls=[url.get_secret_value() for url in notify.urls],
+            config_path=notify.config,
+            routes={str(key): value for key, value in notify.routes.items()},
+            group=notify.group,
+            templates=notify.templates,
+        )
+    except ConfigError as exc:
+        raise ConfigError([_where(loaded, problem) for problem in exc.problems]) from None
 
 
 def client_from(loaded: LoadedConfig) -> LateClient:
@@ -175,6 +181,11 @@ def deps_from(
         max_requests_per_minute=settings.late.max_requests_per_minute,
         retry_for=settings.notify.retry_for,
         clock=clock,
+        impact_horizon=settings.impact.horizon,
+        escalate_within=settings.impact.escalate_within,
+        impact_pages=settings.impact.max_pages,
+        public_url=settings.http.public_url,
+        link_expiry=settings.http.link_expiry,
     )
 
 

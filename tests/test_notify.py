@@ -138,29 +138,29 @@ BODY = "\n".join(
     [
         (1000, False, BODY),
         (
-            190,  # less the margin left for what Apprise adds, the last entry does not fit
+            199,  # less the margin left for what Apprise adds, the last entry does not fit
             False,
-            "\n".join(BODY.splitlines()[:3]) + "\n... and 1 more (see late-monitor status)",
+            "\n".join(BODY.splitlines()[:3]) + "\n... and 1 more accounts (see late-monitor status)",
         ),
         (
-            150,  # the first entry whole, never half of the second
+            159,  # the first entry whole, never half of the second
             False,
-            "\n".join(BODY.splitlines()[:2]) + "\n... and 2 more (see late-monitor status)",
+            "\n".join(BODY.splitlines()[:2]) + "\n... and 2 more accounts (see late-monitor status)",
         ),
         (
-            150 + len("Late: x") + 2,
+            159 + len("Late: x") + 2,
             True,  # Discord counts the title in its 2,000 characters
-            "\n".join(BODY.splitlines()[:2]) + "\n... and 2 more (see late-monitor status)",
+            "\n".join(BODY.splitlines()[:2]) + "\n... and 2 more accounts (see late-monitor status)",
         ),
         (
-            130,  # not even one entry whole: its first line
+            139,  # not even one entry whole: its first line
             False,
-            BODY.splitlines()[0] + "\n... and 2 more (see late-monitor status)",
+            BODY.splitlines()[0] + "\n... and 2 more accounts (see late-monitor status)",
         ),
         (
-            100,  # not even its first line: cut
+            109,  # not even its first line: cut
             False,
-            BODY[:27] + "\n... and 2 more (see late-monitor status)",
+            BODY[:27] + "\n... and 2 more accounts (see late-monitor status)",
         ),
     ],
 )

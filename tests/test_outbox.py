@@ -118,7 +118,7 @@ async def test_a_digest_a_webhook_refuses_as_too_long_arrives_cut_and_the_size_i
     assert (first.delivered, second.delivered) == (1, 1)
     [cut, next_one] = [m["message"] for m in sink.received]
     assert cut.startswith("[FAILURE] twitter @big00")
-    assert cut.rstrip().endswith("more (see late-monitor status)")
+    assert cut.rstrip().endswith("more accounts (see late-monitor status)")
     assert sink.posts == 3  # as is (refused), cut to 500 (taken); the next one cut at once
     assert "@next00" in next_one
     [shortened] = [e for e in logs if e["event"] == "notification_shortened"]
@@ -177,7 +177,7 @@ async def test_a_digest_longer_than_the_destination_takes_is_cut_at_an_entry_and
     body = message["message"]
     assert len(body) <= 2000
     *entries, last = body.split("\n")
-    assert last == f"... and {60 - len(entries)} more (see late-monitor status)"
+    assert last == f"... and {60 - len(entries)} more accounts (see late-monitor status)"
     assert all(line.startswith("[FAILURE] twitter @account") for line in entries)
     assert len(entries) > 10
 

@@ -7,6 +7,7 @@ from late_monitor.simulator.app import (
     Fault,
     Overlay,
     SimAccount,
+    SimPost,
     Simulator,
     make_accounts,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "Fault",
     "Overlay",
     "SimAccount",
+    "SimPost",
     "Simulator",
     "make_accounts",
 ]

@@ -31,6 +31,26 @@ _SCOPES = {
 }
 
 
+# GET /v1/connect/{platform} takes these (the OpenAPI document's enum)
+CONNECT_PLATFORMS = frozenset(
+    [
+        "facebook",
+        "instagram",
+        "linkedin",
+        "twitter",
+        "tiktok",
+        "youtube",
+        "threads",
+        "reddit",
+        "pinterest",
+        "bluesky",
+        "googlebusiness",
+        "telegram",
+        "snapchat",
+    ]
+)
+
+
 class _Missing(Enum):
     MISSING = "MISSING"
 
@@ -140,6 +160,40 @@ class SimAccount:
             or (["Reconnect the account in Late"] if self.needs_reconnect or required else []),
         }
         return self.raw_detail.over(body)
+
+
+@dataclass
+class SimPost:
+    """A scheduled post: its time and its platform targets (platform, account id)."""
+
+    post_id: str
+    title: str
+    scheduled_for: datetime
+    targets: list[tuple[str, str]]
+
+    def json(self, accounts: dict[str, SimAccount]) -> dict[str, Any]:
+        def target(platform: str, account_id: str) -> dict[str, Any]:
+            account = accounts.get(account_id)
+            ref: Any = account_id
+            if account is not None:  # the listing populates the account, as Late's example
+                ref = {
+                    "_id": account_id,
+                    "platform": account.platform,
+                    "username": account.username,
+                    "displayName": account.display_name or account.username,
+                    "isActive": True,
+                }
+            return {"platform": platform, "accountId": ref, "status": "pending"}
+
+        return {
+            "_id": self.post_id,
+            "title": self.title,
+            "content": self.title,
+            "status": "scheduled",
+            "scheduledFor": _iso(self.scheduled_for),
+            "timezone": "UTC",
+            "platforms": [target(p, a) for p, a in self.targets],
+        }
 
 
 def _iso(value: datetime) -> str:

@@ -14,12 +14,20 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from late_monitor.simulator.accounts import MISSING, PLATFORMS, Overlay, SimAccount, make_accounts
+from late_monitor.simulator.accounts import (
+    CONNECT_PLATFORMS,
+    MISSING,
+    PLATFORMS,
+    Overlay,
+    SimAccount,
+    SimPost,
+    make_accounts,
+)
 from late_monitor.simulator.faults import Fault, answer, verbatim
 
 # The model and the faults live in their own modules; demo.py and older tests import them here.
@@ -30,6 +38,7 @@ __all__ = [
     "Fault",
     "Overlay",
     "SimAccount",
+    "SimPost",
     "Simulator",
     "make_accounts",
 ]
@@ -56,10 +65,13 @@ class Simulator:
         self.served: dict[str, Fault] = {}  # path part -> body served until cleared
         self.requests: list[tuple[float, str, int]] = []
         self.authorizations: list[str] = []  # each request's Authorization header, "" if none
+        self.queried: list[str] = []  # each request's path and query
         self._started = asyncio.Event()
         self._window = 0
         self._used = 0
         self._runner: web.AppRunner | None = None
+        self.posts: list[SimPost] = []  # scheduled posts, served by GET /v1/posts
+        self.auth_urls: list[str] = []  # every authUrl GET /v1/connect/{platform} gave
         self.base_url = ""
         self.port = 0
 
@@ -95,6 +107,46 @@ class Simulator:
             issues=[],
             revoked=set(),
         )
+
+    def add_post(
+        self, account_ids: list[str] | str, scheduled_for: datetime, *, title: str = "Post"
+    ) -> SimPost:
+        """A scheduled post to these accounts (one platform target each)."""
+        ids = [account_ids] if isinstance(account_ids, str) else list(account_ids)
+        post = SimPost(
+            post_id=f"post_{len(self.posts):06d}",
+            title=title,
+            scheduled_for=scheduled_for,
+            targets=[(self.accounts[a].platform, a) if a in self.accounts else ("", a) for a in ids],
+        )
+        self.posts.append(post)
+        self.posts.sort(key=lambda p: p.scheduled_for)
+        return post
+
+    def schedule_posts(
+        self, per_account: float, *, within: timedelta, now: datetime | None = None, seed: int = 0
+    ) -> int:
+        """About `per_account` posts per account at random times over `within` from now
+        (the bench's large workspaces)."""
+        rng = random.Random(seed)
+        now = now or datetime.now(UTC)
+        span = within.total_seconds()
+        added = []
+        for index, account in enumerate(self.accounts.values()):
+            count = int(per_account) + (rng.random() < per_account % 1)
+            for _ in range(count):
+                when = now + timedelta(seconds=rng.uniform(60, span))
+                added.append(
+                    SimPost(
+                        post_id=f"post_{index:06d}_{len(added)}",
+                        title="Scheduled",
+                        scheduled_for=when.replace(microsecond=0),
+                        targets=[(account.platform, account.account_id)],
+                    )
+                )
+        self.posts.extend(added)
+        self.posts.sort(key=lambda p: p.scheduled_for)
+        return len(added)
 
     def inject(self, fault: Fault) -> None:
         self.faults.append(fault)
@@ -165,6 +217,10 @@ class Simulator:
             self._started.clear()
             await self._started.wait()
 
+    def urls(self, path_part: str = "") -> list[str]:
+        """The path and query of every request whose path contains `path_part`."""
+        return [url for url in self.queried if path_part in url.split("?", 1)[0]]
+
     def count(self, path_part: str = "") -> int:
         return sum(1 for _, path, _ in self.requests if path_part in path)
 
@@ -175,6 +231,10 @@ class Simulator:
         app.router.add_get("/api/v1/accounts/health", self._health)
         app.router.add_get("/api/v1/accounts/{account_id}/health", self._detail)
         app.router.add_get("/api/v1/accounts", self._list)
+        app.router.add_get("/api/v1/posts", self._posts)
+        app.router.add_get("/api/v1/connect/{platform}", self._connect)
+        # Where an authUrl leads: "the user completed OAuth", the account reconnects.
+        app.router.add_get("/_sim/oauth/{platform}", self._oauth)
         # Control endpoints for benchmarks and demos driving a simulator in another process.
         app.router.add_post("/_sim/churn", self._churn)
         app.router.add_get("/_sim/stats", self._stats)
@@ -233,6 +293,7 @@ class Simulator:
     async def _gate(self, request: web.Request) -> tuple[web.StreamResponse | None, dict[str, str]]:
         """Auth, rate limit, latency and injected faults, before the real answer."""
         headers = self._rate_headers()
+        self.queried.append(request.path_qs)
         self.authorizations.append(request.headers.get("Authorization", ""))
         self._started.set()
         if self.latency:
@@ -311,6 +372,94 @@ class Simulator:
         self.requests.append((time.time(), request.path, 200))
         return web.json_response(account.detail(datetime.now(UTC)), headers=headers)
 
+    async def _posts(self, request: web.Request) -> web.StreamResponse:
+        """`GET /v1/posts` as the OpenAPI document has it: status, platform, profileId,
+        dateFrom/dateTo (dates, both days included), sortBy, page and limit (1-100)."""
+        early, headers = await self._gate(request)
+        if early is not None:
+            return early
+        query = request.query
+        try:
+            page = int(query.get("page", "1"))
+            limit = int(query.get("limit", "10"))
+            day_from = _day(query.get("dateFrom"))
+            day_to = _day(query.get("dateTo"))
+        except ValueError:
+            self.requests.append((time.time(), request.path, 400))
+            return web.json_response({"error": "Invalid query"}, status=400, headers=headers)
+        if page < 1 or not 1 <= limit <= 100:
+            self.requests.append((time.time(), request.path, 400))
+            return web.json_response(
+                {"error": "page must be >= 1 and limit 1-100"}, status=400, headers=headers
+            )
+        status, platform = query.get("status"), query.get("platform")
+        profile = query.get("profileId")
+        chosen = [
+            post
+            for post in self.posts
+            if (not status or status == "scheduled")
+            and (day_from is None or post.scheduled_for.date() >= day_from)
+            and (day_to is None or post.scheduled_for.date() <= day_to)
+            and (not platform or any(p == platform for p, _ in post.targets))
+            and (
+                not profile
+                or any(
+                    a in self.accounts and self.accounts[a].profile_id == profile
+                    for _, a in post.targets
+                )
+            )
+        ]
+        if query.get("sortBy", "scheduled-desc") == "scheduled-desc":
+            chosen.reverse()
+        total = len(chosen)
+        items = [
+            post.json(self.accounts) for post in chosen[(page - 1) * limit : page * limit]
+        ]
+        self.requests.append((time.time(), request.path, 200))
+        return web.json_response(
+            {
+                "posts": items,
+                "pagination": {
+                    "page": page,
+                    "limit": limit,
+                    "total": total,
+                    "pages": max(math.ceil(total / limit), 1),
+                },
+            },
+            headers=headers,
+        )
+
+    async def _connect(self, request: web.Request) -> web.StreamResponse:
+        """`GET /v1/connect/{platform}?profileId=...`: an OAuth authUrl (and its state)."""
+        early, headers = await self._gate(request)
+        if early is not None:
+            return early
+        platform = request.match_info["platform"]
+        profile = request.query.get("profileId", "")
+        if platform not in CONNECT_PLATFORMS or not profile:
+            self.requests.append((time.time(), request.path, 400))
+            return web.json_response(
+                {"error": "Missing/invalid parameters"}, status=400, headers=headers
+            )
+        self.requests.append((time.time(), request.path, 200))
+        state = f"sim-{profile}-{int(time.time())}"
+        origin = self.base_url.rsplit("/api/", 1)[0]
+        url = f"{origin}/_sim/oauth/{platform}?state={state}&profileId={profile}"
+        self.auth_urls.append(url)
+        return web.json_response({"authUrl": url, "state": state}, headers=headers)
+
+    async def _oauth(self, request: web.Request) -> web.StreamResponse:
+        platform = request.match_info["platform"]
+        profile = request.query.get("profileId", "")
+        healed = [
+            a.account_id
+            for a in self.accounts.values()
+            if a.platform == platform and a.profile_id == profile and a.needs_reconnect
+        ]
+        for account_id in healed:
+            self.heal(account_id)
+        return web.Response(text=f"connected {platform}: {', '.join(healed) or 'nothing'}")
+
     async def _list(self, request: web.Request) -> web.StreamResponse:
         early, headers = await self._gate(request)
         if early is not None:
@@ -330,3 +479,8 @@ class Simulator:
         return web.json_response(
             {"accounts": accounts, "hasAnalyticsAccess": False}, headers=headers
         )
+
+
+def _day(value: str | None) -> date | None:
+    """A `format: date` query value; a full date-time is read for its day."""
+    return date.fromisoformat(value[:10]) if value else None
