@@ -128,6 +128,12 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     return test_notify(_loaded_for_tool(args), tag=args.tag)
 
 
+def cmd_reconnect(args: argparse.Namespace) -> int:
+    from late_monitor.commands import print_reconnect
+
+    return print_reconnect(_loaded_for_tool(args), args.account_id)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from late_monitor.commands import config_check
 
@@ -286,6 +292,16 @@ def build_parser() -> _Parser:
     _config_option(test_notify)
     test_notify.add_argument("--tag", help="only destinations with this Apprise tag")
     test_notify.set_defaults(func=cmd_test_notify)
+
+    reconnect = commands.add_parser(
+        "reconnect",
+        help="print a fresh Late link to reconnect one account",
+        epilog="example:\n  late-monitor reconnect 64e1f0a9e2b5af0012ab34de   # open the link it prints",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(reconnect)
+    reconnect.add_argument("account_id", help="the account's id, as messages and status show it")
+    reconnect.set_defaults(func=cmd_reconnect)
 
     config = commands.add_parser("config", help="configuration tools (config check)")
     config_commands = config.add_subparsers(dest="config_command", metavar="check")

@@ -94,6 +94,45 @@ def print_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdou
     return 0
 
 
+def print_reconnect(loaded: LoadedConfig, account_id: str, *, out: TextIO = sys.stdout) -> int:
+    """A fresh authUrl for one account, from Late (it expires within minutes)."""
+    from late_monitor.errors import LateApiError
+    from late_monitor.reconnect import CREDENTIAL_PLATFORMS, dashboard_url
+    from late_monitor.wiring import client_from
+
+    store = Store.open(loaded.state_path, create=False)
+    try:
+        state = store.load_states().get(account_id)
+    finally:
+        store.close()
+    if state is None:
+        raise ConfigError(f"reconnect: no account {account_id!r} in {loaded.state_path}")
+    base_url = loaded.settings.late.base_url
+    if state.platform in CREDENTIAL_PLATFORMS:
+        out.write(
+            f"{state.platform} accounts reconnect with credentials or a code, not a link; "
+            f"open Late's dashboard:\n{dashboard_url(base_url, state.profile_id)}\n"
+        )
+        return 0
+    if not state.profile_id:
+        raise ConfigError(f"reconnect: Late did not say which profile {account_id!r} is in")
+
+    async def fetch() -> str:
+        async with client_from(loaded) as client:
+            return await client.connect_url(state.platform, state.profile_id or "")
+
+    try:
+        url = asyncio.run(fetch())
+    except LateApiError as exc:
+        sys.stderr.write(REDACTOR.redact(f"late-monitor: reconnect: {exc}") + "\n")
+        return 1
+    out.write(
+        f"Open within a few minutes to reconnect {state.platform} "
+        f"{state.username or account_id}:\n{url}\n"
+    )
+    return 0
+
+
 def send_test_notification(
     loaded: LoadedConfig, *, tag: str | None, out: TextIO = sys.stdout
 ) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from late_monitor.config import LoadedConfig, load_settings
@@ -19,6 +20,7 @@ from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.metrics import Metrics
 from late_monitor.notify import Notifier
 from late_monitor.outbox import deliver_pending
+from late_monitor.reconnect import Answer, open_link
 from late_monitor.store import Store
 from late_monitor.systemd import SystemdNotifier
 from late_monitor.web import Liveness, build_app, start_server
@@ -149,6 +151,28 @@ class Daemon:
             pruned = self.store.prune(before=before)
         log.info("history_pruned", cycles=pruned, older_than_days=HISTORY_DAYS)
 
+    async def reconnect(self, token: str) -> Answer:
+        """A reconnect link was opened: a fresh authUrl to redirect to, then a poll about a
+        minute later ([http] recheck_after) that reports the account's recovery."""
+        answer = await open_link(
+            token,
+            store=self.store,
+            client=self.deps.client,
+            base_url=self.deps.client.base_url,
+            now=self.clock(),
+        )
+        if answer.location:
+            delay = self.loaded.settings.http.recheck_after
+            self.scheduler.add_job(
+                self.poll,
+                DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=delay)),
+                id="recheck",
+                replace_existing=True,
+                misfire_grace_time=int(max(delay, 60)),
+            )
+            log.info("reconnect_recheck_scheduled", account_id=answer.account_id, in_s=delay)
+        return answer
+
     # -- signals and reload -------------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -224,6 +248,7 @@ class Daemon:
                 metrics=self.metrics,
                 store=lambda: self.store,
                 clock=self.clock,
+                reconnect=self.reconnect,
             )
             http = await start_server(app, listen)
             log.info("http_listening", listen=listen)

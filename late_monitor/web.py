@@ -1,8 +1,8 @@
-"""The optional HTTP endpoints: /healthz, /readyz, /metrics, /status (aiohttp)."""
+"""The optional HTTP endpoints: /healthz, /readyz, /metrics, /status, /reconnect/{token}."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from late_monitor.errors import ConfigError
 from late_monitor.metrics import Metrics
+from late_monitor.reconnect import Answer
 from late_monitor.status import status_report
 from late_monitor.store import Store
 
@@ -39,6 +40,7 @@ def build_app(
     metrics: Metrics,
     store: Callable[[], Store],
     clock: Callable[[], datetime],
+    reconnect: Callable[[str], Awaitable[Answer]] | None = None,
 ) -> web.Application:
     """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from."""
 
@@ -72,7 +74,18 @@ def build_app(
     async def status(request: web.Request) -> web.Response:
         return web.json_response(status_report(store()))
 
+    async def reconnect_handler(request: web.Request) -> web.Response:
+        assert reconnect is not None
+        answer = await reconnect(request.match_info["token"])
+        # the token is in this URL: no Referer to the OAuth page, no cached redirect
+        headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        if answer.location:
+            raise web.HTTPFound(answer.location, headers=headers)
+        return web.Response(status=answer.status, text=answer.text + "\n", headers=headers)
+
     app = web.Application()
+    if reconnect is not None:
+        app.router.add_get("/reconnect/{token}", reconnect_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
