@@ -296,7 +296,7 @@ def build_parser() -> _Parser:
     reconnect = commands.add_parser(
         "reconnect",
         help="print a fresh Late link to reconnect one account",
-        epilog="example:\n  late-monitor reconnect 64e1f0a9e2b5af0012ab34de   # open the link it prints",
+        epilog="example:\n  late-monitor reconnect 64e1f0a9e2b5af0012ab34de   # then open the link",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_option(reconnect)

@@ -527,9 +527,7 @@ def _detail_targets(
     (oldest news first), then the rolling sweep, within the cycle's share of the budget."""
     if deps.detail == "all":
         return [account_id for account_id in states if account_id not in fetched]
-    allowance = (
-        int(deps.max_requests_per_minute * deps.interval / 60) - 1 - len(fetched) - spent
-    )
+    allowance = int(deps.max_requests_per_minute * deps.interval / 60) - 1 - len(fetched) - spent
     if allowance <= 0:
         return []
     owed = [s for s in states.values() if s.detail_due and s.account_id not in fetched]
@@ -582,7 +580,9 @@ async def _print_dry_run(
     if not events:
         print("dry run: nothing to notify", flush=True)
         return
-    console = Notifier(urls=[CONSOLE_URL], group=notifier.group, templates=notifier.renderer.templates)
+    console = Notifier(
+        urls=[CONSOLE_URL], group=notifier.group, templates=notifier.renderer.templates
+    )
     await console.load()
     for message in console.plan(events, details, extras):
         for key, _ in message.destinations:

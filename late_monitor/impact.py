@@ -215,13 +215,11 @@ def apply_impact(
     raised = {
         account_id
         for account_id, impact in impacts.items()
-        if escalate_within > 0
-        and impact.first_in is not None
-        and impact.first_in < escalate_within
+        if escalate_within > 0 and impact.first_in is not None and impact.first_in < escalate_within
     }
     out = []
     for event in events:
-        account_id = event.account_id
+        account_id = event.account_id or ""
         if account_id in updated and event.account is not None:
             event = replace(event, account=updated[account_id])
         if account_id in raised and event.notify_type is NotifyType.WARNING:

@@ -492,9 +492,13 @@ def digest(
     ]
     for account_id, evs in by_account.items():
         kind = worst_kind(evs)
-        context = account_context(evs, details.get(account_id), extras.get(account_id), str(worst_type(evs)))
+        context = account_context(
+            evs, details.get(account_id), extras.get(account_id), str(worst_type(evs))
+        )
         context["format"] = FORMAT_OF_STYLE[style]
-        entries.append(Entry(account_id, str(worst_type(evs)), renderer.entry(style, kind, context)))
+        entries.append(
+            Entry(account_id, str(worst_type(evs)), renderer.entry(style, kind, context))
+        )
     return title, tuple(entries), str(worst)
 
 

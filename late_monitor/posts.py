@@ -46,9 +46,7 @@ class Lookup:
     def requests(self) -> int:
         return self._listing.pages if self._listing else 0
 
-    async def listing(
-        self, accounts: Sequence[AccountState], *, within: float | None
-    ) -> Listing:
+    async def listing(self, accounts: Sequence[AccountState], *, within: float | None) -> Listing:
         """The listing for these accounts (narrowed to their platform when they share one),
         as far as it got in `within` seconds (None: no limit but the page cap)."""
         if self._listing is not None:
@@ -106,6 +104,4 @@ class Lookup:
         soonest first); with nothing read, nothing is known."""
         if not posts:
             return Listing(pages=spent, error=why)
-        return Listing(
-            posts=tuple(posts), until=max(p.due for p in posts), pages=spent, error=why
-        )
+        return Listing(posts=tuple(posts), until=max(p.due for p in posts), pages=spent, error=why)

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import secrets
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -203,5 +202,3 @@ async def open_link(
     log.info("reconnect_opened", account_id=state.account_id, platform=state.platform)
     return Answer(302, location=url, account_id=state.account_id)
 
-
-Recheck = Callable[[str], None]

@@ -16,6 +16,7 @@ text, markdown or html (or left out: every format), and `<name>` is an event kin
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +28,11 @@ from typing import Any
 import structlog
 from jinja2 import (
     BaseLoader,
-    ChoiceLoader,
     FileSystemLoader,
     StrictUndefined,
     Template,
     TemplateError,
+    TemplatesNotFound,
     TemplateSyntaxError,
 )
 from jinja2.sandbox import SandboxedEnvironment
@@ -178,31 +179,37 @@ class Renderer:
             raise ConfigError(problems)
         builtin = FileSystemLoader(str(BUILTIN))
         self._builtin = {style: _environment(builtin, style) for style in STYLES}
+        # a user's file of any name in the chain wins over every built-in one
         self._user = (
             {
-                style: _environment(
-                    ChoiceLoader([FileSystemLoader(str(Path(templates).expanduser())), builtin]),
-                    style,
-                )
+                style: _environment(FileSystemLoader(str(Path(templates).expanduser())), style)
                 for style in STYLES
             }
             if templates
-            else self._builtin
+            else {}
         )
         self._chosen: dict[tuple[str, str, str, str], tuple[Template, Template]] = {}
 
-    def _templates(self, part: str, name: str, fallback: str, style: str) -> tuple[Template, Template]:
+    def _templates(
+        self, part: str, name: str, fallback: str, style: str
+    ) -> tuple[Template, Template]:
         key = (part, name, fallback, style)
         if key not in self._chosen:
             fmt = FORMAT_OF_STYLE[style]
-            names = [f"{part}/{n}{suffix}.j2" for n in (name, fallback) for suffix in (f".{fmt}", "")]
-            self._chosen[key] = (
-                self._user[style].select_template(names),
-                self._builtin[style].select_template(names),
-            )
+            names = [
+                f"{part}/{n}{suffix}.j2" for n in (name, fallback) for suffix in (f".{fmt}", "")
+            ]
+            builtin = self._builtin[style].select_template(names)
+            user = builtin
+            if self._user:
+                with contextlib.suppress(TemplatesNotFound):
+                    user = self._user[style].select_template(names)
+            self._chosen[key] = (user, builtin)
         return self._chosen[key]
 
-    def render(self, part: str, name: str, fallback: str, style: str, context: Mapping[str, Any]) -> str:
+    def render(
+        self, part: str, name: str, fallback: str, style: str, context: Mapping[str, Any]
+    ) -> str:
         """One template's text; the built-in one when the user's fails."""
         user, builtin = self._templates(part, name, fallback, style)
         if user is not builtin:
@@ -223,7 +230,9 @@ class Renderer:
 
     def title(self, style: str, kind: str, context: Mapping[str, Any]) -> str:
         # a title is plain text wherever it lands (a subject line, an embed title)
-        text = self.render("title", kind, "digest", "text", {**context, "format": FORMAT_OF_STYLE[style]})
+        text = self.render(
+            "title", kind, "digest", "text", {**context, "format": FORMAT_OF_STYLE[style]}
+        )
         return " ".join(text.split())
 
 
@@ -233,12 +242,11 @@ def _block(text: str) -> str:
     lines = [line.rstrip() for line in text.strip("\n").split("\n") if line.strip()]
     if not lines:
         return ""
-    return "\n".join([lines[0].lstrip()] + [l if l[:1].isspace() else "  " + l for l in lines[1:]])
+    rest = [line if line[:1].isspace() else "  " + line for line in lines[1:]]
+    return "\n".join([lines[0].lstrip(), *rest])
 
 
-def advice(
-    issues: Iterable[str], detail: Detail | None
-) -> tuple[list[str], list[str]]:
+def advice(issues: Iterable[str], detail: Detail | None) -> tuple[list[str], list[str]]:
     """Late's issues and recommendations, each said once, in Late's words."""
     seen: set[str] = set()
 

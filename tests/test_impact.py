@@ -41,13 +41,12 @@ async def test_a_failing_account_is_told_how_many_posts_will_fail_and_when_the_f
     await once(config, base_env, tmp_path)
 
     (message,) = sink.received
-    assert "impact: 3 scheduled posts in the next 3 days, the first in 2 h 14 min" in (
-        message["message"]
+    assert (
+        "impact: 3 scheduled posts in the next 3 days, the first in 2 h 14 min"
+        in (message["message"])
     )
     assert sim.count("/posts") == 1  # one listing for the cycle
-    status = await run_cli(
-        "status", "--json", "--config", str(config), env=base_env, cwd=tmp_path
-    )
+    status = await run_cli("status", "--json", "--config", str(config), env=base_env, cwd=tmp_path)
     accounts = {a["account_id"]: a for a in json.loads(status.stdout)["accounts"]}
     assert accounts["acc_00001"]["scheduled_posts"] == 3
     assert accounts["acc_00001"]["next_post_at"].startswith(f"{soon(hours=2, minutes=14):%Y-%m-%d}")
@@ -104,12 +103,11 @@ async def test_pages_are_followed_and_counted_against_the_request_budget(
     await once(config, base_env, tmp_path)
     assert sim.count("/posts") == 3
     assert all("platform=instagram" in url for url in sim.urls("/posts"))
-    assert "impact: 1 scheduled post in the next 3 days, the first in 9 h" in (
-        sink.received[0]["message"]
+    assert (
+        "impact: 1 scheduled post in the next 3 days, the first in 9 h"
+        in (sink.received[0]["message"])
     )
-    status = await run_cli(
-        "status", "--json", "--config", str(config), env=base_env, cwd=tmp_path
-    )
+    status = await run_cli("status", "--json", "--config", str(config), env=base_env, cwd=tmp_path)
     last = json.loads(status.stdout)["cycles"][0]
     assert last["requests"] == 1 + 1 + 3  # list, detail, three pages
 
@@ -127,7 +125,9 @@ async def test_a_listing_cut_at_max_pages_gives_a_lower_bound(
     assert "impact: at least 100 scheduled posts before " in sink.received[0]["message"]
 
 
-@pytest.mark.parametrize(("due_in", "expected"), [(timedelta(minutes=40), "failure"), (timedelta(hours=5), "warning")])
+@pytest.mark.parametrize(
+    ("due_in", "expected"), [(timedelta(minutes=40), "failure"), (timedelta(hours=5), "warning")]
+)
 async def test_a_warning_with_a_post_due_soon_is_raised_to_failure(
     sim: Simulator,
     sink: Sink,

@@ -140,17 +140,20 @@ BODY = "\n".join(
         (
             199,  # less the margin left for what Apprise adds, the last entry does not fit
             False,
-            "\n".join(BODY.splitlines()[:3]) + "\n... and 1 more accounts (see late-monitor status)",
+            "\n".join(BODY.splitlines()[:3])
+            + "\n... and 1 more accounts (see late-monitor status)",
         ),
         (
             159,  # the first entry whole, never half of the second
             False,
-            "\n".join(BODY.splitlines()[:2]) + "\n... and 2 more accounts (see late-monitor status)",
+            "\n".join(BODY.splitlines()[:2])
+            + "\n... and 2 more accounts (see late-monitor status)",
         ),
         (
             159 + len("Late: x") + 2,
             True,  # Discord counts the title in its 2,000 characters
-            "\n".join(BODY.splitlines()[:2]) + "\n... and 2 more accounts (see late-monitor status)",
+            "\n".join(BODY.splitlines()[:2])
+            + "\n... and 2 more accounts (see late-monitor status)",
         ),
         (
             139,  # not even one entry whole: its first line

@@ -74,7 +74,8 @@ async def test_a_link_redirects_to_a_fresh_auth_url_and_the_recovery_is_reported
                 assert "not valid" in await bad.text()
     key = signing_key(tmp_path / "state.db")
     said = "".join(running.lines)
-    assert key not in said and DEFAULT_KEY not in said
+    assert key not in said
+    assert DEFAULT_KEY not in said
     assert auth_url not in said  # the authUrl is for the person who opened the link only
 
 
@@ -99,9 +100,7 @@ async def test_an_expired_link_gets_a_page_saying_so_not_a_redirect(
     sim: Simulator, sink: Sink, in_process: Callable[..., Daemon]
 ) -> None:
     clock = Clock()
-    running = in_process(
-        clock, http={"public_url": "https://monitor.example", "link_expiry": "7d"}
-    )
+    running = in_process(clock, http={"public_url": "https://monitor.example", "link_expiry": "7d"})
     sim.break_account("acc_00001")
     await running.poll()
     token = sink.received[0]["message"].split("https://monitor.example/reconnect/")[1].split()[0]
@@ -139,8 +138,9 @@ async def test_without_a_public_url_the_message_names_a_command_that_prints_a_fr
     sim.break_account("acc_00001")
     ran = await run_cli("run", "--once", "--config", str(config), env=base_env, cwd=tmp_path)
     assert ran.code == 0, ran.output
-    assert "reconnect: run late-monitor reconnect acc_00001 for a fresh link" in (
-        sink.received[0]["message"]
+    assert (
+        "reconnect: run late-monitor reconnect acc_00001 for a fresh link"
+        in (sink.received[0]["message"])
     )
     printed = await run_cli(
         "reconnect", "acc_00001", "--config", str(config), env=base_env, cwd=tmp_path

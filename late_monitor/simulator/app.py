@@ -117,7 +117,9 @@ class Simulator:
             post_id=f"post_{len(self.posts):06d}",
             title=title,
             scheduled_for=scheduled_for,
-            targets=[(self.accounts[a].platform, a) if a in self.accounts else ("", a) for a in ids],
+            targets=[
+                (self.accounts[a].platform, a) if a in self.accounts else ("", a) for a in ids
+            ],
         )
         self.posts.append(post)
         self.posts.sort(key=lambda p: p.scheduled_for)
@@ -131,7 +133,7 @@ class Simulator:
         rng = random.Random(seed)
         now = now or datetime.now(UTC)
         span = within.total_seconds()
-        added = []
+        added: list[SimPost] = []
         for index, account in enumerate(self.accounts.values()):
             count = int(per_account) + (rng.random() < per_account % 1)
             for _ in range(count):
@@ -412,9 +414,7 @@ class Simulator:
         if query.get("sortBy", "scheduled-desc") == "scheduled-desc":
             chosen.reverse()
         total = len(chosen)
-        items = [
-            post.json(self.accounts) for post in chosen[(page - 1) * limit : page * limit]
-        ]
+        items = [post.json(self.accounts) for post in chosen[(page - 1) * limit : page * limit]]
         self.requests.append((time.time(), request.path, 200))
         return web.json_response(
             {
