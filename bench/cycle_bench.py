@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def start_simulator(
-    accounts: int, latency: float, rate_limit: int
+    accounts: int, latency: float, rate_limit: int, posts: float = 0.0
 ) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
@@ -58,6 +58,8 @@ def start_simulator(
             str(latency),
             "--rate-limit",
             str(rate_limit),
+            "--posts",
+            str(posts),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -103,6 +105,8 @@ detail = "{args.detail}"
 detail_every = "0"
 [state]
 path = "{state}"
+[impact]
+max_pages = {args.impact_pages}
 [notify]
 urls = ["json://127.0.0.1:{sink_port}/bench"]
 [log]
@@ -126,7 +130,7 @@ def phase_summary(results: list[CycleResult]) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    sim, base = start_simulator(args.accounts, args.latency, args.rate_limit)
+    sim, base = start_simulator(args.accounts, args.latency, args.rate_limit, args.posts)
     runner, sink_port, received = await start_sink()
     tmp = Path(tempfile.mkdtemp(prefix="late-monitor-bench-"))
     try:
@@ -146,6 +150,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 ) as response:
                     changed.append((await response.json())["changed"])
                 steady.append(await run_cycle(deps))
+                if cycle == 0:
+                    async with control.get(f"{base}/_sim/stats") as response:
+                        posts_before = (await response.json())["posts"]
             async with control.get(f"{base}/_sim/stats") as response:
                 stats = await response.json()
         store.close()
@@ -164,6 +171,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "steady": phase_summary(steady) if steady else None,
             "changed_per_cycle": statistics.median(changed) if changed else 0,
             "http_429": stats["by_status"].get("429", 0),
+            # scheduled-post listing requests (impact) per steady cycle, measured at the simulator
+            "impact_requests_per_cycle": (stats["posts"] - posts_before) / max(args.cycles, 1)
+            if args.cycles
+            else 0,
             "messages_received": len(received),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "state_file_mb": size / 1e6,
@@ -185,6 +196,10 @@ if __name__ == "__main__":
     parser.add_argument("--budget", type=int, default=1200, help="late.max_requests_per_minute")
     parser.add_argument("--rate-limit", type=int, default=1200, help="the simulator's limit")
     parser.add_argument("--interval", type=float, default=300)
+    parser.add_argument(
+        "--posts", type=float, default=0.0, help="scheduled posts per account in the next 72 h"
+    )
+    parser.add_argument("--impact-pages", type=int, default=10, help="impact.max_pages")
     os.environ.pop("LATE_API_KEY", None)
     started = time.perf_counter()
     result = asyncio.run(main(parser.parse_args()))

@@ -187,6 +187,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         key=args.key,
         latency=args.latency,
         rate_limit=args.rate_limit,
+        posts=args.posts,
     )
 
 
@@ -350,6 +351,9 @@ def build_parser() -> _Parser:
     simulate.add_argument("--key", help="API key the simulator accepts (default: a fixed demo key)")
     simulate.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
     simulate.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
+    simulate.add_argument(
+        "--posts", type=float, default=0.0, help="scheduled posts per account over the next 72 h"
+    )
     simulate.set_defaults(func=cmd_simulate)
     return parser
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from late_monitor.errors import LateApiError
-from late_monitor.impact import Listing, ScheduledPost
+from late_monitor.impact import Listing, Page, ScheduledPost
 from late_monitor.late import LateClient
 from late_monitor.state import AccountState
 
@@ -70,33 +70,51 @@ class Lookup:
         return self._listing
 
     async def _fetch(self, *, platform: str, within: float | None) -> Listing:
+        """Page 1, then the other pages (up to the cap) at once: the budget paces them, and
+        the listing takes one round trip more than the first page instead of one per page.
+        What is kept is the run of pages from the first that all came."""
         end = self._now + timedelta(seconds=self._horizon)
-        posts: list[ScheduledPost] = []
         deadline = None if within is None else time.monotonic() + within
-        page, pages, spent = 1, 1, 0
-        while page <= pages:
-            if page > self._max_pages:
-                return self._cut(posts, spent, f"cut at impact.max_pages ({self._max_pages})")
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return self._cut(posts, spent, f"cut after {within:g}s")
-            spent += 1
-            try:
-                async with asyncio.timeout(left):
-                    found = await self._client.scheduled_posts(
-                        date_from=f"{self._now:%Y-%m-%d}",
-                        date_to=f"{end:%Y-%m-%d}",
-                        page=page,
-                        profile_id=self._profile_id,
-                        platform=platform,
-                    )
-            except TimeoutError:
-                return self._cut(posts, spent, f"no answer within {within:g}s")
-            except LateApiError as exc:
-                return self._cut(posts, spent, str(exc))
-            posts.extend(found.posts)
-            pages = found.pages
-            page += 1
+
+        async def page(number: int) -> Page:
+            return await self._client.scheduled_posts(
+                date_from=f"{self._now:%Y-%m-%d}",
+                date_to=f"{end:%Y-%m-%d}",
+                page=number,
+                profile_id=self._profile_id,
+                platform=platform,
+            )
+
+        try:
+            async with asyncio.timeout(within):
+                first = await page(1)
+        except TimeoutError:
+            return Listing(pages=1, error=f"no answer within {within:g}s")
+        except LateApiError as exc:
+            return Listing(pages=1, error=str(exc))
+        wanted = min(first.pages, self._max_pages)
+        tasks = [asyncio.ensure_future(page(n)) for n in range(2, wanted + 1)]
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=left)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        posts = list(first.posts)
+        why = ""
+        for task in tasks:
+            if task.cancelled():
+                why = f"cut after {within:g}s"
+                break
+            if (failed := task.exception()) is not None:
+                why = str(failed) if isinstance(failed, LateApiError) else repr(failed)
+                break
+            posts.extend(task.result().posts)
+        spent = 1 + len(tasks)
+        if not why and first.pages > self._max_pages:
+            why = f"cut at impact.max_pages ({self._max_pages})"
+        if why:
+            return self._cut(posts, spent, why)
         return Listing(posts=tuple(posts), until=end, complete=True, pages=spent)
 
     def _cut(self, posts: list[ScheduledPost], spent: int, why: str) -> Listing:

@@ -201,4 +201,3 @@ async def open_link(
         return Answer(502, f"Late did not give a reconnect link: {exc}")
     log.info("reconnect_opened", account_id=state.account_id, platform=state.platform)
     return Answer(302, location=url, account_id=state.account_id)
-

@@ -23,25 +23,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape as html_escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from jinja2 import (
-    BaseLoader,
-    FileSystemLoader,
-    StrictUndefined,
-    Template,
-    TemplateError,
-    TemplatesNotFound,
-    TemplateSyntaxError,
-)
-from jinja2.sandbox import SandboxedEnvironment
 
 from late_monitor.errors import ConfigError
 from late_monitor.events import Event, Kind
 from late_monitor.impact import Impact, human
 from late_monitor.models import Detail
 from late_monitor.reconnect import Links
+
+if TYPE_CHECKING:  # Jinja2 is imported when a message is written (~60 ms), not at start
+    from jinja2 import BaseLoader, Template
+    from jinja2.sandbox import SandboxedEnvironment
 
 log = structlog.get_logger("late_monitor.render")
 
@@ -121,6 +115,9 @@ def _finalizer(escape: Callable[[str], str]) -> Callable[[Any], str]:
 
 
 def _environment(loader: BaseLoader, style: str) -> SandboxedEnvironment:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
     env = SandboxedEnvironment(
         loader=loader,
         undefined=StrictUndefined,
@@ -136,6 +133,9 @@ def _environment(loader: BaseLoader, style: str) -> SandboxedEnvironment:
 
 def check_templates(directory: str) -> list[str]:
     """Problems with a templates directory: each one `file:line: what`."""
+    from jinja2 import FileSystemLoader, TemplateError, TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
     root = Path(directory).expanduser()
     if not root.is_dir():
         return [f"notify.templates: {root} is not a directory"]
@@ -177,23 +177,16 @@ class Renderer:
         self.templates = templates
         if templates and (problems := check_templates(templates)):
             raise ConfigError(problems)
-        builtin = FileSystemLoader(str(BUILTIN))
-        self._builtin = {style: _environment(builtin, style) for style in STYLES}
-        # a user's file of any name in the chain wins over every built-in one
-        self._user = (
-            {
-                style: _environment(FileSystemLoader(str(Path(templates).expanduser())), style)
-                for style in STYLES
-            }
-            if templates
-            else {}
-        )
+        self._builtin: dict[str, SandboxedEnvironment] = {}
+        self._user: dict[str, SandboxedEnvironment] = {}
         self._chosen: dict[tuple[str, str, str, str], tuple[Template, Template]] = {}
 
     def _templates(
         self, part: str, name: str, fallback: str, style: str
     ) -> tuple[Template, Template]:
         key = (part, name, fallback, style)
+        if not self._builtin:
+            self._load()
         if key not in self._chosen:
             fmt = FORMAT_OF_STYLE[style]
             names = [
@@ -202,10 +195,21 @@ class Renderer:
             builtin = self._builtin[style].select_template(names)
             user = builtin
             if self._user:
+                from jinja2 import TemplatesNotFound
+
                 with contextlib.suppress(TemplatesNotFound):
                     user = self._user[style].select_template(names)
             self._chosen[key] = (user, builtin)
         return self._chosen[key]
+
+    def _load(self) -> None:
+        from jinja2 import FileSystemLoader
+
+        builtin = FileSystemLoader(str(BUILTIN))
+        self._builtin = {style: _environment(builtin, style) for style in STYLES}
+        if self.templates:  # a user's file of any name in the chain wins over every built-in
+            user = FileSystemLoader(str(Path(self.templates).expanduser()))
+            self._user = {style: _environment(user, style) for style in STYLES}
 
     def render(
         self, part: str, name: str, fallback: str, style: str, context: Mapping[str, Any]

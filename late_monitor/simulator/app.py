@@ -278,7 +278,9 @@ class Simulator:
         by_status: dict[str, int] = {}
         for _, _, status in self.requests:
             by_status[str(status)] = by_status.get(str(status), 0) + 1
-        return web.json_response({"requests": len(self.requests), "by_status": by_status})
+        return web.json_response(
+            {"requests": len(self.requests), "by_status": by_status, "posts": self.count("/posts")}
+        )
 
     def _rate_headers(self) -> dict[str, str]:
         window = math.floor(time.time() / 60)

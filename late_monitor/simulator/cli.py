@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from datetime import timedelta
 
 from late_monitor.errors import ConfigError
 from late_monitor.simulator.app import DEFAULT_KEY, Simulator, make_accounts
@@ -50,6 +51,7 @@ def serve(
     key: str | None,
     latency: float = 0.0,
     rate_limit: int = 600,
+    posts: float = 0.0,
 ) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: not a port number")
@@ -65,6 +67,8 @@ def serve(
             latency=latency,
             rate_limit=rate_limit,
         )
+    if posts > 0:  # scheduled posts per account over the next 72 h, at random times
+        sim.schedule_posts(posts, within=timedelta(hours=72))
     asyncio.run(_serve(sim, port, loaded))
     print("simulator stopped", file=sys.stderr)
     return 0
