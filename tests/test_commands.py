@@ -254,5 +254,6 @@ def test_every_command_help_shows_an_example() -> None:
         "probe",
         "demo",
         "simulate",
+        "reconnect",
     }
     assert [name for name, text in helps.items() if "example" not in text] == []

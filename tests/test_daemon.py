@@ -27,7 +27,10 @@ ROOT = Path(__file__).parent.parent
 async def test_state_change_is_notified_within_two_intervals(
     sim: Simulator, sink: Sink, daemon_config, base_env, tmp_path: Path
 ) -> None:
-    async with daemon(daemon_config(), base_env, tmp_path) as run:
+    # polls every second spend more than the default 30 requests a minute (a broken account's
+    # cycle: the list, its detail, the scheduled-post listing): the budget would set the pace
+    config = daemon_config(late={"max_requests_per_minute": 300})
+    async with daemon(config, base_env, tmp_path) as run:
         await run.until(lambda: run.count("poll_completed") >= 1)
         sim.break_account("acc_00000")  # the first message also loads Apprise's plugins
         await run.until(lambda: len(sink.received) == 1)
