@@ -141,15 +141,18 @@ def _due(value: str | None) -> datetime | None:
 
 
 def needing(events: Iterable[Event], states: Mapping[str, AccountState]) -> list[str]:
-    """The accounts whose impact a cycle's message should say: an alert (warning or failure)
-    about an account that is not healthy. Each once, in the order of their events."""
+    """The accounts whose impact a cycle's message should say: a failure (a lost posting
+    permission too), or a warning about an account that is not healthy (a warning may be
+    raised). Each once, in the order of their events."""
     wanted: dict[str, None] = {}
     for event in events:
         account_id = event.account_id
-        if account_id is None or event.notify_type not in (NotifyType.WARNING, NotifyType.FAILURE):
+        state = states.get(account_id or "")
+        if account_id is None or state is None:
             continue
-        state = states.get(account_id)
-        if state is not None and not state.healthy:
+        if event.notify_type is NotifyType.FAILURE or (
+            event.notify_type is NotifyType.WARNING and not state.healthy
+        ):
             wanted[account_id] = None
     return list(wanted)
 

@@ -178,7 +178,8 @@ async def open_link(
     state = store.load_states().get(claim.account_id)
     if state is None:
         return Answer(404, "This account is no longer connected to Late.")
-    if state.healthy or (state.recovered_at is not None and state.recovered_at >= claim.issued):
+    fine = state.healthy and not state.missing_scopes
+    if fine or (state.recovered_at is not None and state.recovered_at >= claim.issued):
         return Answer(
             410,
             "This account has recovered since this link was sent; the link is spent. "

@@ -300,6 +300,9 @@ class Store:
     def meta_setdefault(self, key: str, value: Any) -> Any:
         """The meta value of `key`, storing `value` first if there is none: two processes
         that race to create it both get the one that was stored."""
+        found = self.read_meta(key)
+        if found is not None:
+            return found  # no write (and no wait for another process's) once it exists
         self._write(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
             (key, json.dumps(value)),

@@ -11,8 +11,18 @@ import pytest
 
 from late_monitor.config import load_settings
 from late_monitor.daemon import Daemon
-from late_monitor.impact import parse_page
+from late_monitor.events import Event, Kind, NotifyType
+from late_monitor.impact import (
+    Impact,
+    Listing,
+    ScheduledPost,
+    apply_impact,
+    needing,
+    parse_page,
+    tally,
+)
 from late_monitor.simulator import Fault, Simulator
+from late_monitor.state import AccountState
 from tests.support.process import run_cli
 from tests.support.sink import Sink
 from tests.test_clock import T0, Clock
@@ -216,3 +226,86 @@ def test_a_page_reads_account_ids_and_objects_and_skips_what_it_cannot_read() ->
     )
     assert [(p.account_id, f"{p.due:%H}") for p in page.posts] == [("a1", "10"), ("a2", "11")]
     assert page.pages == 4
+
+
+def state(account_id: str, status: str = "error", platform: str = "twitter") -> AccountState:
+    return AccountState(
+        account_id=account_id,
+        platform=platform,
+        username=account_id,
+        status=status,
+        needs_reconnect=False,
+        can_post=True,
+        since=T0,
+    )
+
+
+def post(account_id: str, **delta: float) -> ScheduledPost:
+    return ScheduledPost(account_id, T0 + timedelta(**delta))
+
+
+@pytest.mark.parametrize(
+    ("listing", "expected"),
+    [
+        (Listing(error="HTTP 500"), (False, 0, None, False)),
+        (
+            Listing(
+                posts=(post("a", hours=3), post("a", hours=1), post("b", hours=2)),
+                until=T0 + timedelta(hours=72),
+                complete=True,
+            ),
+            (True, 2, 3600.0, False),
+        ),
+        (  # cut after the post due in 1 h: what lies beyond is not counted
+            Listing(posts=(post("a", hours=1),), until=T0 + timedelta(hours=1)),
+            (True, 1, 3600.0, True),
+        ),
+        (  # a post already due, or past the horizon, does not count
+            Listing(
+                posts=(post("a", hours=-1), post("a", hours=80)),
+                until=T0 + timedelta(hours=100),
+                complete=True,
+            ),
+            (True, 0, None, False),
+        ),
+        (  # narrowed to another platform: not covered
+            Listing(posts=(post("a", hours=1),), until=T0 + timedelta(hours=72), platform="x"),
+            (False, 0, None, False),
+        ),
+    ],
+)
+def test_tally_counts_each_accounts_posts_as_far_as_the_listing_reached(
+    listing: Listing, expected: tuple[bool, int, float | None, bool]
+) -> None:
+    (impact,) = tally(listing, [state("a")], now=T0, horizon=72 * 3600).values()
+    assert (impact.known, impact.count, impact.first_in, impact.at_least) == expected
+
+
+def test_needing_takes_failures_and_the_warnings_of_unhealthy_accounts() -> None:
+    states = {s.account_id: s for s in (state("f", "healthy"), state("w"), state("t", "healthy"))}
+    events = [
+        Event(Kind.PERMISSION_LOST, NotifyType.FAILURE, states["f"]),  # healthy, cannot post
+        Event(Kind.DEGRADED, NotifyType.WARNING, states["w"]),
+        Event(Kind.TOKEN_EXPIRING, NotifyType.WARNING, states["t"]),  # healthy: nothing fails
+        Event(Kind.API_UNREACHABLE, NotifyType.FAILURE),
+    ]
+    assert needing(events, states) == ["f", "w"]
+
+
+@pytest.mark.parametrize(
+    ("first_in", "within", "raised"),
+    [(3599.0, 7200.0, True), (7200.0, 7200.0, False), (60.0, 0.0, False), (None, 7200.0, False)],
+)
+def test_a_warning_is_raised_only_when_a_post_is_due_within_the_threshold(
+    first_in: float | None, within: float, raised: bool
+) -> None:
+    warned = state("w", "warning")
+    event = Event(Kind.DEGRADED, NotifyType.WARNING, warned, "healthy", "warning")
+    impact = Impact(known=True, count=1 if first_in else 0, first_in=first_in)
+    updated, (out,), ids = apply_impact(
+        {"w": warned}, [event], {"w": impact}, now=T0, escalate_within=within
+    )
+    assert (out.notify_type is NotifyType.FAILURE) is raised
+    assert (ids == {"w"}) is raised
+    assert updated["w"].scheduled_posts == impact.count
+    assert out.account is updated["w"]
