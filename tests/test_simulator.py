@@ -544,3 +544,39 @@ def test_scenario_mistakes_are_config_errors(tmp_path: Path, change: str, messag
     path.write_text(f'accounts = 1\n[[change]]\nat = "1s"\n{change}\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         load_scenario(path)
+
+
+async def test_scheduled_posts_are_listed_by_date_and_page_as_the_openapi_document_says(
+    fifty: Simulator,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    day = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    for hours in range(0, 120, 4):  # 30 posts over five days
+        fifty.add_post("acc_00001", day + timedelta(hours=hours))
+    base = f"{fifty.base_url}/posts?status=scheduled&dateFrom=2026-03-02&dateTo=2026-03-03"
+    status, _, body = await fetch(base + "&limit=5&page=2&sortBy=scheduled-asc")
+    assert status == 200
+    page = json.loads(body)
+    assert page["pagination"] == {"page": 2, "limit": 5, "total": 12, "pages": 3}
+    assert page["posts"][0]["scheduledFor"] == "2026-03-02T20:00:00Z"
+    target = page["posts"][0]["platforms"][0]
+    assert target["accountId"]["_id"] == "acc_00001"
+    assert (await fetch(base + "&limit=101"))[0] == 400
+    assert (await fetch(base, headers={}))[0] == 401
+
+
+async def test_connect_gives_an_auth_url_whose_page_reconnects_the_account(
+    fifty: Simulator,
+) -> None:
+    fifty.break_account("acc_00001")
+    account = fifty.accounts["acc_00001"]
+    status, _, body = await fetch(
+        f"{fifty.base_url}/connect/{account.platform}?profileId={account.profile_id}"
+    )
+    assert status == 200
+    auth_url = json.loads(body)["authUrl"]
+    assert (await fetch(f"{fifty.base_url}/connect/{account.platform}"))[0] == 400
+    assert (await fetch(f"{fifty.base_url}/connect/whatsapp?profileId=p"))[0] == 400
+    assert (await fetch(auth_url, headers={}))[0] == 200
+    assert not account.needs_reconnect
