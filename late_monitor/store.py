@@ -164,9 +164,18 @@ def _decode_entries(text: str | None) -> tuple[Entry, ...]:
     return tuple(Entry(*item) for item in json.loads(text)) if text else ()
 
 
+# Fields most accounts never set (impact, reconnect links): left out of the JSON while unset, so
+# 50,000 healthy accounts do not each carry them (decoding gives the defaults back).
+_SPARSE = frozenset({"scheduled_posts", "next_post_at", "impact_at", "recovered_at"})
+
+
 def _encode_state(state: AccountState) -> str:
     # not dataclasses.asdict: it deep-copies every value, 10x slower for a first poll of 50k
-    data = {name: getattr(state, name) for name in _STATE_FIELDS}
+    data = {
+        name: value
+        for name in _STATE_FIELDS
+        if (value := getattr(state, name)) is not None or name not in _SPARSE
+    }
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()
@@ -262,7 +271,9 @@ class Store:
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk): the first error is the news
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
             raise
         try:
             self._db.execute("COMMIT")
