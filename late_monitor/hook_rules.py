@@ -14,7 +14,7 @@ from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.models import Detail
 from late_monitor.rules import Policy, transition
 from late_monitor.state import HEALTHY, AccountState, Condition
-from late_monitor.webhooks import HookAccount
+from late_monitor.webhooks import HookAccount, LateWebhook
 
 DISCONNECTED: Condition = ("error", True, False)  # as Late lists an account whose token died
 
@@ -105,3 +105,43 @@ def checked(
         last_notice_at=now,
     )
     return state, transition(prev.condition, new, state, policy)
+
+
+FAILING_AFTER = 3  # Late's consecutive failures before we say so; it disables at 10
+
+
+def webhook_watch(
+    told: str, hook: LateWebhook | None, *, name: str, failures_before: int
+) -> tuple[str, list[Event]]:
+    """What Late's view of our webhook means, given what was told last ("" nothing, or
+    "missing", "failing", "disabled"): a webhook Late disabled, failing, or gone leaves
+    polling alone to notice changes, and people should know; once it works again, say so."""
+    if hook is None:
+        if told == "missing":
+            return told, []
+        note = (
+            f"Late has no webhook named {name!r}: changes are noticed by polling only; "
+            "run `late-monitor webhooks setup --url https://.../webhooks/late`"
+        )
+        return "missing", [Event(Kind.WEBHOOK_DISABLED, NotifyType.WARNING, note=note)]
+    if not hook.is_active:
+        if told == "disabled":
+            return told, []
+        note = (
+            f"Late has disabled the webhook {name!r} ({hook.failure_count} failed deliveries "
+            "in a row): changes are noticed by polling only; fix the endpoint, then run "
+            "`late-monitor webhooks setup` to enable it again"
+        )
+        return "disabled", [Event(Kind.WEBHOOK_DISABLED, NotifyType.FAILURE, note=note)]
+    if hook.failure_count >= FAILING_AFTER and hook.failure_count > failures_before:
+        if told in ("failing", "disabled"):
+            return told, []
+        note = (
+            f"Late failed to deliver to the webhook {name!r} {hook.failure_count} times in a "
+            "row; at 10 it disables it (check that the daemon is reachable at its URL)"
+        )
+        return "failing", [Event(Kind.WEBHOOK_FAILING, NotifyType.WARNING, note=note)]
+    if hook.failure_count == 0 and told:
+        note = f"Late delivers to the webhook {name!r} again"
+        return "", [Event(Kind.WEBHOOK_RESTORED, NotifyType.SUCCESS, note=note)]
+    return told, []

@@ -146,3 +146,44 @@ def _account(raw: Any, event: str) -> HookAccount:
 def _text(raw: Mapping[str, Any], key: str) -> str:
     value = raw.get(key)
     return value.strip() if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class LateWebhook:
+    """One webhook as Late configures it (`/v1/webhooks/settings`); never its secret."""
+
+    id: str
+    name: str
+    url: str = ""
+    events: tuple[str, ...] = ()
+    is_active: bool = True
+    failure_count: int = 0
+    last_fired_at: str = ""
+
+    def shown(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "url": self.url,
+            "events": list(self.events),
+            "isActive": self.is_active,
+            "failureCount": self.failure_count,
+            "lastFiredAt": self.last_fired_at or None,
+        }
+
+
+def parse_webhook(raw: Any) -> LateWebhook | None:
+    """One entry of Late's list; None for an entry without an `_id` (nothing to update)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("_id"), str):
+        return None
+    events = raw.get("events")
+    failures = raw.get("failureCount")
+    return LateWebhook(
+        id=raw["_id"],
+        name=_text(raw, "name"),
+        url=_text(raw, "url"),
+        events=tuple(e for e in events if isinstance(e, str)) if isinstance(events, list) else (),
+        is_active=raw.get("isActive") is not False,
+        failure_count=failures if isinstance(failures, int) and failures >= 0 else 0,
+        last_fired_at=_text(raw, "lastFiredAt"),
+    )
