@@ -61,13 +61,13 @@ def disconnected(
         pending_count=0,
         claimed_at=now,
         last_notice_at=now,
-        detail_due=True,  # what Late recommends comes from the detail, after the alert
     )
-    note = f"Late: {hook.reason}" if hook.reason else "Late reports it disconnected"
     events = [
-        replace(event, note=note, first_seen=prev is None, old_status=prev.status if prev else None)
+        replace(event, first_seen=prev is None, old_status=prev.status if prev else None)
         for event in transition(base.condition, DISCONNECTED, state, policy)
     ]
+    if events:  # the reason is the account's issue; the note says how the news came
+        events[0] = replace(events[0], note="told by Late's webhook")
     return state, events
 
 

@@ -116,7 +116,8 @@ async def test_a_signed_disconnection_is_a_message_within_two_seconds_and_the_po
         assert message["type"] == "failure"
         assert "acc_00000" in message["message"]
         assert "needs reconnect" in message["message"]
-        assert "Late: Token expired" in message["message"]
+        assert "issues: Token expired" in message["message"]
+        assert "told by Late's webhook" in message["message"]
         polls = run.count("poll_completed")
         await run.until(lambda: run.count("poll_completed") >= polls + 2, limit=10)
         assert len(sink.received) == 1, sink.titles()  # the polls that see it say nothing
