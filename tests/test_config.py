@@ -179,5 +179,5 @@ def test_a_short_webhook_secret_or_one_with_nowhere_to_arrive_is_warned_about(
     assert "lines-of-secret" not in problem
     missing = tmp_path / "m.toml"
     missing.write_text(f'[webhooks]\nsecret_file = "{tmp_path / "nope"}"\n')
-    with pytest.raises(ConfigError, match="webhooks.secret_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"webhooks\.secret_file: cannot read"):
         load_settings(str(missing), environ={})
