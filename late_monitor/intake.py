@@ -40,6 +40,7 @@ from late_monitor.webhooks import (
 log = structlog.get_logger("late_monitor.intake")
 
 RECHECK_AFTER = 60.0  # seconds: a burst of failed posts for one account asks Late once
+BATCH_EVERY = 1.0  # seconds: at most one batch of deliveries acted on per second
 WATCH_KEY = "webhook_watch"  # meta: Late's last view of our webhook and what was told
 
 
@@ -129,8 +130,9 @@ class Intake:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            started, acted = time.monotonic(), 0
             try:
-                await self.process()
+                acted = await self.process()
             except LateMonitorError as exc:
                 log.error("webhooks_not_processed", error=str(exc))
                 await asyncio.sleep(1.0)
@@ -138,6 +140,8 @@ class Intake:
             except Exception:  # the daemon outlives a bug here; the log has the trace
                 log.exception("webhooks_processing_crashed")
                 await asyncio.sleep(5.0)
+            if acted:  # a burst of deliveries becomes a digest a second, not a message each
+                await asyncio.sleep(max(0.0, started + BATCH_EVERY - time.monotonic()))
 
     async def process(self) -> int:
         """Act on every recorded delivery not acted on yet; the number acted on."""

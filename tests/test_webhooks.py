@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from late_monitor.simulator import DEFAULT_KEY, Simulator
+from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
 from late_monitor.store import Store
 from late_monitor.webhooks import sign
 from tests.support.process import Daemon, daemon, free_port, run_cli
@@ -373,3 +374,29 @@ async def test_the_daemon_says_when_late_has_disabled_its_webhook(
         watched = run.count("webhook_watched")
         await run.until(lambda: run.count("webhook_watched") >= watched + 2, limit=5)
         assert len(sink.received) == 2  # each told once
+
+
+async def test_a_burst_is_answered_at_once_and_told_in_digests_each_account_once(
+    sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    sim = Simulator(make_accounts(120))
+    await sim.start()
+    config, url = webhook_config(late={"base_url": sim.base_url})
+    try:
+        async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+            await started(run)
+            late = Late(http, url)
+            answers = await asyncio.gather(
+                *(late.send(disconnected(f"acc_{n:05d}")) for n in range(100))
+            )
+            assert {status for status, _ in answers} == {200}
+            told = re.compile(r"\((acc_\d+)\)")
+
+            def named() -> list[str]:
+                return [a for m in sink.received for a in told.findall(m["message"])]
+
+            await run.until(lambda: len(set(named())) == 100, limit=10)
+            assert sorted(named()) == [f"acc_{n:05d}" for n in range(100)]  # each once
+            assert len(sink.received) <= 4  # digests, at most one a second
+    finally:
+        await sim.stop()
