@@ -41,7 +41,7 @@ api_key = "{DEFAULT_KEY}"
 [monitor]
 detail_every = "0"
 [state]
-path = "{tmp / 'state.db'}"
+path = "{tmp / "state.db"}"
 [notify]
 urls = ["json://127.0.0.1:{sink.port}/markdown?format=markdown",
         "json://127.0.0.1:{sink.port}/html?format=html"]
@@ -72,7 +72,9 @@ public_url = "https://monitor.example.com"
     by_kind = {m["path"].strip("/"): m for m in sink.received}
     markdown, html = by_kind["markdown"], by_kind["html"]
     for message in (markdown, html):  # the simulator's address, shown as Late's
-        message["message"] = re.sub(r"http://127\.0\.0\.1:\d+", "https://zernio.com", message["message"])
+        message["message"] = re.sub(
+            r"http://127\.0\.0\.1:\d+", "https://zernio.com", message["message"]
+        )
     import apprise
 
     from late_monitor import plugins

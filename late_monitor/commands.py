@@ -19,7 +19,7 @@ from late_monitor.wiring import check_destinations, notifier_from
 
 _COLOURS = {"healthy": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
 _RESET = "\033[0m"
-SECRET_KEYS = {"late.api_key", "notify.urls"}
+SECRET_KEYS = {"late.api_key", "notify.urls", "webhooks.secret"}
 
 
 def _when(value: str | None) -> str:
@@ -174,6 +174,8 @@ def send_test_notification(
 def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
     if key == "late.api_key":
         return "(set, hidden)" if loaded.api_key is not None else "(not set)"
+    if key == "webhooks.secret":
+        return "(set, hidden)" if loaded.webhook_secret is not None else "(not set: webhooks off)"
     if key == "notify.urls":
         return "[" + ", ".join(f'"{u}"' for u in value) + "]"
     if key in {
@@ -186,6 +188,7 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         "http.recheck_after",
         "impact.horizon",
         "impact.escalate_within",
+        "webhooks.watch_every",
     }:
         return f'"{format_duration(value)}"'
     if key == "monitor.token_expiry_warn":

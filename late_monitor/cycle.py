@@ -25,7 +25,7 @@ from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.impact import apply_impact, needing, tally
 from late_monitor.late import LateClient
 from late_monitor.messages import CycleRecord, PlannedMessage
-from late_monitor.models import Detail
+from late_monitor.models import Detail, Snapshot
 from late_monitor.notify import CONSOLE_URL, Notifier
 from late_monitor.outbox import Delivery, deliver_due
 from late_monitor.posts import Lookup
@@ -123,12 +123,13 @@ def scope_of_state(deps: CycleDeps) -> tuple[Scope, Scope | None, bool]:
 
 
 async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:
-    """Poll once, record what changed with its notifications, then deliver what is due."""
-    fd = await deps.store.lock(deps.lock_wait)
-    try:
+    """Poll once, record what changed with its notifications, then deliver what is due.
+
+    The cycle lock is held throughout (one process polls at a time); the states are loaded
+    only once the poll has answered, under the process's one writer, so that what a webhook
+    committed meanwhile is what this poll is compared with."""
+    async with deps.store.holding(deps.lock_wait):
         return await _run_locked(deps, dry_run=dry_run)
-    finally:
-        deps.store.release_lock(fd)
 
 
 class Stopwatch:
@@ -155,124 +156,141 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     watch = Stopwatch()
     requests_before = deps.client.requests
     store = deps.store
-    with watch.phase("load"):
-        previous = store.load_states()
-        api = store.load_api_health()
     try:
         scope, recorded, narrowed = scope_of_state(deps)
     except ScopeConflict as exc:
         if not dry_run:
-            await _tell_conflict(deps, previous, api, exc, started=started)
+            async with store.writing(deps.lock_wait):
+                await _tell_conflict(deps, exc, started=started)
         raise
-    if api.scope_alerted:
-        api = replace(api, scope_alerted=False)
-    forgotten: frozenset[str] = frozenset()
-    if narrowed:
-        forgotten = frozenset(k for k, state in previous.items() if not scope.covers(state))
-        previous = {k: state for k, state in previous.items() if k not in forgotten}
-        log.info(
-            "scope_narrowed",
-            was=recorded.describe() if recorded else "",
-            now=scope.describe(),
-            accounts_forgotten=len(forgotten),
-        )
 
-    details: dict[str, Detail] = {}
-    extras: dict[str, Extras] = {}
-    lookup: Lookup | None = None
-    error: str | None = None
-    unreadable_count = 0
-    evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
+    snapshot: Snapshot | None = None
+    failure: LateApiError | None = None
+    fetched_at = deps.clock()
     try:
         with watch.phase("fetch"):
             snapshot = await deps.client.health(
                 profile_id=deps.profile_id, platforms=deps.platforms
             )
-    except AuthRejected as exc:
-        outcome: Outcome = "auth_failed"
-        error = str(exc)
-        api, events = api_failed(api, error=error, auth=True, policy=deps.policy)
-    except BadPayload as exc:
-        outcome, error = "api_failed", str(exc)
-        api, events = api_failed(api, error=error, auth=False, policy=deps.policy, unreadable=True)
     except LateApiError as exc:
-        outcome, error = "api_failed", str(exc)
-        api, events = api_failed(api, error=error, auth=False, policy=deps.policy)
-    else:
-        outcome = "ok"
-        if not snapshot.accounts and (deps.platforms or deps.profile_id):
-            log.warning(  # a typo'd profile id or platform watches nothing, and says "ok"
-                "scope_matches_nothing", platforms=list(deps.platforms), profile_id=deps.profile_id
+        failure = exc
+
+    async with store.writing(deps.lock_wait):
+        with watch.phase("load"):
+            previous = store.load_states()
+            api = store.load_api_health()
+        if api.scope_alerted:
+            api = replace(api, scope_alerted=False)
+        forgotten: frozenset[str] = frozenset()
+        if narrowed:
+            forgotten = frozenset(k for k, state in previous.items() if not scope.covers(state))
+            previous = {k: state for k, state in previous.items() if k not in forgotten}
+            log.info(
+                "scope_narrowed",
+                was=recorded.describe() if recorded else "",
+                now=scope.describe(),
+                accounts_forgotten=len(forgotten),
             )
-        now = deps.clock()
-        with watch.phase("evaluate"):
-            evaluation = evaluate(previous, snapshot, now=now, policy=deps.policy)
-        with watch.phase("detail"):
-            evented = _evented(evaluation) if deps.detail != "never" else []
-            lookup = _lookup(deps, now)
-            wanted = needing(evaluation.events, evaluation.states)
-            details, _ = await asyncio.gather(  # the listing shares the detail calls' slice
-                _fetch_details(deps, evented, within=DETAIL_SLICE),
-                lookup.listing([evaluation.states[a] for a in wanted], within=DETAIL_SLICE),
-            )
-            evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
-            evaluation = _detail_later(evaluation, [a for a in evented if a not in details])
-            evaluation, extras = await _with_impact(deps, evaluation, lookup, now, dry_run)
-        api, api_events = api_succeeded(api)
-        api, unreadable = unreadable_told(api, snapshot, evaluation.states)
-        for event in unreadable:
-            log.warning("accounts_unreadable", accounts=len(api.unreadable), note=event.note)
-        unreadable_count = len(snapshot.unreadable) + snapshot.unidentified
-        events = [*api_events, *unreadable, *evaluation.events]
-    if error:
-        log.warning("poll_failed", outcome=outcome, error=error)
 
-    messages: list[PlannedMessage] = []
-    with watch.phase("render"):
-        if events and deps.notifier.configured:
-            await deps.notifier.load()
-            messages = deps.notifier.plan(events, details, extras)
-    _log_events(events)
-
-    by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
-    requests = deps.client.requests - requests_before
-    result = CycleResult(
-        outcome=outcome,
-        accounts=len(evaluation.states),
-        by_platform=dict(by_platform),
-        events=tuple(events),
-        messages=tuple(messages),
-        requests=requests,
-        error=error,
-        unreadable=unreadable_count,
-    )
-    if dry_run:
-        await _print_dry_run(deps.notifier, events, details, extras)
-        return _finish(result, t0, watch)
-
-    with watch.phase("store"):
-        store.commit_cycle(
-            states=evaluation.states,
-            changed=evaluation.changed,
-            removed=evaluation.removed | forgotten,
-            api=api,
-            messages=messages,
-            record=CycleRecord(
-                started_at=started,
-                finished_at=deps.clock(),
-                outcome=outcome,
-                accounts=len(evaluation.states),
-                events=len(events),
-                requests=requests,
+        details: dict[str, Detail] = {}
+        extras: dict[str, Extras] = {}
+        lookup: Lookup | None = None
+        error: str | None = None
+        unreadable_count = 0
+        evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
+        if isinstance(failure, AuthRejected):
+            outcome: Outcome = "auth_failed"
+            error = str(failure)
+            api, events = api_failed(api, error=error, auth=True, policy=deps.policy)
+        elif failure is not None:
+            outcome, error = "api_failed", str(failure)
+            api, events = api_failed(
+                api,
                 error=error,
-            ),
+                auth=False,
+                policy=deps.policy,
+                unreadable=isinstance(failure, BadPayload),
+            )
+        else:
+            assert snapshot is not None
+            outcome = "ok"
+            if not snapshot.accounts and (deps.platforms or deps.profile_id):
+                log.warning(  # a typo'd profile id or platform watches nothing, and says "ok"
+                    "scope_matches_nothing",
+                    platforms=list(deps.platforms),
+                    profile_id=deps.profile_id,
+                )
+            now = deps.clock()
+            with watch.phase("evaluate"):
+                evaluation = evaluate(
+                    previous, snapshot, now=now, policy=deps.policy, fetched_at=fetched_at
+                )
+            with watch.phase("detail"):
+                evented = _evented(evaluation) if deps.detail != "never" else []
+                lookup = _lookup(deps, now)
+                wanted = needing(evaluation.events, evaluation.states)
+                details, _ = await asyncio.gather(  # the listing shares the detail calls' slice
+                    _fetch_details(deps, evented, within=DETAIL_SLICE),
+                    lookup.listing([evaluation.states[a] for a in wanted], within=DETAIL_SLICE),
+                )
+                evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
+                evaluation = _detail_later(evaluation, [a for a in evented if a not in details])
+                evaluation, extras = await _with_impact(deps, evaluation, lookup, now, dry_run)
+            api, api_events = api_succeeded(api)
+            api, unreadable = unreadable_told(api, snapshot, evaluation.states)
+            for event in unreadable:
+                log.warning("accounts_unreadable", accounts=len(api.unreadable), note=event.note)
+            unreadable_count = len(snapshot.unreadable) + snapshot.unidentified
+            events = [*api_events, *unreadable, *evaluation.events]
+        if error:
+            log.warning("poll_failed", outcome=outcome, error=error)
+
+        messages: list[PlannedMessage] = []
+        with watch.phase("render"):
+            if events and deps.notifier.configured:
+                await deps.notifier.load()
+                messages = deps.notifier.plan(events, details, extras)
+        _log_events(events)
+
+        by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
+        requests = deps.client.requests - requests_before
+        result = CycleResult(
+            outcome=outcome,
+            accounts=len(evaluation.states),
+            by_platform=dict(by_platform),
+            events=tuple(events),
+            messages=tuple(messages),
+            requests=requests,
+            error=error,
+            unreadable=unreadable_count,
         )
-    if recorded != scope:
-        store.write_meta("scope", scope.dump())  # after the commit: a crash before it redoes this
-    with watch.phase("deliver"):
-        delivery = await deliver_due(
-            deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
-        )
+        if dry_run:
+            await _print_dry_run(deps.notifier, events, details, extras)
+            return _finish(result, t0, watch)
+
+        with watch.phase("store"):
+            store.commit_cycle(
+                states=evaluation.states,
+                changed=evaluation.changed,
+                removed=evaluation.removed | forgotten,
+                api=api,
+                messages=messages,
+                record=CycleRecord(
+                    started_at=started,
+                    finished_at=deps.clock(),
+                    outcome=outcome,
+                    accounts=len(evaluation.states),
+                    events=len(events),
+                    requests=requests,
+                    error=error,
+                ),
+            )
+        if recorded != scope:
+            store.write_meta("scope", scope.dump())  # after the commit: a crash redoes this
+        with watch.phase("deliver"):
+            delivery = await deliver_due(
+                deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
+            )
     result = replace(result, delivery=delivery)
     if outcome == "ok" and deps.detail != "never" and lookup is not None:
         with watch.phase("enrich"):
@@ -280,7 +298,6 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
                 deps,
                 result,
                 evaluation.states,
-                api,
                 fetched=set(details),
                 base=requests_before,
                 lookup=lookup,
@@ -292,7 +309,6 @@ async def _enrich(
     deps: CycleDeps,
     result: CycleResult,
     states: Mapping[str, AccountState],
-    api: ApiHealth,
     *,
     fetched: set[str],
     base: int,
@@ -308,25 +324,30 @@ async def _enrich(
     details = await _fetch_details(deps, targets, within=None)
     if not details:
         return result
-    now = deps.clock()
-    before = Evaluation(states=states, changed=frozenset(), removed=frozenset())
-    enriched = apply_details(before, details, now=now, policy=deps.policy)
-    events = [*enriched.events, *follow_ups(states, enriched.states, details, enriched.events)]
-    enriched = replace(enriched, events=tuple(events))
-    enriched, extras = await _with_impact(deps, enriched, lookup, now, False)
-    events = list(enriched.events)
-    messages, delivery = await _record_and_send(
-        deps,
-        events,
-        details,
-        extras=extras,
-        states=enriched.states,
-        changed=enriched.changed,
-        api=api,
-        outcome="detail",
-        started=now,
-        requests=len(targets),
-    )
+    # the cycle's listing, if its news did not need it, before the writer is held
+    unhealthy = [states[a] for a in details if a in states and not states[a].healthy]
+    await lookup.listing(unhealthy, within=DETAIL_SLICE)
+    async with deps.store.writing(deps.lock_wait):
+        states = deps.store.load_states()  # again: a webhook may have committed meanwhile
+        now = deps.clock()
+        before = Evaluation(states=states, changed=frozenset(), removed=frozenset())
+        enriched = apply_details(before, details, now=now, policy=deps.policy)
+        events = [*enriched.events, *follow_ups(states, enriched.states, details, enriched.events)]
+        enriched = replace(enriched, events=tuple(events))
+        enriched, extras = await _with_impact(deps, enriched, lookup, now, False)
+        events = list(enriched.events)
+        messages, delivery = await record_and_send(
+            deps,
+            events,
+            details,
+            extras=extras,
+            states=enriched.states,
+            changed=enriched.changed,
+            api=deps.store.load_api_health(),
+            outcome="detail",
+            started=now,
+            requests=len(targets),
+        )
     return replace(
         result,
         events=(*result.events, *events),
@@ -336,7 +357,7 @@ async def _enrich(
     )
 
 
-async def _record_and_send(
+async def record_and_send(
     deps: CycleDeps,
     events: Sequence[Event],
     details: Mapping[str, Detail],
@@ -349,21 +370,28 @@ async def _record_and_send(
     requests: int,
     accounts: int | None = None,
     error: str | None = None,
+    removed: Iterable[str] = (),
+    webhooks: Sequence[tuple[str, str]] = (),
     extras: Mapping[str, Extras] | None = None,
 ) -> tuple[list[PlannedMessage], Delivery]:
-    """A commit after the cycle's own (a follow-up, a refusal): its messages, the changed
-    states and a record in one transaction, then delivery if there is anything to send."""
+    """A commit outside the poll's own (a follow-up, a refusal, webhooks acted on): its
+    messages, the changed states, the webhook deliveries it settles and a record in one
+    transaction, then delivery if there is anything to send. The caller holds
+    `store.writing`."""
     messages: list[PlannedMessage] = []
     if events and deps.notifier.configured:
         await deps.notifier.load()
+        if extras is None:  # news without a poll (a webhook): links, no listing
+            extras = links_for(deps, events, states, deps.clock())
         messages = deps.notifier.plan(events, details, extras)
     _log_events(events)
     deps.store.commit_cycle(
         states=states,
         changed=changed,
-        removed=(),
+        removed=removed,
         api=api,
         messages=messages,
+        webhooks=webhooks,
         record=CycleRecord(
             started_at=started,
             finished_at=deps.clock(),
@@ -399,20 +427,15 @@ def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:
     return replace(result, duration=duration, timings=watch.wall, cpu=watch.cpu)
 
 
-async def _tell_conflict(
-    deps: CycleDeps,
-    states: Mapping[str, AccountState],
-    api: ApiHealth,
-    exc: ScopeConflict,
-    *,
-    started: datetime,
-) -> None:
+async def _tell_conflict(deps: CycleDeps, exc: ScopeConflict, *, started: datetime) -> None:
     """A monitor that can no longer poll must say so, once: another configuration (a one-off
     run with fewer platforms, say) has claimed the state file for its own scope."""
+    states = deps.store.load_states()
+    api = deps.store.load_api_health()
     if api.scope_alerted:
         return
     event = Event(Kind.SCOPE_CONFLICT, NotifyType.FAILURE, note=str(exc))
-    await _record_and_send(
+    await record_and_send(
         deps,
         [event],
         {},
@@ -457,6 +480,27 @@ class _Ephemeral:
         return value
 
 
+def _link_maker(deps: CycleDeps, now: datetime, *, dry_run: bool) -> LinkMaker:
+    return LinkMaker(
+        _Ephemeral() if dry_run else deps.store,
+        public_url=deps.public_url,
+        base_url=deps.client.base_url,
+        expiry=deps.link_expiry,
+        now=now,
+    )
+
+
+def links_for(
+    deps: CycleDeps,
+    events: Sequence[Event],
+    states: Mapping[str, AccountState],
+    now: datetime,
+) -> dict[str, Extras]:
+    """How to fix each failing account of `events`, without a scheduled-post lookup."""
+    links = _link_maker(deps, now, dry_run=False)
+    return {a: Extras(None, links(states[a])) for a in needing(events, states)}
+
+
 async def _with_impact(
     deps: CycleDeps, evaluation: Evaluation, lookup: Lookup, now: datetime, dry_run: bool
 ) -> tuple[Evaluation, dict[str, Extras]]:
@@ -482,13 +526,7 @@ async def _with_impact(
                 impact_at=None,
             )
     states.update(updated)
-    links = LinkMaker(
-        _Ephemeral() if dry_run else deps.store,
-        public_url=deps.public_url,
-        base_url=deps.client.base_url,
-        expiry=deps.link_expiry,
-        now=now,
-    )
+    links = _link_maker(deps, now, dry_run=dry_run)
     extras = {s.account_id: Extras(impacts[s.account_id], links(s)) for s in wanted}
     evaluation = replace(
         evaluation,

@@ -55,6 +55,9 @@ _API_TITLES = {
     Kind.API_RECOVERED: "the Late API answers again",
     Kind.UNREADABLE: "Late listed accounts with fields late-monitor cannot read",
     Kind.SCOPE_CONFLICT: "late-monitor stopped: its state file watches another scope",
+    Kind.WEBHOOK_FAILING: "Late's webhook deliveries are failing",
+    Kind.WEBHOOK_DISABLED: "Late's webhook is off: polling only",
+    Kind.WEBHOOK_RESTORED: "Late's webhook delivers again",
 }
 
 
@@ -442,6 +445,10 @@ def digest(
         if any(e.kind is Kind.IMPROVED for e in evs) and not any(e.kind in _ATTENTION for e in evs)
     )
     removed = sum(1 for evs in by_account.values() if any(e.kind is Kind.REMOVED for e in evs))
+    disconnected = sum(
+        1 for evs in by_account.values() if any(e.kind is Kind.DISCONNECTED for e in evs)
+    )
+    corrected = sum(1 for evs in by_account.values() if any(e.kind is Kind.CORRECTED for e in evs))
     detailed = sum(1 for evs in by_account.values() if all(e.kind is Kind.DETAILS for e in evs))
     phrases = [_api_title(e) for e in api_events]
     if attention:
@@ -452,6 +459,10 @@ def digest(
         phrases.append(f"{recovered} recovered")
     if removed:
         phrases.append(f"{removed} removed")
+    if disconnected:
+        phrases.append(f"{disconnected} disconnected in Late")
+    if corrected:
+        phrases.append(f"{_count(corrected)} better than a webhook said")
     if detailed:
         phrases.append(f"details for {_count(detailed)}")
     worst = worst_type(events)
@@ -467,6 +478,8 @@ def digest(
                 "improved": improved,
                 "recovered": recovered,
                 "removed": removed,
+                "disconnected": disconnected,
+                "corrected": corrected,
                 "details": detailed,
             },
             "events": [event_context(e) for e in ordered],

@@ -333,6 +333,8 @@ def account_context(
     state = first.account
     assert state is not None
     kinds = {str(e.kind) for e in events}
+    if Kind.DISCONNECTED in kinds:
+        kinds.add(str(Kind.REMOVED))  # rendered alike: the note says who disconnected it
     status_event = next((e for e in events if e.old_status and e.new_status), None)
     removed = Kind.REMOVED in kinds
     if removed:

@@ -55,6 +55,7 @@ class AccountState:
     next_post_at: datetime | None = None
     impact_at: datetime | None = None
     recovered_at: datetime | None = None  # reconnect links issued before this are spent
+    claimed_at: datetime | None = None  # a webhook said so; no poll has confirmed it yet
 
     @property
     def condition(self) -> Condition:

@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ from late_monitor.messages import (
 from late_monitor.state import AccountState, ApiHealth
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _OPEN = f"('{PENDING}', '{SET_ASIDE}')"  # rows delivery still owns
 
@@ -92,6 +92,20 @@ CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
 CREATE INDEX outbox_message ON outbox (message_id, destination);
 """
 
+# v4: Late's webhook deliveries, kept 7 days: the id is the dedupe key and replay guard, and
+# a delivery is answered 2xx only once its row is here (processed_at NULL: still to act on)
+_WEBHOOK_EVENTS = (
+    """CREATE TABLE webhook_events (
+        id TEXT PRIMARY KEY,
+        event TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        body BLOB NOT NULL,
+        processed_at REAL,
+        outcome TEXT
+    )""",
+    "CREATE INDEX webhook_events_received ON webhook_events (received_at)",
+)
+
 # schema version -> statements that bring a file of that version to the next one, in place
 _MIGRATIONS = {
     # v2: a message's entries (one per account, for merging held messages into one digest)
@@ -137,6 +151,7 @@ _MIGRATIONS = {
         "ALTER TABLE cycles_v3 RENAME TO cycles",
         "ALTER TABLE messages_v3 RENAME TO messages",
     ),
+    3: _WEBHOOK_EVENTS,
 }
 
 
@@ -200,6 +215,10 @@ class Store:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
+        self._lock_fd: int | None = None  # the cycle lock, while any task of ours holds it
+        self._holders = 0
+        self._taking = asyncio.Lock()
+        self._writer = asyncio.Lock()
         # The states as last loaded or committed by this connection, valid while no other
         # connection has committed (PRAGMA data_version): a daemon decodes them only once.
         self._cache: tuple[int, dict[str, AccountState]] | None = None
@@ -333,8 +352,10 @@ class Store:
         api: ApiHealth,
         messages: Sequence[PlannedMessage],
         record: CycleRecord,
+        webhooks: Sequence[tuple[str, str]] = (),
     ) -> int:
-        """Write the cycle's changed states, its messages and its record atomically.
+        """Write the cycle's changed states, its messages and its record atomically, and
+        mark the webhook deliveries it acted on (id, outcome) as processed.
 
         The outbox rows are due at once, timed by the cycle's own clock (`record.finished_at`)
         so that delivery, which reads the same clock, ages them consistently.
@@ -394,6 +415,10 @@ class Store:
                         "created_at) VALUES (?, ?, ?, ?, ?)",
                         ((message_id, key, label, now, now) for key, label in message.destinations),
                     )
+                db.executemany(
+                    "UPDATE webhook_events SET processed_at = ?, outcome = ? WHERE id = ?",
+                    ((now, outcome, hook_id) for hook_id, outcome in webhooks),
+                )
         except sqlite3.Error as exc:
             self._cache = None
             raise StateError(_describe_sqlite(exc, self.path)) from None
@@ -404,6 +429,55 @@ class Store:
             self._cache = (self.data_version(), kept)
         assert cycle_id is not None
         return cycle_id
+
+    def record_webhook(self, hook_id: str, event: str, body: bytes, *, now: float) -> bool:
+        """Keep a verified delivery before it is acknowledged; False if its id is known."""
+        try:
+            with self._transaction() as db:
+                cursor = db.execute(
+                    "INSERT INTO webhook_events (id, event, received_at, body) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO NOTHING",
+                    (hook_id, event, now, body),
+                )
+        except sqlite3.Error as exc:
+            raise StateError(_describe_sqlite(exc, self.path)) from None
+        return cursor.rowcount == 1
+
+    def unprocessed_webhooks(self, limit: int = 500) -> list[tuple[str, bytes]]:
+        """Deliveries recorded but not acted on yet (id, body), in the order they came."""
+        rows = self._db.execute(
+            "SELECT id, body FROM webhook_events WHERE processed_at IS NULL "
+            "ORDER BY received_at, rowid LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(hook_id, bytes(body)) for hook_id, body in rows]
+
+    def settle_webhooks(self, outcomes: Sequence[tuple[str, str]], *, now: float) -> None:
+        """Mark deliveries that change nothing (a test, an event we do not act on) processed."""
+        self._write_many(
+            "UPDATE webhook_events SET processed_at = ?, outcome = ? WHERE id = ?",
+            [(now, outcome, hook_id) for hook_id, outcome in outcomes],
+        )
+
+    def recent_webhooks(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The last deliveries received, newest first; times in epoch seconds."""
+        cursor = self._db.execute(
+            "SELECT id, event, received_at, processed_at, outcome FROM webhook_events "
+            "ORDER BY received_at DESC, rowid DESC LIMIT ?",
+            (limit,),
+        )
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def prune_webhooks(self, *, before: float) -> int:
+        """Forget processed deliveries received before `before`: past Late's retry window
+        their ids cannot come back."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM webhook_events WHERE received_at < ? AND processed_at IS NOT NULL",
+                (before,),
+            )
+            return cursor.rowcount
 
     def pending_deliveries(self) -> list[OutboxRow]:
         """Every row delivery still owns (pending or set aside), oldest first per destination."""
@@ -516,6 +590,29 @@ class Store:
             await asyncio.sleep(0.1)
         return fd
 
+    @contextlib.asynccontextmanager
+    async def holding(self, wait: float) -> AsyncIterator[None]:
+        """The cycle lock, shared by this process's tasks: a webhook processed while a cycle
+        polls needs no second flock (which would wait for the cycle), another process does."""
+        async with self._taking:
+            if self._holders == 0:
+                self._lock_fd = await self.lock(wait)
+            self._holders += 1
+        try:
+            yield
+        finally:
+            self._holders -= 1
+            if self._holders == 0 and self._lock_fd is not None:
+                self.release_lock(self._lock_fd)
+                self._lock_fd = None
+
+    @contextlib.asynccontextmanager
+    async def writing(self, wait: float) -> AsyncIterator[None]:
+        """The cycle lock and this process's one writer: load the states, decide, commit and
+        deliver without another task's commit in between."""
+        async with self.holding(wait), self._writer:
+            yield
+
     def prune(self, *, before: datetime) -> int:
         """Drop cycle history and finished messages older than `before` (the caller's clock)."""
         cutoff = before.timestamp()
@@ -607,7 +704,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock
         if version == 0:
-            for statement in _SCHEMA.split(";"):
+            for statement in (*_SCHEMA.split(";"), *_WEBHOOK_EVENTS):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")

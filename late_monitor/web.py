@@ -15,6 +15,9 @@ from late_monitor.reconnect import Answer
 from late_monitor.status import status_report
 from late_monitor.store import Store
 
+WEBHOOK_PATH = "/webhooks/late"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 @dataclass
 class Liveness:
@@ -41,8 +44,10 @@ def build_app(
     store: Callable[[], Store],
     clock: Callable[[], datetime],
     reconnect: Callable[[str], Awaitable[Answer]] | None = None,
+    webhook: Handler | None = None,
 ) -> web.Application:
-    """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from."""
+    """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from.
+    `webhook` takes Late's deliveries at POST /webhooks/late (intake.Intake.handle)."""
 
     async def healthz(request: web.Request) -> web.Response:
         live = liveness()
@@ -90,6 +95,8 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status)
+    if webhook is not None:
+        app.router.add_post(WEBHOOK_PATH, webhook)
     return app
 
 
