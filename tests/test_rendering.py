@@ -171,3 +171,48 @@ def test_each_destination_gets_the_format_it_reads(url: str, style: str) -> None
     from late_monitor.plugins import schema_of
 
     assert style_for(schema_of(url), _url_format(url)) == style
+
+
+async def test_what_apprise_hands_slack_and_discord_pings_nobody() -> None:
+    """The Slack and Discord bodies through Apprise's own conversion for those services
+    (nothing is sent: only the text each would post)."""
+    from datetime import UTC, datetime
+
+    import apprise
+
+    from late_monitor.events import Event, Kind, NotifyType
+    from late_monitor.notify import Notifier
+    from late_monitor.state import AccountState
+
+    notifier = Notifier(urls=["slack://T1234567/B7654321/XXXXYYYYZZZZ", "discord://1234/abcd"])
+    await notifier.load()
+    state = AccountState(
+        account_id="acc_1",
+        platform="twitter",
+        username="",
+        display_name=HOSTILE,
+        status="error",
+        needs_reconnect=True,
+        can_post=False,
+        since=datetime(2026, 1, 1, tzinfo=UTC),
+        issues=("<!here> see [fix](https://evil.example)",),
+    )
+    event = Event(Kind.RECONNECT_NEEDED, NotifyType.FAILURE, state, "healthy", "error")
+    bodies = {}
+    for message in notifier.plan([event]):
+        for key, _ in message.destinations:
+            destination = next(d for d in notifier.destinations if d.key == key)
+            bodies[destination.style] = destination.service.dialect_convert(
+                message.body, apprise.NotifyFormat.MARKDOWN
+            )
+    slack, discord = bodies["slack"], bodies["markdown"]
+    # Slack: a mention or a link is <...>; every < from Late arrives as &lt;
+    for escaped in ("&lt;!channel&gt;", "&lt;!here&gt;", "&lt;@U123&gt;"):
+        assert escaped in slack
+    assert not re.search(r"<[!@#]|<https?://evil", slack)
+    assert "@\u200beveryone" in slack
+    # Discord: @everyone broken by a zero-width space, <@id> and links escaped
+    assert "@everyone" not in discord
+    assert "\\<@U123\\>" in discord
+    assert "[click](https://evil.example)" not in discord
+    assert "\\[click\\]\\(https://evil.example\\)" in discord
