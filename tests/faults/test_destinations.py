@@ -107,6 +107,10 @@ async def test_after_retry_for_a_message_is_dropped_logged_and_counted(
 ) -> None:
     port = free_port()
     config = monitor_config(
+        # polls every second would spend the default 30 requests a minute within seconds (a
+        # broken account's cycle: the list, its detail and the scheduled-post listing), and a
+        # poll paced by the budget holds the retry back
+        late={"max_requests_per_minute": 300},
         monitor={"interval": "1s"},
         notify={"urls": ["json://127.0.0.1:9/never/NEVERTOKEN1"], "retry_for": "2s"},
         http={"listen": f"127.0.0.1:{port}"},
