@@ -400,3 +400,24 @@ async def test_a_burst_is_answered_at_once_and_told_in_digests_each_account_once
             assert len(sink.received) <= 4  # digests, at most one a second
     finally:
         await sim.stop()
+
+
+async def test_a_delivery_during_a_slow_poll_is_told_without_waiting_for_it(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config(monitor={"interval": "1s"}, late={"timeout": "20s"})
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        sim.latency = 4.0  # every answer of Late takes 4 s from now on
+        requests = len(sim.authorizations)
+        async with asyncio.timeout(5):
+            await sim.started(requests + 1)  # a poll is waiting on Late
+        sent = time.monotonic()
+        assert (await Late(http, url).send(disconnected("acc_00001")))[0] == 200
+        await run.until(lambda: len(sink.received) == 1, limit=3)
+        assert time.monotonic() - sent < 2
+        sim.latency = 0
+        polls = run.count("poll_completed")
+        sim.break_account("acc_00001")
+        await run.until(lambda: run.count("poll_completed") >= polls + 2, limit=15)
+        assert len(sink.received) == 1  # the slow poll, and the next, agree: nothing more
