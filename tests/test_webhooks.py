@@ -8,6 +8,7 @@ import io
 import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
@@ -421,3 +423,48 @@ async def test_a_delivery_during_a_slow_poll_is_told_without_waiting_for_it(
         sim.break_account("acc_00001")
         await run.until(lambda: run.count("poll_completed") >= polls + 2, limit=15)
         assert len(sink.received) == 1  # the slow poll, and the next, agree: nothing more
+
+
+async def test_simulate_sends_signed_webhooks_when_its_scenario_changes_an_account(
+    base_env, tmp_path: Path
+) -> None:
+    received: list[tuple[bytes, str]] = []
+    arrived = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get("X-Zernio-Signature", "")))
+        arrived.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/webhooks/late", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    receiver = f"http://127.0.0.1:{runner.addresses[0][1]}/webhooks/late"
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(
+        '[[account]]\nid = "acc_x"\nplatform = "twitter"\n'
+        '[[change]]\nat = "0.5s"\naccount = "acc_x"\nstatus = "error"\n'
+        'needs_reconnect = true\nissues = ["Token revoked"]\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "late_monitor", "simulate", "--port", str(free_port()),
+        "--scenario", str(scenario), "--webhook", receiver,
+        env={**base_env, "LATE_SIM_WEBHOOK_SECRET": SECRET}, cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(15):
+            await arrived.wait()
+    finally:
+        process.terminate()
+        await process.wait()
+        await runner.cleanup()
+    ((body, signature),) = received
+    assert signature == sign(SECRET, body)
+    delivered = json.loads(body)
+    assert delivered["event"] == "account.disconnected"
+    assert delivered["account"]["accountId"] == "acc_x"
+    assert delivered["account"]["disconnectionType"] == "unintentional"
+    assert delivered["account"]["reason"] == "Token revoked"
