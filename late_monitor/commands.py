@@ -146,6 +146,7 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         "late.timeout",
         "notify.retry_for",
         "webhooks.watch_every",
+        "webhooks.poll_grace",
     }:
         return f'"{format_duration(value)}"'
     if key == "monitor.token_expiry_warn":

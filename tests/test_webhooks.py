@@ -4,6 +4,7 @@ unsigned, tampered, replayed, oversized and garbled are answered and change noth
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import re
@@ -468,3 +469,123 @@ async def test_simulate_sends_signed_webhooks_when_its_scenario_changes_an_accou
     assert delivered["account"]["accountId"] == "acc_x"
     assert delivered["account"]["disconnectionType"] == "unintentional"
     assert delivered["account"]["reason"] == "Token revoked"
+
+
+async def test_bodies_no_rule_foresaw_are_refused_at_the_door_never_with_a_500(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config()
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        late = Late(http, url)
+        surrogate = disconnected("acc_00002").replace(b"Token expired", b"Token \\ud83d")
+        deep = b'{"id": "e", "event": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        big_number = b'{"id": "e", "event": "x", "n": ' + b"9" * 5000 + b"}"
+        control_id = payload("account.connected", hook_id="evt_\x1b[2J\nX")
+        for body in (surrogate, deep, big_number, control_id):
+            status, answer = await late.send(body)
+            assert status == 400, (body[:60], answer)
+        gzipped = gzip.compress(disconnected("acc_00002"))
+        headers = {"Content-Encoding": "gzip", "X-Zernio-Signature": sign(SECRET, gzipped)}
+        async with http.post(url, data=gzipped, headers=headers) as answer:
+            assert answer.status == 415
+
+        async def slow() -> AsyncIterator[bytes]:
+            yield b'{"id": "slow", '
+            await asyncio.sleep(11)  # past the 10 s a body may take
+            yield b'"event": "webhook.test"}'
+
+        status, _ = await late.send(b'{"id": "slow", "event": "webhook.test"}', body=slow())
+        assert status == 408
+        assert all("Traceback" not in line for line in run.lines)
+        assert sink.received == []
+        assert run.process.returncode is None
+
+
+async def test_one_delivery_no_rule_can_handle_is_set_aside_and_the_others_are_told(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, _ = webhook_config()
+    store = Store.open(tmp_path / "state.db")  # as an older release may have let them in
+    now = time.time()
+    store.record_webhook("evt_poison", "account.disconnected", b"{not json", now=now)
+    store.record_webhook("evt_good", "account.disconnected", disconnected("acc_00004"), now=now)
+    store.close()
+    async with daemon(config, base_env, tmp_path) as run:
+        await run.until(lambda: len(sink.received) == 1)
+        assert "acc_00004" in sink.received[0]["message"]
+        await run.until(lambda: run.count("webhook_not_processed") == 1)
+    store = Store.open(tmp_path / "state.db")
+    outcomes = {row["id"]: row["outcome"] for row in store.recent_webhooks()}
+    store.close()
+    assert outcomes == {"evt_poison": "error", "evt_good": "applied"}
+
+
+async def test_with_a_scope_an_unlisted_account_must_show_it_is_in_scope(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config(late={"profile_id": "prof_1"})
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        late = Late(http, url)
+
+        def unlisted(account_id: str, **fields: Any) -> bytes:
+            account = {"accountId": account_id, "disconnectionType": "unintentional", **fields}
+            return payload("account.disconnected", account=account)
+
+        for body in (
+            unlisted("acc_other", platform="twitter", profileId={"_id": "prof_2"}),
+            unlisted("acc_nameless"),  # says neither platform nor profile
+        ):
+            assert (await late.send(body))[0] == 200
+        inside = unlisted("acc_new", platform="twitter", username="@new", profileId="prof_1")
+        assert (await late.send(inside))[0] == 200
+        await run.until(lambda: len(sink.received) == 1)
+        await asyncio.sleep(0.5)
+        assert len(sink.received) == 1
+        assert "acc_new" in sink.received[0]["message"]
+
+
+async def test_a_replay_older_than_the_remembered_ids_is_not_acted_on(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config()
+    old = json.loads(disconnected("acc_00001"))
+    old["timestamp"] = "2026-01-01T00:00:00.000Z"  # months ago: its id is long forgotten
+    body = json.dumps(old).encode()
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        assert (await Late(http, url).send(body))[0] == 200  # Late stops retrying on a 2xx
+        await run.until(lambda: run.count("webhook_stale") == 1)
+        await asyncio.sleep(0.3)
+        assert sink.received == []
+
+
+async def test_a_check_finding_better_than_a_webhook_said_corrects_and_connected_always_asks(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config()
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        late = Late(http, url)
+        assert (await late.send(disconnected("acc_00000")))[0] == 200  # Late's list: healthy
+        await run.until(lambda: len(sink.received) == 1)
+        post = {"id": "p", "platforms": [{"platform": "twitter", "status": "failed",
+                "error": "Token expired", "accountId": "acc_00000"}]}  # fmt: skip
+        assert (await late.send(payload("post.failed", post=post)))[0] == 200
+        await run.until(lambda: len(sink.received) == 2)
+        assert "better than a webhook said" in sink.received[1]["title"]
+        assert "recovered" not in sink.received[1]["message"]
+        sim.break_account("acc_00000")
+        details = sim.count("/accounts/acc_00000/health")
+        assert (await late.send(payload("post.failed", post=post)))[0] == 200
+        await asyncio.sleep(0.5)
+        assert sim.count("/accounts/acc_00000/health") == details  # asked a moment ago
+        assert (await late.send(disconnected("acc_00000")))[0] == 200
+        await run.until(lambda: len(sink.received) == 3)
+        sim.heal("acc_00000")
+        connected = payload("account.connected", account={"accountId": "acc_00000"})
+        assert (await late.send(connected))[0] == 200  # within the minute: asked all the same
+        await run.until(lambda: len(sink.received) == 4)
+        assert sim.count("/accounts/acc_00000/health") == details + 1
+        assert "recovered" in sink.received[3]["message"]
