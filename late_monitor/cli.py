@@ -205,6 +205,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         latency=args.latency,
         rate_limit=args.rate_limit,
         posts=args.posts,
+        webhook=args.webhook or "",
+        webhook_secret=os.environ.get("LATE_SIM_WEBHOOK_SECRET", ""),
     )
 
 
@@ -393,6 +395,12 @@ def build_parser() -> _Parser:
     simulate.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
     simulate.add_argument(
         "--posts", type=float, default=0.0, help="scheduled posts per account over the next 72 h"
+    )
+    simulate.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="send Late's webhooks here, signed with $LATE_SIM_WEBHOOK_SECRET, when accounts "
+        "change (or register one with `late-monitor webhooks setup` against the simulator)",
     )
     simulate.set_defaults(func=cmd_simulate)
     return parser

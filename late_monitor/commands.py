@@ -189,6 +189,7 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         "impact.horizon",
         "impact.escalate_within",
         "webhooks.watch_every",
+        "webhooks.poll_grace",
     }:
         return f'"{format_duration(value)}"'
     if key == "monitor.token_expiry_warn":

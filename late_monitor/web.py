@@ -97,6 +97,7 @@ def build_app(
     app.router.add_get("/status", status)
     if webhook is not None:
         app.router.add_post(WEBHOOK_PATH, webhook)
+        app.router.add_post(WEBHOOK_PATH + "/", webhook)  # as a proxy or a person may write it
     return app
 
 
