@@ -20,6 +20,7 @@ from late_monitor.wiring import check_destinations, notifier_from
 _COLOURS = {"healthy": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
 _RESET = "\033[0m"
 SECRET_KEYS = {"late.api_key", "notify.urls"}
+SECRET_SETTINGS = {"http.admin_token", "heartbeat.url", "heartbeat.fail_url"}
 
 
 def _when(value: str | None) -> str:
@@ -137,14 +138,19 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         return "(set, hidden)" if loaded.api_key is not None else "(not set)"
     if key == "notify.urls":
         return "[" + ", ".join(f'"{u}"' for u in value) + "]"
+    if key in SECRET_SETTINGS:
+        return "(set, hidden)" if value is not None else "(not set)"
     if key in {
         "monitor.interval",
         "monitor.detail_every",
         "monitor.remind_every",
         "late.timeout",
         "notify.retry_for",
+        "heartbeat.timeout",
     }:
         return f'"{format_duration(value)}"'
+    if key == "monitor.quiet_hours":
+        return json.dumps([window.model_dump() for window in value])
     if key == "monitor.token_expiry_warn":
         return "[" + ", ".join(f'"{format_duration(v)}"' for v in value) + "]"
     return json.dumps(value)

@@ -20,13 +20,22 @@ from typing import Literal
 
 import structlog
 
-from late_monitor.errors import AuthRejected, BadPayload, LateApiError, ScopeConflict
+from late_monitor import control
+from late_monitor.errors import (
+    AuthRejected,
+    BadPayload,
+    LateApiError,
+    LateMonitorError,
+    ScopeConflict,
+)
 from late_monitor.events import Event, Kind, NotifyType
+from late_monitor.heartbeat import Heartbeat
 from late_monitor.late import LateClient
 from late_monitor.messages import CycleRecord, PlannedMessage
 from late_monitor.models import Detail
 from late_monitor.notify import CONSOLE_URL, Notifier
 from late_monitor.outbox import Delivery, deliver_due
+from late_monitor.quiet import QuietWindow
 from late_monitor.rules import (
     Evaluation,
     Policy,
@@ -73,6 +82,8 @@ class CycleDeps:
     retry_for: float = 86400.0
     lock_wait: float = 15.0
     clock: Callable[[], datetime] = utcnow
+    quiet_hours: tuple[QuietWindow, ...] = ()
+    heartbeat: Heartbeat | None = None
 
 
 @dataclass(frozen=True)
@@ -117,9 +128,16 @@ async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:
     """Poll once, record what changed with its notifications, then deliver what is due."""
     fd = await deps.store.lock(deps.lock_wait)
     try:
-        return await _run_locked(deps, dry_run=dry_run)
+        result = await _run_locked(deps, dry_run=dry_run)
+    except LateMonitorError as exc:
+        if deps.heartbeat is not None and not dry_run:
+            await deps.heartbeat.beat(ok=False, note=str(exc))
+        raise
     finally:
         deps.store.release_lock(fd)
+    if deps.heartbeat is not None and not dry_run:
+        await deps.heartbeat.beat(ok=result.outcome == "ok", note=result.error or "")
+    return result
 
 
 class Stopwatch:
@@ -172,6 +190,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     error: str | None = None
     unreadable_count = 0
     evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
+    settled: tuple[int, ...] = ()  # silences whose end this cycle acts upon
     try:
         with watch.phase("fetch"):
             snapshot = await deps.client.health(
@@ -201,6 +220,8 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             details = await _fetch_details(deps, evented, within=DETAIL_SLICE)
             evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
             evaluation = _detail_later(evaluation, [a for a in evented if a not in details])
+            ended = control.after_poll(store, evaluation, now=now, record=not dry_run)
+            evaluation, settled = ended.evaluation, ended.settled
         api, api_events = api_succeeded(api)
         api, unreadable = unreadable_told(api, snapshot, evaluation.states)
         for event in unreadable:
@@ -212,9 +233,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
 
     messages: list[PlannedMessage] = []
     with watch.phase("render"):
-        if events and deps.notifier.configured:
-            await deps.notifier.load()
-            messages = deps.notifier.plan(events, details)
+        messages = await _plan(deps, events, details, record=not dry_run)
     _log_events(events)
 
     by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
@@ -252,6 +271,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         )
     if recorded != scope:
         store.write_meta("scope", scope.dump())  # after the commit: a crash before it redoes this
+    control.after_commit(store, settled, now=deps.clock())
     with watch.phase("deliver"):
         delivery = await deliver_due(
             deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
@@ -324,10 +344,7 @@ async def _record_and_send(
 ) -> tuple[list[PlannedMessage], Delivery]:
     """A commit after the cycle's own (a follow-up, a refusal): its messages, the changed
     states and a record in one transaction, then delivery if there is anything to send."""
-    messages: list[PlannedMessage] = []
-    if events and deps.notifier.configured:
-        await deps.notifier.load()
-        messages = deps.notifier.plan(events, details)
+    messages = await _plan(deps, events, details, record=True)
     _log_events(events)
     deps.store.commit_cycle(
         states=states,
@@ -351,6 +368,27 @@ async def _record_and_send(
         deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
     )
     return messages, delivery
+
+
+async def _plan(
+    deps: CycleDeps, events: Sequence[Event], details: Mapping[str, Detail], *, record: bool
+) -> list[PlannedMessage]:
+    """The messages for a batch of events, the one place every batch (the poll's, each
+    follow-up's) becomes messages: silenced and acknowledged events are left out, those quiet
+    hours hold are planned as held rows."""
+    if not events or not deps.notifier.configured:
+        return []
+    screened = control.screen(
+        deps.store, events, now=deps.clock(), quiet=deps.quiet_hours, record=record
+    )
+    if not screened.send and not screened.held:
+        return []
+    await deps.notifier.load()
+    messages = deps.notifier.plan(screened.send, details)
+    if screened.held:
+        held = deps.notifier.plan(screened.held, details)
+        messages += [replace(m, held_until=screened.held_until) for m in held]
+    return messages
 
 
 def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:

@@ -65,6 +65,11 @@ def _type_for_status(condition: Condition) -> NotifyType:
     return NotifyType.WARNING if rank(status) >= 1 else NotifyType.INFO
 
 
+def reminder_type(state: AccountState) -> NotifyType:
+    """The notify type of a reminder about an account in this state."""
+    return _type_for_status(state.condition)
+
+
 def _transition(old: Condition, new: Condition, state: AccountState, policy: Policy) -> list[Event]:
     old_status, old_reconnect, old_post = old
     new_status, new_reconnect, new_post = new

@@ -1,4 +1,5 @@
-"""The optional HTTP endpoints: /healthz, /readyz, /metrics, /status (aiohttp)."""
+"""The optional HTTP endpoints: /healthz, /readyz, /metrics, /status, and the status page
+(`/` and its actions, admin.py) (aiohttp)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from late_monitor.admin import add_routes as add_page_routes
 from late_monitor.errors import ConfigError
 from late_monitor.metrics import Metrics
 from late_monitor.status import status_report
@@ -39,6 +41,7 @@ def build_app(
     metrics: Metrics,
     store: Callable[[], Store],
     clock: Callable[[], datetime],
+    admin_token: str = "",
 ) -> web.Application:
     """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from."""
 
@@ -70,13 +73,14 @@ def build_app(
         )
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(status_report(store()))
+        return web.json_response(status_report(store(), now=clock()))
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status)
+    add_page_routes(app, store=store, clock=clock, admin_token=admin_token)
     return app
 
 
