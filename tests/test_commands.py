@@ -254,5 +254,7 @@ def test_every_command_help_shows_an_example() -> None:
         "probe",
         "demo",
         "simulate",
+        "silence",
+        "ack",
     }
     assert [name for name, text in helps.items() if "example" not in text] == []

@@ -13,7 +13,7 @@ import pytest
 from late_monitor.errors import StateError
 from late_monitor.messages import CycleRecord, Entry, PlannedMessage
 from late_monitor.state import AccountState, ApiHealth
-from late_monitor.store import Store
+from late_monitor.store import SCHEMA_VERSION, Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -197,7 +197,7 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_pending_rows(tmp_pa
         db.executescript(_SCHEMA_V1)
     store = Store.open(path)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store.recent_cycles()[0]["started_at"] == T0.timestamp()  # through 2, then 3
     (row,) = store.pending_deliveries()
     assert (row.destination, row.attempts, row.last_error, row.title) == (
@@ -369,7 +369,7 @@ def test_a_version_2_file_has_its_iso_times_converted_to_epoch_seconds_in_place(
         db.executescript(_SCHEMA_V2)
     store = Store.open(path)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         kinds = db.execute(
             "SELECT typeof(started_at), typeof(finished_at) FROM cycles "
