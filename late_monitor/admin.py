@@ -219,7 +219,7 @@ def add_routes(
 _HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send "Origin: null"
     "Cache-Control": "no-store",
 }
 
@@ -229,10 +229,11 @@ def _values(text: str) -> list[str]:
 
 
 def _foreign(request: web.Request) -> bool:
-    """A browser's POST from another site (its Origin names another host)."""
+    """A browser's POST from another site (its Origin names another host). An absent or
+    "null" Origin (privacy settings) is left to the CSRF field and the SameSite cookie."""
     origin = request.headers.get("Origin")
     if not origin or origin == "null":
-        return origin == "null"
+        return False
     return urlsplit(origin).netloc != request.host
 
 

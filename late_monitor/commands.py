@@ -29,10 +29,34 @@ def _when(value: str | None) -> str:
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _muted(account: dict[str, Any]) -> str:
+    """Why this account's notices are held back, if they are: silences and an ack."""
+    marks = [f"silenced #{i}" for i in account.get("silenced_by", [])]
+    return ", ".join(marks + (["acked"] if account.get("acked") else []))
+
+
+def _control_lines(report: dict[str, Any]) -> list[str]:
+    active = [s for s in report.get("silences", []) if s["state"] == "active"]
+    lines = [f"\nSilences: {len(active)} active (late-monitor silence list)"] if active else []
+    held = report.get("held", [])
+    if held:
+        lines.append(f"\nHeld by quiet hours: {len(held)} until {_when(held[0]['until'])}")
+    return lines
+
+
 def render_status(report: dict[str, Any], *, colour: bool) -> str:
     """A readable table of accounts, then the outbox and the last cycles."""
     rows = [
-        ("PLATFORM", "USERNAME", "STATUS", "RECONNECT", "SINCE", "TOKEN EXPIRES", "LAST NOTICE")
+        (
+            "PLATFORM",
+            "USERNAME",
+            "STATUS",
+            "RECONNECT",
+            "SINCE",
+            "TOKEN EXPIRES",
+            "LAST NOTICE",
+            "MUTED",
+        )
     ]
     statuses = []
     for a in report["accounts"]:
@@ -45,6 +69,7 @@ def render_status(report: dict[str, Any], *, colour: bool) -> str:
                 _when(a["since"]),
                 _when(a["token_expires_at"]),
                 _when(a["last_notice_at"]),
+                _muted(a),
             )
         )
         statuses.append(a["status"])
@@ -71,6 +96,7 @@ def render_status(report: dict[str, Any], *, colour: bool) -> str:
             + (f", last error: {row['last_error']}" if row["last_error"] else "")
             + ")"
         )
+    lines += _control_lines(report)
     lines.append("\nLast cycles:")
     for cycle in report["cycles"][:5]:
         lines.append(

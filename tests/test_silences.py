@@ -335,6 +335,12 @@ async def test_silences_from_the_cli_are_shared_by_every_process_using_the_state
     report = json.loads(status.stdout)
     account = next(a for a in report["accounts"] if a["account_id"] == "acc_00004")
     assert (account["status"], account["silenced_by"]) == ("error", [1])
+    table = await run_cli("status", "--config", config, env=base_env, cwd=tmp_path)
+    row = next(
+        line for line in table.stdout.splitlines() if "acc_00004" in line or "_00004" in line
+    )
+    assert row.rstrip().endswith("silenced #1")
+    assert "Silences: 1 active" in table.stdout
 
     bad = await run_cli(
         "silence", "add", "--config", config, "--kind", "degradd", "--for", "1h",
