@@ -248,8 +248,9 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         error=error,
         unreadable=unreadable_count,
     )
-    if dry_run:
-        await _print_dry_run(deps.notifier, events, details)
+    if dry_run:  # what would be sent: silenced and acked events left out, held ones shown
+        shown = control.screen(store, events, now=deps.clock(), quiet=(), record=False).send
+        await _print_dry_run(deps.notifier, shown, details)
         return _finish(result, t0, watch)
 
     with watch.phase("store"):

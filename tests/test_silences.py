@@ -329,6 +329,8 @@ async def test_silences_from_the_cli_are_shared_by_every_process_using_the_state
     assert "carol" in listed.stdout
     assert "moving the page" in listed.stdout
     sim.break_account("acc_00004")
+    dry = await run_cli("--once", "--dry-run", "--config", config, env=base_env, cwd=tmp_path)
+    assert "dry run: nothing to notify" in dry.stdout  # what would be sent, silences applied
     assert (await run_cli("--once", "--config", config, env=base_env, cwd=tmp_path)).code == 0
     assert sink.received == []
     status = await run_cli("status", "--json", "--config", config, env=base_env, cwd=tmp_path)
