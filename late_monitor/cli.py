@@ -57,6 +57,11 @@ CONFIG_EXAMPLE = """example:
   late-monitor config check --config /etc/late-monitor/config.toml
 exit 2 with one line per problem; secrets are never printed"""
 
+WEBHOOKS_EXAMPLE = """examples:
+  late-monitor webhooks setup --url https://monitor.example.com/webhooks/late
+  late-monitor webhooks status          # exit 1 when Late has no webhook for this monitor
+the secret is webhooks.secret (or its file, or LATE_MONITOR_WEBHOOKS__SECRET); never printed"""
+
 DEMO_EXAMPLE = """examples:
   late-monitor demo                                   # ~30 s, nothing to set up
   late-monitor demo --notify slack://T000/B000/XXXX   # also see the messages in your Slack"""
@@ -132,6 +137,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     from late_monitor.commands import config_check
 
     return config_check(_loaded_for_tool(args, warn=False))
+
+
+def cmd_webhooks_setup(args: argparse.Namespace) -> int:
+    from late_monitor.webhook_commands import setup_webhook
+
+    return setup_webhook(_loaded_for_tool(args), url=args.url)
+
+
+def cmd_webhooks_status(args: argparse.Namespace) -> int:
+    from late_monitor.webhook_commands import webhook_status
+
+    return webhook_status(_loaded_for_tool(args), as_json=args.json)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -298,6 +315,29 @@ def build_parser() -> _Parser:
     _config_option(config_check)
     config_check.set_defaults(func=cmd_config_check)
 
+    webhooks = commands.add_parser(
+        "webhooks", help="Late's webhooks for instant alerts (webhooks setup, webhooks status)"
+    )
+    webhook_commands = webhooks.add_subparsers(dest="webhooks_command", metavar="setup|status")
+    setup = webhook_commands.add_parser(
+        "setup",
+        help="create or update the Late webhook that sends this monitor its events",
+        epilog=WEBHOOKS_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(setup)
+    setup.add_argument("--url", required=True, help="where Late can reach POST /webhooks/late")
+    setup.set_defaults(func=cmd_webhooks_setup)
+    hook_status = webhook_commands.add_parser(
+        "status",
+        help="Late's view of the webhook (isActive, failureCount) and the last events received",
+        epilog=WEBHOOKS_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(hook_status)
+    hook_status.add_argument("--json", action="store_true", help="machine-readable output")
+    hook_status.set_defaults(func=cmd_webhooks_status)
+
     probe = commands.add_parser(
         "probe",
         help="GET a /healthz URL; exit 0 if healthy (for container health checks)",
@@ -380,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest = _split_global(words)[1]
     parser.plugin = bool(rest) and rest[0] == "check"  # unknown arguments are the top's to report
     args = parser.parse_args(words)
-    if args.command in ("config", "silence") and not getattr(args, "func", None):
+    if args.command in ("config", "silence", "webhooks") and not getattr(args, "func", None):
         parser.parse_args([args.command, "--help"])
     if not getattr(args, "func", None):
         parser.print_help()

@@ -19,7 +19,7 @@ from late_monitor.wiring import check_destinations, notifier_from
 
 _COLOURS = {"healthy": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
 _RESET = "\033[0m"
-SECRET_KEYS = {"late.api_key", "notify.urls"}
+SECRET_KEYS = {"late.api_key", "notify.urls", "webhooks.secret"}
 SECRET_SETTINGS = {"http.admin_token", "heartbeat.url", "heartbeat.fail_url"}
 
 
@@ -162,10 +162,12 @@ def send_test_notification(
 def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
     if key == "late.api_key":
         return "(set, hidden)" if loaded.api_key is not None else "(not set)"
+    if key == "webhooks.secret":
+        return "(set, hidden)" if loaded.webhook_secret is not None else "(not set: webhooks off)"
     if key == "notify.urls":
         return "[" + ", ".join(f'"{u}"' for u in value) + "]"
     if key in SECRET_SETTINGS:
-        return "(set, hidden)" if value is not None else "(not set)"
+        return "(set, hidden)" if value is not None and value.get_secret_value() else "(not set)"
     if key in {
         "monitor.interval",
         "monitor.detail_every",
@@ -173,6 +175,7 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         "late.timeout",
         "notify.retry_for",
         "heartbeat.timeout",
+        "webhooks.watch_every",
     }:
         return f'"{format_duration(value)}"'
     if key == "monitor.quiet_hours":

@@ -48,6 +48,8 @@ from late_monitor.quiet import parse_days, parse_time
 ENV_PREFIX = "LATE_MONITOR_"
 DEFAULT_BASE_URL = "https://zernio.com/api/v1"
 CREDENTIAL_NAME = "late-api-key"
+WEBHOOK_CREDENTIAL = "late-webhook-secret"
+MIN_WEBHOOK_SECRET = 16  # characters; a short secret can be guessed, and alerts forged
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -247,6 +249,14 @@ class HeartbeatSettings(_Section):
     timeout: PositiveDuration = 10.0
 
 
+class WebhooksSettings(_Section):
+    secret: SecretStr | None = None
+    secret_file: str = ""
+    name: str = Field(default="late-monitor", min_length=1, max_length=50)
+    watch_every: PositiveDuration = 3600.0
+    poll_grace: Duration = 60.0
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -268,6 +278,7 @@ class Settings(BaseSettings):
     state: StateSettings = Field(default_factory=StateSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
@@ -291,6 +302,7 @@ class LoadedConfig:
     sources: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[ConfigWarning, ...] = ()
     state_path: Path = Path("state.db")  # state.path, or the default for this environment
+    webhook_secret: SecretStr | None = None  # webhooks.secret, its file or credential
 
     def require_api_key(self) -> str:
         if self.api_key is None or not self.api_key.get_secret_value():
@@ -416,7 +428,7 @@ def _named(environ: Mapping[str, str], name: str) -> bool:
     return any(key.upper() == name for key in environ)
 
 
-def _clean_key(value: str, source: str) -> str:
+def _clean_key(value: str, source: str, name: str = "the API key") -> str:
     """The key without surrounding whitespace; a key with a character no key can hold inside
     (a line break from a pasted file, a space, a control or non-ASCII character) is refused,
     naming `source` and never showing the key."""
@@ -433,20 +445,20 @@ def _clean_key(value: str, source: str) -> str:
         else:
             continue
         raise ConfigError(
-            f"{source}: the API key contains {what} inside it; an API key is one word "
-            "(a pasted key often brings a second line or quotes with it)"
+            f"{source}: {name} contains {what} inside it; it is one word "
+            "(a pasted value often brings a second line or quotes with it)"
         )
     return key
 
 
-def _read_secret_file(path: Path, what: str) -> str:
+def _read_secret_file(path: Path, what: str, name: str = "the API key") -> str:
     try:
         value = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{what}: {path} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    key = _clean_key(value, f"{what}: {path}")
+    key = _clean_key(value, f"{what}: {path}", name)
     if not key:
         raise ConfigError(f"{what}: {path} is empty")
     return key
@@ -560,6 +572,27 @@ def load_settings(
         for key in type(getattr(settings, section)).model_fields
     }
     sources["late.api_key"] = api_key_source
+    webhook_secret, sources["webhooks.secret"] = _resolve_webhook_secret(
+        settings.webhooks, full, sources["webhooks.secret"]
+    )
+    if webhook_secret is not None:
+        if len(webhook_secret.get_secret_value()) < MIN_WEBHOOK_SECRET:
+            warnings.append(
+                ConfigWarning(
+                    "webhook_secret_short",
+                    f"{sources['webhooks.secret']}: webhooks.secret: shorter than "
+                    f"{MIN_WEBHOOK_SECRET} characters, it can be guessed and alerts forged; "
+                    "use e.g. `openssl rand -hex 32`",
+                )
+            )
+        if not settings.http.listen:
+            warnings.append(
+                ConfigWarning(
+                    "webhooks_not_served",
+                    f"{sources['webhooks.secret']}: webhooks.secret is set but http.listen is "
+                    "not: the daemon has nowhere to receive Late's webhooks",
+                )
+            )
     for platform in settings.late.platforms:
         if platform not in KNOWN_PLATFORMS:
             close = difflib.get_close_matches(platform, sorted(KNOWN_PLATFORMS), n=1)
@@ -591,7 +624,31 @@ def load_settings(
             if settings.state.path
             else default_state_path(env)
         ),
+        webhook_secret=webhook_secret,
     )
+
+
+def _resolve_webhook_secret(
+    webhooks: WebhooksSettings, environ: Mapping[str, str], source: str
+) -> tuple[SecretStr | None, str]:
+    """webhooks.secret (or LATE_MONITOR_WEBHOOKS__SECRET), webhooks.secret_file, or the
+    systemd credential; None leaves the webhook endpoint off."""
+    if webhooks.secret is not None and webhooks.secret.get_secret_value().strip():
+        return SecretStr(_clean_secret(webhooks.secret.get_secret_value(), source)), source
+    if webhooks.secret_file:
+        path = Path(webhooks.secret_file).expanduser()
+        secret = _read_secret_file(path, "webhooks.secret_file", "the webhook secret")
+        return SecretStr(secret), str(path)
+    if credentials := environ.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(credentials) / WEBHOOK_CREDENTIAL
+        if credential.is_file():
+            secret = _read_secret_file(credential, "credential", "the webhook secret")
+            return SecretStr(secret), f"systemd credential {WEBHOOK_CREDENTIAL}"
+    return None, "unset"
+
+
+def _clean_secret(value: str, source: str) -> str:
+    return _clean_key(value, f"{source}: webhooks.secret", "the webhook secret")
 
 
 def default_state_path(environ: Mapping[str, str]) -> Path:

@@ -32,7 +32,7 @@ from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.heartbeat import Heartbeat
 from late_monitor.late import LateClient
 from late_monitor.messages import CycleRecord, PlannedMessage
-from late_monitor.models import Detail
+from late_monitor.models import Detail, Snapshot
 from late_monitor.notify import CONSOLE_URL, Notifier
 from late_monitor.outbox import Delivery, deliver_due
 from late_monitor.quiet import QuietWindow
@@ -125,16 +125,18 @@ def scope_of_state(deps: CycleDeps) -> tuple[Scope, Scope | None, bool]:
 
 
 async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:
-    """Poll once, record what changed with its notifications, then deliver what is due."""
-    fd = await deps.store.lock(deps.lock_wait)
+    """Poll once, record what changed with its notifications, then deliver what is due.
+
+    The cycle lock is held throughout (one process polls at a time); the states are loaded
+    only once the poll has answered, under the process's one writer, so that what a webhook
+    committed meanwhile is what this poll is compared with."""
     try:
-        result = await _run_locked(deps, dry_run=dry_run)
+        async with deps.store.holding(deps.lock_wait):
+            result = await _run_locked(deps, dry_run=dry_run)
     except LateMonitorError as exc:
         if deps.heartbeat is not None and not dry_run:
             await deps.heartbeat.beat(ok=False, note=str(exc))
         raise
-    finally:
-        deps.store.release_lock(fd)
     if deps.heartbeat is not None and not dry_run:
         await deps.heartbeat.beat(ok=result.outcome == "ok", note=result.error or "")
     return result
@@ -164,124 +166,140 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     watch = Stopwatch()
     requests_before = deps.client.requests
     store = deps.store
-    with watch.phase("load"):
-        previous = store.load_states()
-        api = store.load_api_health()
     try:
         scope, recorded, narrowed = scope_of_state(deps)
     except ScopeConflict as exc:
         if not dry_run:
-            await _tell_conflict(deps, previous, api, exc, started=started)
+            async with store.writing(deps.lock_wait):
+                await _tell_conflict(deps, exc, started=started)
         raise
-    if api.scope_alerted:
-        api = replace(api, scope_alerted=False)
-    forgotten: frozenset[str] = frozenset()
-    if narrowed:
-        forgotten = frozenset(k for k, state in previous.items() if not scope.covers(state))
-        previous = {k: state for k, state in previous.items() if k not in forgotten}
-        log.info(
-            "scope_narrowed",
-            was=recorded.describe() if recorded else "",
-            now=scope.describe(),
-            accounts_forgotten=len(forgotten),
-        )
 
-    details: dict[str, Detail] = {}
-    error: str | None = None
-    unreadable_count = 0
-    evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
-    settled: tuple[int, ...] = ()  # silences whose end this cycle acts upon
+    snapshot: Snapshot | None = None
+    failure: LateApiError | None = None
+    fetched_at = deps.clock()
     try:
         with watch.phase("fetch"):
             snapshot = await deps.client.health(
                 profile_id=deps.profile_id, platforms=deps.platforms
             )
-    except AuthRejected as exc:
-        outcome: Outcome = "auth_failed"
-        error = str(exc)
-        api, events = api_failed(api, error=error, auth=True, policy=deps.policy)
-    except BadPayload as exc:
-        outcome, error = "api_failed", str(exc)
-        api, events = api_failed(api, error=error, auth=False, policy=deps.policy, unreadable=True)
     except LateApiError as exc:
-        outcome, error = "api_failed", str(exc)
-        api, events = api_failed(api, error=error, auth=False, policy=deps.policy)
-    else:
-        outcome = "ok"
-        if not snapshot.accounts and (deps.platforms or deps.profile_id):
-            log.warning(  # a typo'd profile id or platform watches nothing, and says "ok"
-                "scope_matches_nothing", platforms=list(deps.platforms), profile_id=deps.profile_id
+        failure = exc
+
+    async with store.writing(deps.lock_wait):
+        with watch.phase("load"):
+            previous = store.load_states()
+            api = store.load_api_health()
+        if api.scope_alerted:
+            api = replace(api, scope_alerted=False)
+        forgotten: frozenset[str] = frozenset()
+        if narrowed:
+            forgotten = frozenset(k for k, state in previous.items() if not scope.covers(state))
+            previous = {k: state for k, state in previous.items() if k not in forgotten}
+            log.info(
+                "scope_narrowed",
+                was=recorded.describe() if recorded else "",
+                now=scope.describe(),
+                accounts_forgotten=len(forgotten),
             )
-        now = deps.clock()
-        with watch.phase("evaluate"):
-            evaluation = evaluate(previous, snapshot, now=now, policy=deps.policy)
-        with watch.phase("detail"):
-            evented = _evented(evaluation) if deps.detail != "never" else []
-            details = await _fetch_details(deps, evented, within=DETAIL_SLICE)
-            evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
-            evaluation = _detail_later(evaluation, [a for a in evented if a not in details])
-            ended = control.after_poll(store, evaluation, now=now, record=not dry_run)
-            evaluation, settled = ended.evaluation, ended.settled
-        api, api_events = api_succeeded(api)
-        api, unreadable = unreadable_told(api, snapshot, evaluation.states)
-        for event in unreadable:
-            log.warning("accounts_unreadable", accounts=len(api.unreadable), note=event.note)
-        unreadable_count = len(snapshot.unreadable) + snapshot.unidentified
-        events = [*api_events, *unreadable, *evaluation.events]
-    if error:
-        log.warning("poll_failed", outcome=outcome, error=error)
 
-    messages: list[PlannedMessage] = []
-    with watch.phase("render"):
-        messages = await _plan(deps, events, details, record=not dry_run)
-    _log_events(events)
-
-    by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
-    requests = deps.client.requests - requests_before
-    result = CycleResult(
-        outcome=outcome,
-        accounts=len(evaluation.states),
-        by_platform=dict(by_platform),
-        events=tuple(events),
-        messages=tuple(messages),
-        requests=requests,
-        error=error,
-        unreadable=unreadable_count,
-    )
-    if dry_run:  # what would be sent: silenced and acked events left out, held ones shown
-        shown = control.screen(store, events, now=deps.clock(), quiet=(), record=False).send
-        await _print_dry_run(deps.notifier, shown, details)
-        return _finish(result, t0, watch)
-
-    with watch.phase("store"):
-        store.commit_cycle(
-            states=evaluation.states,
-            changed=evaluation.changed,
-            removed=evaluation.removed | forgotten,
-            api=api,
-            messages=messages,
-            record=CycleRecord(
-                started_at=started,
-                finished_at=deps.clock(),
-                outcome=outcome,
-                accounts=len(evaluation.states),
-                events=len(events),
-                requests=requests,
+        details: dict[str, Detail] = {}
+        error: str | None = None
+        unreadable_count = 0
+        evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
+        settled: tuple[int, ...] = ()  # silences whose end this cycle acts upon
+        if isinstance(failure, AuthRejected):
+            outcome: Outcome = "auth_failed"
+            error = str(failure)
+            api, events = api_failed(api, error=error, auth=True, policy=deps.policy)
+        elif failure is not None:
+            outcome, error = "api_failed", str(failure)
+            api, events = api_failed(
+                api,
                 error=error,
-            ),
+                auth=False,
+                policy=deps.policy,
+                unreadable=isinstance(failure, BadPayload),
+            )
+        else:
+            assert snapshot is not None
+            outcome = "ok"
+            if not snapshot.accounts and (deps.platforms or deps.profile_id):
+                log.warning(  # a typo'd profile id or platform watches nothing, and says "ok"
+                    "scope_matches_nothing",
+                    platforms=list(deps.platforms),
+                    profile_id=deps.profile_id,
+                )
+            now = deps.clock()
+            with watch.phase("evaluate"):
+                evaluation = evaluate(
+                    previous, snapshot, now=now, policy=deps.policy, fetched_at=fetched_at
+                )
+            with watch.phase("detail"):
+                evented = _evented(evaluation) if deps.detail != "never" else []
+                details = await _fetch_details(deps, evented, within=DETAIL_SLICE)
+                evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
+                evaluation = _detail_later(evaluation, [a for a in evented if a not in details])
+                ended = control.after_poll(store, evaluation, now=now, record=not dry_run)
+                evaluation, settled = ended.evaluation, ended.settled
+            api, api_events = api_succeeded(api)
+            api, unreadable = unreadable_told(api, snapshot, evaluation.states)
+            for event in unreadable:
+                log.warning("accounts_unreadable", accounts=len(api.unreadable), note=event.note)
+            unreadable_count = len(snapshot.unreadable) + snapshot.unidentified
+            events = [*api_events, *unreadable, *evaluation.events]
+        if error:
+            log.warning("poll_failed", outcome=outcome, error=error)
+
+        with watch.phase("render"):
+            messages = await _plan(deps, events, details, record=not dry_run)
+        _log_events(events)
+
+        by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
+        requests = deps.client.requests - requests_before
+        result = CycleResult(
+            outcome=outcome,
+            accounts=len(evaluation.states),
+            by_platform=dict(by_platform),
+            events=tuple(events),
+            messages=tuple(messages),
+            requests=requests,
+            error=error,
+            unreadable=unreadable_count,
         )
-    if recorded != scope:
-        store.write_meta("scope", scope.dump())  # after the commit: a crash before it redoes this
-    control.after_commit(store, settled, now=deps.clock())
-    with watch.phase("deliver"):
-        delivery = await deliver_due(
-            deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
-        )
+        if dry_run:  # what would be sent: silenced and acked events left out, held ones shown
+            shown = control.screen(store, events, now=deps.clock(), quiet=(), record=False).send
+            await _print_dry_run(deps.notifier, shown, details)
+            return _finish(result, t0, watch)
+
+        with watch.phase("store"):
+            store.commit_cycle(
+                states=evaluation.states,
+                changed=evaluation.changed,
+                removed=evaluation.removed | forgotten,
+                api=api,
+                messages=messages,
+                record=CycleRecord(
+                    started_at=started,
+                    finished_at=deps.clock(),
+                    outcome=outcome,
+                    accounts=len(evaluation.states),
+                    events=len(events),
+                    requests=requests,
+                    error=error,
+                ),
+            )
+        if recorded != scope:
+            store.write_meta("scope", scope.dump())  # after the commit: a crash redoes this
+        control.after_commit(store, settled, now=deps.clock())
+        with watch.phase("deliver"):
+            delivery = await deliver_due(
+                deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
+            )
     result = replace(result, delivery=delivery)
     if outcome == "ok" and deps.detail != "never":
         with watch.phase("enrich"):
             result = await _enrich(
-                deps, result, evaluation.states, api, fetched=set(details), base=requests_before
+                deps, result, evaluation.states, fetched=set(details), base=requests_before
             )
     return _finish(result, t0, watch)
 
@@ -290,7 +308,6 @@ async def _enrich(
     deps: CycleDeps,
     result: CycleResult,
     states: Mapping[str, AccountState],
-    api: ApiHealth,
     *,
     fetched: set[str],
     base: int,
@@ -305,21 +322,23 @@ async def _enrich(
     details = await _fetch_details(deps, targets, within=None)
     if not details:
         return result
-    now = deps.clock()
-    before = Evaluation(states=states, changed=frozenset(), removed=frozenset())
-    enriched = apply_details(before, details, now=now, policy=deps.policy)
-    events = [*enriched.events, *follow_ups(states, enriched.states, details, enriched.events)]
-    messages, delivery = await _record_and_send(
-        deps,
-        events,
-        details,
-        states=enriched.states,
-        changed=enriched.changed,
-        api=api,
-        outcome="detail",
-        started=now,
-        requests=len(targets),
-    )
+    async with deps.store.writing(deps.lock_wait):
+        states = deps.store.load_states()  # again: a webhook may have committed meanwhile
+        now = deps.clock()
+        before = Evaluation(states=states, changed=frozenset(), removed=frozenset())
+        enriched = apply_details(before, details, now=now, policy=deps.policy)
+        events = [*enriched.events, *follow_ups(states, enriched.states, details, enriched.events)]
+        messages, delivery = await record_and_send(
+            deps,
+            events,
+            details,
+            states=enriched.states,
+            changed=enriched.changed,
+            api=deps.store.load_api_health(),
+            outcome="detail",
+            started=now,
+            requests=len(targets),
+        )
     return replace(
         result,
         events=(*result.events, *events),
@@ -329,7 +348,7 @@ async def _enrich(
     )
 
 
-async def _record_and_send(
+async def record_and_send(
     deps: CycleDeps,
     events: Sequence[Event],
     details: Mapping[str, Detail],
@@ -342,17 +361,22 @@ async def _record_and_send(
     requests: int,
     accounts: int | None = None,
     error: str | None = None,
+    removed: Iterable[str] = (),
+    webhooks: Sequence[tuple[str, str]] = (),
 ) -> tuple[list[PlannedMessage], Delivery]:
-    """A commit after the cycle's own (a follow-up, a refusal): its messages, the changed
-    states and a record in one transaction, then delivery if there is anything to send."""
+    """A commit outside the poll's own (a follow-up, a refusal, webhooks acted on): its
+    messages, the changed states, the webhook deliveries it settles and a record in one
+    transaction, then delivery if there is anything to send. The caller holds
+    `store.writing`."""
     messages = await _plan(deps, events, details, record=True)
     _log_events(events)
     deps.store.commit_cycle(
         states=states,
         changed=changed,
-        removed=(),
+        removed=removed,
         api=api,
         messages=messages,
+        webhooks=webhooks,
         record=CycleRecord(
             started_at=started,
             finished_at=deps.clock(),
@@ -375,8 +399,8 @@ async def _plan(
     deps: CycleDeps, events: Sequence[Event], details: Mapping[str, Detail], *, record: bool
 ) -> list[PlannedMessage]:
     """The messages for a batch of events, the one place every batch (the poll's, each
-    follow-up's) becomes messages: silenced and acknowledged events are left out, those quiet
-    hours hold are planned as held rows."""
+    follow-up's, the webhooks') becomes messages: silenced and acknowledged events are left
+    out, those quiet hours hold are planned as held rows."""
     if not events or not deps.notifier.configured:
         return []
     screened = control.screen(
@@ -409,20 +433,15 @@ def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:
     return replace(result, duration=duration, timings=watch.wall, cpu=watch.cpu)
 
 
-async def _tell_conflict(
-    deps: CycleDeps,
-    states: Mapping[str, AccountState],
-    api: ApiHealth,
-    exc: ScopeConflict,
-    *,
-    started: datetime,
-) -> None:
+async def _tell_conflict(deps: CycleDeps, exc: ScopeConflict, *, started: datetime) -> None:
     """A monitor that can no longer poll must say so, once: another configuration (a one-off
     run with fewer platforms, say) has claimed the state file for its own scope."""
+    states = deps.store.load_states()
+    api = deps.store.load_api_health()
     if api.scope_alerted:
         return
     event = Event(Kind.SCOPE_CONFLICT, NotifyType.FAILURE, note=str(exc))
-    await _record_and_send(
+    await record_and_send(
         deps,
         [event],
         {},

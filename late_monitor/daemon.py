@@ -18,6 +18,7 @@ from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.control import release_due
 from late_monitor.cycle import CycleDeps, CycleResult, run_cycle, scope_of_state, utcnow
 from late_monitor.errors import ConfigError, LateMonitorError
+from late_monitor.intake import Intake
 from late_monitor.metrics import Metrics
 from late_monitor.notify import Notifier
 from late_monitor.outbox import deliver_pending
@@ -36,6 +37,7 @@ log = structlog.get_logger("late_monitor.daemon")
 
 SHUTDOWN_GRACE = 20.0  # seconds an in-flight cycle gets to finish on SIGTERM
 OUTBOX_EVERY = 30.0
+WATCH_FIRST = 60.0  # seconds after start: the first look at Late's view of our webhook
 HISTORY_DAYS = 30
 
 
@@ -43,9 +45,10 @@ class Daemon:
     """Runs cycles on a schedule until told to stop.
 
     Shutdown, in order:
-      1. STOPPING=1 to systemd; the poll and retry jobs are paused (no new cycle starts);
+      1. STOPPING=1 to systemd; the poll and retry jobs are paused (no new cycle starts),
+         and the HTTP server stops (no new webhook is acknowledged);
       2. the in-flight cycle, if any, gets SHUTDOWN_GRACE seconds to commit and deliver;
-      3. the scheduler and the HTTP server stop;
+      3. the scheduler and the webhook task stop (what they did not act on is in the file);
       4. the Late session and the state file are closed.
 
     `clock` is the daemon's one wall clock: the cycles', delivery's, the history cutoff's and
@@ -74,6 +77,12 @@ class Daemon:
         self.metrics = Metrics()
         self.liveness = Liveness(
             interval=loaded.settings.monitor.interval, started=clock().timestamp()
+        )
+        self.intake = Intake(
+            secret=self._webhook_secret,
+            deps=lambda: self.deps,
+            metrics=self.metrics,
+            clock=clock,
         )
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._busy = asyncio.Lock()
@@ -150,7 +159,17 @@ class Daemon:
         before = self.clock() - timedelta(days=HISTORY_DAYS)
         async with self._busy:
             pruned = self.store.prune(before=before)
-        log.info("history_pruned", cycles=pruned, older_than_days=HISTORY_DAYS)
+            webhooks = self.intake.prune()
+        log.info("history_pruned", cycles=pruned, webhooks=webhooks, older_than_days=HISTORY_DAYS)
+
+    async def watch_webhook(self) -> None:
+        if self._webhook_secret() is None:
+            return  # webhooks are off (a reload may have turned them off)
+        await self.intake.watch(name=self.loaded.settings.webhooks.name)
+
+    def _webhook_secret(self) -> str | None:
+        secret = self.loaded.webhook_secret
+        return secret.get_secret_value() if secret is not None else None
 
     # -- signals and reload -------------------------------------------------------------
 
@@ -228,9 +247,11 @@ class Daemon:
                 store=lambda: self.store,
                 clock=self.clock,
                 admin_token=_secret(self.loaded.settings.http.admin_token),
+                webhook=self.intake.handle,
             )
             http = await start_server(app, listen)
-            log.info("http_listening", listen=listen)
+            log.info("http_listening", listen=listen, webhooks=self._webhook_secret() is not None)
+        intake = loop.create_task(self.intake.run())
         interval = self.loaded.settings.monitor.interval
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True}
         # run times are APScheduler's, on its own wall clock: not the daemon's `clock`
@@ -257,6 +278,16 @@ class Daemon:
             misfire_grace_time=3600,
             **common,
         )
+        if self._webhook_secret() is not None:
+            self.scheduler.add_job(
+                self.watch_webhook,
+                IntervalTrigger(seconds=self.loaded.settings.webhooks.watch_every),
+                id="webhook_watch",
+                next_run_time=datetime.now(UTC)
+                + timedelta(seconds=min(WATCH_FIRST, self.loaded.settings.webhooks.watch_every)),
+                misfire_grace_time=600,
+                **common,
+            )
         self.scheduler.start()
         watchdog = loop.create_task(self.systemd.watchdog())
         self.systemd.ready("first poll scheduled")
@@ -264,12 +295,16 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(http, watchdog)
+            await self._shutdown(http, watchdog, intake)
         return 0
 
-    async def _shutdown(self, http: Any, watchdog: asyncio.Task[None]) -> None:
+    async def _shutdown(
+        self, http: Any, watchdog: asyncio.Task[None], intake: asyncio.Task[None]
+    ) -> None:
         self.systemd.stopping()
         self.scheduler.pause()
+        if http is not None:
+            await http.cleanup()  # no new webhooks; those acknowledged are in the state file
         try:
             async with asyncio.timeout(SHUTDOWN_GRACE), self._busy:
                 pass
@@ -277,8 +312,9 @@ class Daemon:
             log.warning("shutdown_cycle_abandoned", grace_s=SHUTDOWN_GRACE)
         self.scheduler.shutdown(wait=False)
         watchdog.cancel()
-        if http is not None:
-            await http.cleanup()
+        intake.cancel()
+        await asyncio.gather(intake, return_exceptions=True)
+        await self.intake.close()
         await self.deps.client.close()
         self.store.close()
         log.info("daemon_stopped")

@@ -7,6 +7,8 @@ daemon's, and every notification goes through Apprise to the `console://` destin
 from __future__ import annotations
 
 import asyncio
+import secrets
+import socket
 import sys
 import tempfile
 import time
@@ -14,13 +16,15 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from late_monitor.config import load_settings
+from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.daemon import Daemon
 from late_monitor.notify import CONSOLE_URL
 from late_monitor.simulator.app import Fault, SimAccount, Simulator
 from late_monitor.simulator.scenario import Change, Scenario
 from late_monitor.store import Store
-from late_monitor.wiring import setup_logging
+from late_monitor.web import WEBHOOK_PATH
+from late_monitor.webhooks import SUBSCRIBED
+from late_monitor.wiring import client_from, setup_logging
 
 _ACCOUNTS = [
     ("acc_tw_acme", "twitter", "@acme"),
@@ -56,7 +60,7 @@ def story() -> Scenario:
         Change(
             at=4,
             account="acc_tw_acme",
-            label="Twitter @acme: the token expires",
+            label="Twitter @acme: the token expires (Late also announces it by webhook)",
             fields={
                 "status": "error",
                 "needs_reconnect": True,
@@ -115,11 +119,17 @@ def story() -> Scenario:
     return Scenario(accounts=accounts, changes=changes)
 
 
-def _config(directory: Path, base_url: str, api_key: str, extra_urls: list[str]) -> Path:
+def _config(
+    directory: Path, base_url: str, api_key: str, extra_urls: list[str], *, listen: str
+) -> Path:
     urls = ", ".join(f'"{url}"' for url in [CONSOLE_URL, *extra_urls])
     path = directory / "demo.toml"
     path.write_text(
-        f"""[late]
+        f"""[http]
+listen = "{listen}"
+[webhooks]
+secret = "{secrets.token_hex(32)}"
+[late]
 base_url = "{base_url}"
 api_key = "{api_key}"
 timeout = "5s"
@@ -146,19 +156,24 @@ async def _play(notify: list[str]) -> int:
     sim = scenario.simulator()
     base_url = await sim.start()
     started = time.monotonic()
+    changed_at: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="late-monitor-demo-") as tmp:
-        config = _config(Path(tmp), base_url, sim.api_key, notify)
+        listen = f"127.0.0.1:{_free_port()}"
+        config = _config(Path(tmp), base_url, sim.api_key, notify, listen=listen)
         loaded = load_settings(str(config), environ={})
         setup_logging(loaded, stream=sys.stderr)
         print(
             f"late-monitor demo: the real monitor against the bundled Late simulator at "
-            f"{base_url}, polling every second; notifications are printed as they arrive.",
+            f"{base_url}, polling every second and taking Late's webhooks at "
+            f"http://{listen}{WEBHOOK_PATH}; notifications are printed as they arrive.",
             flush=True,
         )
+        await _subscribe(loaded, f"http://{listen}{WEBHOOK_PATH}")  # as `webhooks setup` does
         daemon = Daemon(loaded, config_arg=str(config), environ={})
         running = asyncio.create_task(daemon.run())
 
         def progress(change: Change) -> None:
+            changed_at.setdefault(change.account, time.time())
             if change.label:
                 print(f"\n--- [{time.monotonic() - started:4.1f}s] {change.label}", flush=True)
 
@@ -169,24 +184,60 @@ async def _play(notify: list[str]) -> int:
             daemon.request_stop()
             await running
             await sim.stop()
-        summary = _summary(Path(tmp) / "state.db", sim)
+        summary = _summary(Path(tmp) / "state.db", sim, changed_at.get("acc_tw_acme"))
     print(summary, flush=True)
     return 0
 
 
-def _summary(state: Path, sim: Simulator) -> str:
+async def _subscribe(loaded: LoadedConfig, url: str) -> None:
+    secret = loaded.webhook_secret
+    assert secret is not None
+    async with client_from(loaded) as client:
+        await client.save_webhook(
+            {
+                "name": loaded.settings.webhooks.name,
+                "url": url,
+                "secret": secret.get_secret_value(),
+                "events": list(SUBSCRIBED),
+                "isActive": True,
+            }
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _summary(state: Path, sim: Simulator, webhook_change: float | None) -> str:
     store = Store.open(state, create=False)
     try:
         cycles = store.recent_cycles(10_000)
         rows = store.outbox_rows(states=("pending", "delivered", "dropped"))
     finally:
         store.close()
-    outcomes = Counter(c["outcome"] for c in cycles)
+    polls = [c for c in cycles if c["outcome"] in ("ok", "api_failed", "auth_failed")]
+    outcomes = Counter(c["outcome"] for c in polls)
     types = Counter(r["notify_type"] for r in rows)
+    told = min(
+        (c for c in cycles if c["messages"] and c["outcome"] in ("webhook", "ok")),
+        key=lambda c: c["finished_at"],
+        default=None,
+    )
+    if told is not None and told["outcome"] == "webhook" and webhook_change is not None:
+        path = (
+            f"Twitter @acme's news came through Late's webhook, told "
+            f"{told['finished_at'] - webhook_change:.2f} s after the change; the polls that "
+            "saw the same afterwards said nothing more."
+        )
+    else:
+        path = "Twitter @acme's news came through a poll; the webhook after it was known news."
     return (
-        f"\n=== demo finished: {len(cycles)} polls ({outcomes['ok']} ok, "
-        f"{sum(outcomes.values()) - outcomes['ok']} failed), {sim.count()} API requests, "
+        f"\n=== demo finished: {len(polls)} polls ({outcomes['ok']} ok, "
+        f"{len(polls) - outcomes['ok']} failed), {sim.count()} API requests, "
         f"{len(rows)} messages ({', '.join(f'{n} {t}' for t, n in sorted(types.items()))}).\n"
+        f"{path}\n"
         "Next: `late-monitor simulate` to point your own config at the simulator, or set\n"
         "LATE_API_KEY and notify.urls (see config.example.toml) and run `late-monitor run --once`."
     )

@@ -49,6 +49,11 @@ class Kind(StrEnum):
     API_UNREADABLE = "api_unreadable"
     API_RECOVERED = "api_recovered"
     AUTH_FAILED = "auth_failed"
+    DISCONNECTED = "disconnected"  # a person disconnected the account in Late (webhook)
+    CORRECTED = "corrected"  # a poll contradicts what a webhook said
+    WEBHOOK_FAILING = "webhook_failing"
+    WEBHOOK_DISABLED = "webhook_disabled"
+    WEBHOOK_RESTORED = "webhook_restored"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
@@ -30,6 +30,7 @@ from late_monitor.errors import (
 )
 from late_monitor.health_list import HealthParser
 from late_monitor.models import Body, Detail, Snapshot, bad_payload, parse_detail
+from late_monitor.webhooks import LateWebhook, parse_webhook
 
 log = structlog.get_logger("late_monitor.late")
 
@@ -224,34 +225,59 @@ class LateClient:
         except BadPayload as exc:
             raise self._masked_error(exc) from None
 
+    async def webhooks(self) -> list[LateWebhook]:
+        """The webhooks configured for the key's user (`GET /webhooks/settings`)."""
+        status, body = await self._get("/webhooks/settings", {})
+        payload = _json_object(body, status, "webhooks")
+        return [hook for raw in payload["webhooks"] if (hook := parse_webhook(raw))]
+
+    async def save_webhook(self, settings: Mapping[str, object]) -> LateWebhook:
+        """Create a webhook (POST), or update one when `settings` has its `_id` (PUT)."""
+        method = "PUT" if "_id" in settings else "POST"
+        status, body = await self._call(method, "/webhooks/settings", {}, settings)
+        hook = parse_webhook(_json_object(body, status, "webhook")["webhook"])
+        if hook is None:
+            raise self._masked_error(bad_payload(body, status, "webhook without an _id"))
+        return hook
+
     async def _get(self, path: str, params: Mapping[str, str]) -> tuple[int, Body]:
+        return await self._call("GET", path, params)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        payload: Mapping[str, object] | None = None,
+    ) -> tuple[int, Body]:
+        """One request with retries; a POST, which could act twice, is never retried."""
         url = self.base_url + path
+        what = f"{method} {path}"
+        attempts = 1 if method == "POST" else self._attempts
         last: LateApiError | None = None
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, attempts + 1):
             await self.budget.acquire()
             self.requests += 1
             try:
-                status, headers, body = await self._fetch(url, path, params)
+                status, headers, body = await self._fetch(method, url, what, params, payload)
             except TimeoutError:
-                last = ApiUnavailable(f"GET {path}: no answer within {self._timeout.total:g}s")
+                last = ApiUnavailable(f"{what}: no answer within {self._timeout.total:g}s")
             except aiohttp.ClientError as exc:
-                last = ApiUnavailable(f"GET {path}: {_describe_client_error(exc)}")
+                last = ApiUnavailable(f"{what}: {_describe_client_error(exc)}")
             else:
                 if 200 <= status < 300:
                     return status, body
-                last = _error_for(status, self._masked(body), path)
+                last = _error_for(status, self._masked(body), what)
                 if isinstance(last, RateLimited):
                     wait = _retry_after(headers)
-                    if wait > MAX_WAIT:
-                        raise RateLimited(
-                            f"GET {path}: rate limited for {wait:.0f}s more", status=429
-                        )
+                    if wait > MAX_WAIT or attempt == attempts:
+                        raise RateLimited(f"{what}: rate limited for {wait:.0f}s more", status=429)
                     self.budget.pause_until(time.time() + wait)
                     log.warning("late_rate_limited", path=path, wait_s=round(wait, 2))
                     continue
                 if not isinstance(last, ApiUnavailable):
                     raise last
-            if attempt < self._attempts:
+            if attempt < attempts:
                 delay = random.uniform(
                     0, min(self._backoff_cap, self._backoff * 2 ** (attempt - 1))
                 )
@@ -267,14 +293,19 @@ class LateClient:
         raise last
 
     async def _fetch(
-        self, url: str, path: str, params: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        what: str,
+        params: Mapping[str, str],
+        payload: Mapping[str, object] | None,
     ) -> tuple[int, Mapping[str, str], Body]:
-        """One GET. Redirects are followed only within the base URL's own origin: the key
-        is never sent elsewhere, and a vendor that moved says where to point base_url."""
+        """One request. Redirects are followed only within the base URL's own origin: the
+        key is never sent elsewhere, and a vendor that moved says where to point base_url."""
         origin = _origin(self.base_url)
         for _ in range(MAX_REDIRECTS + 1):
-            async with self._get_session().get(
-                url, params=params, allow_redirects=False
+            async with self._get_session().request(
+                method, url, params=params, json=payload, allow_redirects=False
             ) as response:
                 self.budget.observe(response.headers)
                 if response.status not in (301, 302, 303, 307, 308):
@@ -282,14 +313,15 @@ class LateClient:
                     return response.status, response.headers, body
                 target = urljoin(str(response.url), response.headers.get("Location", ""))
             if _origin(target) != origin:
+                path = what.partition(" ")[2]
                 raise Redirected(
-                    f"GET {path}: HTTP {response.status} redirect to {_plain(target)}; "
+                    f"{what}: HTTP {response.status} redirect to {_plain(target)}; "
                     f"late-monitor does not send the API key to another host: set "
                     f"late.base_url to {_plain(_base_of(target, path))!r} if that is Late",
                     status=response.status,
                 )
             url, params = target, {}
-        raise Redirected(f"GET {path}: more than {MAX_REDIRECTS} redirects", status=310)
+        raise Redirected(f"{what}: more than {MAX_REDIRECTS} redirects", status=310)
 
     def _masked_error(self, exc: BadPayload) -> BadPayload:
         """The error of a body we could not read quotes its start, which a proxy or a
@@ -364,18 +396,30 @@ def _describe_client_error(exc: aiohttp.ClientError) -> str:
     return type(exc).__name__
 
 
-def _error_for(status: int, body: Body, path: str) -> LateApiError:
+def _error_for(status: int, body: Body, what: str) -> LateApiError:
     message = _error_message(body)
-    text = f"GET {path}: HTTP {status}" + (f" {message}" if message else "")
+    text = f"{what}: HTTP {status}" + (f" {message}" if message else "")
     if status in (401, 403):
         return AuthRejected(text, status=status)
     if status == 429:
         return RateLimited(text, status=status)
     if status >= 500:
         return ApiUnavailable(text, status=status)
-    if status == 404:
-        return LateApiError(text, status=status)
+    if status == 404 or (message and not what.startswith("GET ")):
+        return LateApiError(text, status=status)  # Late refused a change and said why
     return bad_payload(body, status, "unexpected status")
+
+
+def _json_object(body: Body, status: int, key: str) -> dict[str, Any]:
+    """A JSON object that holds `key` (a list for "webhooks", an object otherwise)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    kind = list if key.endswith("s") else dict
+    if not isinstance(data, dict) or not isinstance(data.get(key), kind):
+        raise bad_payload(body, status, f"no {key!r} in the answer")
+    return data
 
 
 def _error_message(body: Body) -> str:

@@ -58,6 +58,26 @@ class Metrics:
         self.rate_remaining = Gauge(
             "late_monitor_late_ratelimit_remaining", "X-RateLimit-Remaining last seen", registry=r
         )
+        self.webhooks = Counter(
+            "late_monitor_webhooks_received",
+            "Webhook deliveries from Late, by event and what was done with them "
+            "(accepted, duplicate, unsigned, bad_signature, bad_body, too_large)",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.post_failures = Counter(
+            "late_monitor_post_failures",
+            "Platforms of posts Late reported failed (post.failed / post.partial webhooks), by "
+            "whether the error blames the account (token, permission) or the post",
+            ["platform", "cause"],
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "late_monitor_webhook_processing_seconds",
+            "From a webhook's receipt to its news committed and delivery attempted",
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+        )
         self.last_success = Gauge(
             "late_monitor_last_successful_poll_timestamp_seconds",
             "Unix time of the last successful poll",

@@ -226,6 +226,9 @@ class Detail:
     expires_in: str = ""
     issues: tuple[str, ...] = ()
     recommendations: tuple[str, ...] = ()
+    status: str | None = None  # None: Late did not say (or said something unreadable)
+    can_post: bool | None = None
+    token_valid: bool | None = None
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -268,6 +271,9 @@ def parse_detail(body: Body, *, status: int = 200) -> Detail:
         expires_in=token.get("expiresIn", ""),
         issues=tuple(text for text in payload.get("issues", ()) if text),
         recommendations=tuple(text for text in payload.get("recommendations", ()) if text),
+        status=(payload.get("status") or "").strip().lower() or None,
+        can_post=permissions.get("canPost"),
+        token_valid=token.get("valid"),
     )
 
 

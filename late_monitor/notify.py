@@ -46,6 +46,9 @@ _API_TITLES = {
     Kind.API_RECOVERED: "the Late API answers again",
     Kind.UNREADABLE: "Late listed accounts with fields late-monitor cannot read",
     Kind.SCOPE_CONFLICT: "late-monitor stopped: its state file watches another scope",
+    Kind.WEBHOOK_FAILING: "Late's webhook deliveries are failing",
+    Kind.WEBHOOK_DISABLED: "Late's webhook is off: polling only",
+    Kind.WEBHOOK_RESTORED: "Late's webhook delivers again",
 }
 
 
@@ -376,6 +379,8 @@ def _account_line(events: Sequence[Event], details: Mapping[str, Detail]) -> str
     name = state.username or state.display_name or state.account_id
     parts = [f"[{worst_type(events).upper()}] {state.platform} {name} ({state.account_id}):"]
     kinds = {e.kind for e in events}
+    if Kind.DISCONNECTED in kinds:
+        kinds.add(Kind.REMOVED)  # rendered alike: the note says who disconnected it
     status_event = next((e for e in events if e.old_status and e.new_status), None)
     first_seen = next((e for e in events if e.first_seen), None)
     if Kind.REMOVED in kinds:
@@ -432,6 +437,10 @@ def digest(
         if any(e.kind is Kind.IMPROVED for e in evs) and not any(e.kind in _ATTENTION for e in evs)
     )
     removed = sum(1 for evs in by_account.values() if any(e.kind is Kind.REMOVED for e in evs))
+    disconnected = sum(
+        1 for evs in by_account.values() if any(e.kind is Kind.DISCONNECTED for e in evs)
+    )
+    corrected = sum(1 for evs in by_account.values() if any(e.kind is Kind.CORRECTED for e in evs))
     detailed = sum(1 for evs in by_account.values() if all(e.kind is Kind.DETAILS for e in evs))
     phrases = [_api_title(e) for e in api_events]
     if attention:
@@ -442,6 +451,10 @@ def digest(
         phrases.append(f"{recovered} recovered")
     if removed:
         phrases.append(f"{removed} removed")
+    if disconnected:
+        phrases.append(f"{disconnected} disconnected in Late")
+    if corrected:
+        phrases.append(f"{_count(corrected)} better than a webhook said")
     if detailed:
         phrases.append(f"details for {_count(detailed)}")
     title = "Late: " + ", ".join(phrases)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
@@ -27,9 +28,7 @@ class Store(Protocol):
     their marks, and the cycle lock. A protocol, so that delivery and the store import
     neither each other nor the client (an import-linter contract checks it)."""
 
-    async def lock(self, wait: float) -> int: ...
-
-    def release_lock(self, fd: int) -> None: ...
+    def writing(self, wait: float) -> AbstractAsyncContextManager[None]: ...
 
     def pending_deliveries(self) -> list[OutboxRow]: ...
 
@@ -162,11 +161,8 @@ async def deliver_pending(
     next_at = store.next_attempt_at()
     if next_at is None or (next_at > now and store.oldest_pending() > now - retry_for):
         return Delivery()
-    fd = await store.lock(lock_wait)
-    try:
+    async with store.writing(lock_wait):
         return await deliver_due(store, notifier, retry_for=retry_for, clock=clock)
-    finally:
-        store.release_lock(fd)
 
 
 async def deliver_due(

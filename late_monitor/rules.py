@@ -44,6 +44,7 @@ class Policy:
     notify_recovery: bool = True
     notify_first_seen: bool = True
     api_failure_after: int = 3
+    claim_grace: float = 60.0  # a poll fetched sooner after a webhook's news does not judge it
     vanish_polls: int = 3  # when most accounts vanish at once: polls and seconds to wait
     vanish_wait: float = 900.0
 
@@ -58,7 +59,7 @@ class Evaluation:
     events: tuple[Event, ...] = field(default_factory=tuple)
 
 
-def _type_for_status(condition: Condition) -> NotifyType:
+def type_for_status(condition: Condition) -> NotifyType:
     status, needs_reconnect, can_post = condition
     if rank(status) >= 2 or needs_reconnect or not can_post:
         return NotifyType.FAILURE
@@ -67,10 +68,11 @@ def _type_for_status(condition: Condition) -> NotifyType:
 
 def reminder_type(state: AccountState) -> NotifyType:
     """The notify type of a reminder about an account in this state."""
-    return _type_for_status(state.condition)
+    return type_for_status(state.condition)
 
 
-def _transition(old: Condition, new: Condition, state: AccountState, policy: Policy) -> list[Event]:
+def transition(old: Condition, new: Condition, state: AccountState, policy: Policy) -> list[Event]:
+    """The events of one account's condition changing from `old` to `new`."""
     old_status, old_reconnect, old_post = old
     new_status, new_reconnect, new_post = new
     events: list[Event] = []
@@ -194,7 +196,7 @@ def _first_seen(
     events = (
         [
             replace(event, old_status=None, first_seen=True)
-            for event in _transition(_BASELINE, state.condition, state, policy)
+            for event in transition(_BASELINE, state.condition, state, policy)
         ]
         if policy.notify_first_seen
         else []
@@ -218,6 +220,7 @@ def _quiet(
         and obs.needs_reconnect == prev.needs_reconnect
         and obs.can_post == prev.can_post
         and prev.pending is None
+        and prev.claimed_at is None
         and _verbatim_unchanged(prev, obs)
     ):
         return False
@@ -253,6 +256,8 @@ def _full(
     """Every rule for one seen-before account; `_quiet` short-cuts the cases where this
     returns (prev, []) unchanged (a property test holds it to that)."""
     state = _observe(prev, obs)
+    if prev.claimed_at is not None:
+        state = replace(state, claimed_at=None)  # a poll has now seen it, agreeing or not
     new: Condition = (  # `_resolved` has filled what Late left unsaid; the fallbacks say so
         prev.status if obs.status is None else obs.status,
         prev.needs_reconnect if obs.needs_reconnect is None else obs.needs_reconnect,
@@ -274,7 +279,9 @@ def _full(
                 pending=None,
                 pending_count=0,
             )
-            events = _transition(prev.condition, new, state, policy)
+            events = transition(prev.condition, new, state, policy)
+            if prev.claimed_at is not None:
+                events = _corrected(prev, new, state, events)
         else:
             state = replace(state, pending=new, pending_count=count)
 
@@ -293,11 +300,33 @@ def _full(
         last = state.last_notice_at or state.since
         if (now - last).total_seconds() >= policy.remind_every:
             note = f"{state.status} since {state.since:%Y-%m-%d %H:%M} UTC"
-            events.append(Event(Kind.REMINDER, _type_for_status(state.condition), state, note=note))
+            events.append(Event(Kind.REMINDER, type_for_status(state.condition), state, note=note))
     if events:
         state = replace(state, last_notice_at=now)
         events = [replace(e, account=state) for e in events]
     return state, events
+
+
+def _corrected(
+    prev: AccountState, new: Condition, state: AccountState, events: list[Event]
+) -> list[Event]:
+    """A poll that finds an account better than a webhook said: not a recovery (nothing was
+    fixed) but a correction of the earlier alert."""
+    if not (is_healthy(new) or (known_status(new[0]) and rank(new[0]) < rank(prev.status))):
+        return events
+    kept = [e for e in events if e.kind not in (Kind.RECOVERED, Kind.IMPROVED)]
+    when = f"{prev.claimed_at:%H:%M} UTC" if prev.claimed_at else "earlier"
+    note = f"Late's webhook at {when} said otherwise; a poll now finds it {new[0]}"
+    if not is_healthy(new):
+        note += " (" + ", ".join(_flags(new)) + ")"
+    notify_type = NotifyType.SUCCESS if is_healthy(new) else NotifyType.INFO
+    return [*kept, Event(Kind.CORRECTED, notify_type, state, prev.status, new[0], note)]
+
+
+def _flags(condition: Condition) -> list[str]:
+    _, needs_reconnect, can_post = condition
+    flags = ["needs reconnect"] if needs_reconnect else []
+    return [*flags, "cannot post"] if not can_post else flags
 
 
 def evaluate(
@@ -306,12 +335,17 @@ def evaluate(
     *,
     now: datetime,
     policy: Policy,
+    fetched_at: datetime | None = None,
 ) -> Evaluation:
-    """Compare a successful poll with the stored states. Deterministic and free of I/O."""
+    """Compare a successful poll with the stored states. Deterministic and free of I/O.
+
+    `fetched_at` is when the poll was sent (default `now`): an account a webhook spoke of
+    less than `policy.claim_grace` before it is left as the webhook said."""
     states: dict[str, AccountState] = {}
     changed: set[str] = set()
     events: list[Event] = []
     horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    judged_from = (fetched_at or now) - timedelta(seconds=policy.claim_grace)
     unreadable = snapshot.unreadable
     known = 0
     for account_id, obs in snapshot.accounts.items():
@@ -326,6 +360,9 @@ def evaluate(
                 prev = None  # the id came back on another platform: another account
             elif account_id in unreadable:
                 obs = _resolved(obs, prev)
+        if prev is not None and prev.claimed_at is not None and prev.claimed_at > judged_from:
+            states[account_id] = prev  # the poll may predate the news, or Late lag behind it
+            continue
         if prev is None:
             if obs.status is None:
                 continue  # nothing known to keep, and no status to start from
@@ -493,7 +530,7 @@ def follow_ups(
         if state.healthy or not (detail.recommendations or detail.missing):
             continue
         note = "detail that came after the alert"
-        events.append(Event(Kind.DETAILS, _type_for_status(state.condition), state, note=note))
+        events.append(Event(Kind.DETAILS, type_for_status(state.condition), state, note=note))
     return events
 
 

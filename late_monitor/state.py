@@ -51,6 +51,7 @@ class AccountState:
     can_fetch_analytics: bool = True
     absent_since: datetime | None = None
     detail_due: bool = False  # news went out before its detail came: fetch it next
+    claimed_at: datetime | None = None  # a webhook said so; no poll has confirmed it yet
 
     @property
     def condition(self) -> Condition:

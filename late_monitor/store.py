@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,7 @@ from late_monitor.silences import Ack, Silence
 from late_monitor.state import AccountState, ApiHealth
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _OPEN = f"('{PENDING}', '{SET_ASIDE}')"  # rows delivery still owns
 
@@ -101,7 +101,21 @@ CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
 CREATE INDEX outbox_message ON outbox (message_id, destination);
 """
 
-# Operator control (silences, acks); held quiet-hours messages are outbox rows in state 'held'.
+# v4: Late's webhook deliveries, kept 7 days: the id is the dedupe key and replay guard, and
+# a delivery is answered 2xx only once its row is here (processed_at NULL: still to act on)
+_WEBHOOK_EVENTS = (
+    """CREATE TABLE webhook_events (
+        id TEXT PRIMARY KEY,
+        event TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        body BLOB NOT NULL,
+        processed_at REAL,
+        outcome TEXT
+    )""",
+    "CREATE INDEX webhook_events_received ON webhook_events (received_at)",
+)
+
+# v5: operator control (silences, acks); held quiet-hours messages are outbox rows in state 'held'.
 _CONTROL_TABLES = (
     """CREATE TABLE silences (
         id INTEGER PRIMARY KEY,
@@ -169,8 +183,9 @@ _MIGRATIONS = {
         "ALTER TABLE cycles_v3 RENAME TO cycles",
         "ALTER TABLE messages_v3 RENAME TO messages",
     ),
-    # v4: silences and acks
-    3: _CONTROL_TABLES,
+    3: _WEBHOOK_EVENTS,
+    # v5: silences and acks (operator control)
+    4: _CONTROL_TABLES,
 }
 
 
@@ -225,6 +240,10 @@ class Store:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
+        self._lock_fd: int | None = None  # the cycle lock, while any task of ours holds it
+        self._holders = 0
+        self._taking = asyncio.Lock()
+        self._writer = asyncio.Lock()
         # The states as last loaded or committed by this connection, valid while no other
         # connection has committed (PRAGMA data_version): a daemon decodes them only once.
         self._cache: tuple[int, dict[str, AccountState]] | None = None
@@ -344,8 +363,10 @@ class Store:
         api: ApiHealth,
         messages: Sequence[PlannedMessage],
         record: CycleRecord,
+        webhooks: Sequence[tuple[str, str]] = (),
     ) -> int:
-        """Write the cycle's changed states, its messages and its record atomically.
+        """Write the cycle's changed states, its messages and its record atomically, and
+        mark the webhook deliveries it acted on (id, outcome) as processed.
 
         The outbox rows are due at once, timed by the cycle's own clock (`record.finished_at`)
         so that delivery, which reads the same clock, ages them consistently.
@@ -409,6 +430,10 @@ class Store:
                             for key, label in message.destinations
                         ),
                     )
+                db.executemany(
+                    "UPDATE webhook_events SET processed_at = ?, outcome = ? WHERE id = ?",
+                    ((now, outcome, hook_id) for hook_id, outcome in webhooks),
+                )
         except sqlite3.Error as exc:
             self._cache = None
             raise StateError(_describe_sqlite(exc, self.path)) from None
@@ -419,6 +444,55 @@ class Store:
             self._cache = (self.data_version(), kept)
         assert cycle_id is not None
         return cycle_id
+
+    def record_webhook(self, hook_id: str, event: str, body: bytes, *, now: float) -> bool:
+        """Keep a verified delivery before it is acknowledged; False if its id is known."""
+        try:
+            with self._transaction() as db:
+                cursor = db.execute(
+                    "INSERT INTO webhook_events (id, event, received_at, body) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO NOTHING",
+                    (hook_id, event, now, body),
+                )
+        except sqlite3.Error as exc:
+            raise StateError(_describe_sqlite(exc, self.path)) from None
+        return cursor.rowcount == 1
+
+    def unprocessed_webhooks(self, limit: int = 500) -> list[tuple[str, bytes]]:
+        """Deliveries recorded but not acted on yet (id, body), in the order they came."""
+        rows = self._db.execute(
+            "SELECT id, body FROM webhook_events WHERE processed_at IS NULL "
+            "ORDER BY received_at, rowid LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(hook_id, bytes(body)) for hook_id, body in rows]
+
+    def settle_webhooks(self, outcomes: Sequence[tuple[str, str]], *, now: float) -> None:
+        """Mark deliveries that change nothing (a test, an event we do not act on) processed."""
+        self._write_many(
+            "UPDATE webhook_events SET processed_at = ?, outcome = ? WHERE id = ?",
+            [(now, outcome, hook_id) for hook_id, outcome in outcomes],
+        )
+
+    def recent_webhooks(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The last deliveries received, newest first; times in epoch seconds."""
+        cursor = self._db.execute(
+            "SELECT id, event, received_at, processed_at, outcome FROM webhook_events "
+            "ORDER BY received_at DESC, rowid DESC LIMIT ?",
+            (limit,),
+        )
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def prune_webhooks(self, *, before: float) -> int:
+        """Forget processed deliveries received before `before`: past Late's retry window
+        their ids cannot come back."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM webhook_events WHERE received_at < ? AND processed_at IS NOT NULL",
+                (before,),
+            )
+            return cursor.rowcount
 
     def pending_deliveries(self) -> list[OutboxRow]:
         """Every row delivery still owns (pending or set aside), oldest first per destination."""
@@ -530,6 +604,29 @@ class Store:
                 )
             await asyncio.sleep(0.1)
         return fd
+
+    @contextlib.asynccontextmanager
+    async def holding(self, wait: float) -> AsyncIterator[None]:
+        """The cycle lock, shared by this process's tasks: a webhook processed while a cycle
+        polls needs no second flock (which would wait for the cycle), another process does."""
+        async with self._taking:
+            if self._holders == 0:
+                self._lock_fd = await self.lock(wait)
+            self._holders += 1
+        try:
+            yield
+        finally:
+            self._holders -= 1
+            if self._holders == 0 and self._lock_fd is not None:
+                self.release_lock(self._lock_fd)
+                self._lock_fd = None
+
+    @contextlib.asynccontextmanager
+    async def writing(self, wait: float) -> AsyncIterator[None]:
+        """The cycle lock and this process's one writer: load the states, decide, commit and
+        deliver without another task's commit in between."""
+        async with self.holding(wait), self._writer:
+            yield
 
     def prune(self, *, before: datetime) -> int:
         """Drop cycle history and finished messages older than `before` (the caller's clock)."""
@@ -693,18 +790,19 @@ class Store:
         """Held rows whose quiet hours are over become ONE pending summary per destination
         (the held rows are marked released in the same transaction). Returns the summaries."""
         stamp = now.timestamp()
-        rows = self._db.execute(
-            "SELECT o.id, o.destination, o.label, m.created_at, m.notify_type, m.title, m.body "
-            f"FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.state = '{HELD}' "
-            "AND o.next_attempt_at <= ? ORDER BY o.id",
-            (stamp,),
-        ).fetchall()
-        if not rows:
-            return 0
+        due = f"FROM outbox WHERE state = '{HELD}' AND next_attempt_at <= ?"
+        if not self._db.execute(f"SELECT 1 {due} LIMIT 1", (stamp,)).fetchone():
+            return 0  # the usual case, without a write transaction
         by_destination: dict[str, list[tuple[Any, ...]]] = {}
-        for row in rows:
-            by_destination.setdefault(row[1], []).append(row)
-        with self._transaction() as db:
+        with self._transaction() as db:  # read again inside: two processes never both release
+            rows = db.execute(
+                "SELECT o.id, o.destination, o.label, m.created_at, m.notify_type, m.title, "
+                "m.body FROM outbox o JOIN messages m ON m.id = o.message_id "
+                f"WHERE o.state = '{HELD}' AND o.next_attempt_at <= ? ORDER BY o.id",
+                (stamp,),
+            ).fetchall()
+            for row in rows:
+                by_destination.setdefault(row[1], []).append(row)
             for key, group in by_destination.items():
                 title, body, notify_type = summary(
                     [HeldMessage(r[3], r[4], r[5], r[6]) for r in group]
@@ -797,11 +895,9 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock
         if version == 0:
-            for statement in _SCHEMA.split(";"):
+            for statement in (*_SCHEMA.split(";"), *_WEBHOOK_EVENTS, *_CONTROL_TABLES):
                 if statement.strip():
                     db.execute(statement)
-            for statement in _CONTROL_TABLES:
-                db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         else:
             while version < SCHEMA_VERSION:

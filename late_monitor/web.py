@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +15,9 @@ from late_monitor.errors import ConfigError
 from late_monitor.metrics import Metrics
 from late_monitor.status import status_report
 from late_monitor.store import Store
+
+WEBHOOK_PATH = "/webhooks/late"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -42,8 +45,10 @@ def build_app(
     store: Callable[[], Store],
     clock: Callable[[], datetime],
     admin_token: str = "",
+    webhook: Handler | None = None,
 ) -> web.Application:
-    """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from."""
+    """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from.
+    `webhook` takes Late's deliveries at POST /webhooks/late (intake.Intake.handle)."""
 
     async def healthz(request: web.Request) -> web.Response:
         live = liveness()
@@ -81,6 +86,8 @@ def build_app(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status)
     add_page_routes(app, store=store, clock=clock, admin_token=admin_token)
+    if webhook is not None:
+        app.router.add_post(WEBHOOK_PATH, webhook)
     return app
 
 

@@ -37,6 +37,7 @@ def policy_from(loaded: LoadedConfig) -> Policy:
         notify_recovery=monitor.notify_recovery,
         notify_first_seen=monitor.notify_first_seen,
         api_failure_after=monitor.api_failure_after,
+        claim_grace=loaded.settings.webhooks.poll_grace,
     )
 
 
@@ -216,7 +217,11 @@ def setup_logging(
         level=level if level and settings.log.level != "debug" else settings.log.level,
         fmt=settings.log.format,
         stream=stream if stream is not None else sys.stdout,
-        secrets=[loaded.api_key.get_secret_value()] if loaded.api_key else [],
+        secrets=[
+            secret.get_secret_value()
+            for secret in (loaded.api_key, loaded.webhook_secret)
+            if secret is not None
+        ],
         urls=[url.get_secret_value() for url in settings.notify.urls],
     )
     control_secrets(loaded)

@@ -26,12 +26,16 @@ async def test_demo_plays_the_story_in_order_and_exits_0(base_env, tmp_path: Pat
         "[WARNING] linkedin acme-corp (acc_li_acme): healthy - token expires in 6 days",
         "=== [failure] Late: the Late API is unreachable",
         "=== [success] Late: the Late API answers again",
-        "=== [success] Late: 2 recovered",
+        # the webhook's check may tell Twitter's recovery before the poll tells Instagram's
+        "twitter @acme (acc_tw_acme): error -> healthy - recovered",
         "=== demo finished:",
+        "Twitter @acme's news came through Late's webhook",
     ]
     positions = [ran.stdout.find(marker) for marker in markers]
     assert -1 not in positions, ran.stdout
     assert positions == sorted(positions)
+    assert "instagram acme.shop (acc_ig_acme): warning -> healthy - recovered" in ran.stdout
+    assert "details for" not in ran.stdout  # a webhook's alert needs no follow-up
     assert "Traceback" not in ran.output
 
 
@@ -241,16 +245,19 @@ def test_every_command_help_shows_an_example() -> None:
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {}
     for name, sub in commands.choices.items():
-        if name == "config":
-            inner = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction))
-            sub, name = inner.choices["check"], "config check"
-        helps[name] = sub.format_help()
+        inner = next((a for a in sub._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if inner is None:
+            helps[name] = sub.format_help()
+        for word, command in inner.choices.items() if inner else ():
+            helps[f"{name} {word}"] = command.format_help()
     assert set(helps) == {
         "run",
         "check",
         "status",
         "test-notify",
         "config check",
+        "webhooks setup",
+        "webhooks status",
         "probe",
         "demo",
         "simulate",

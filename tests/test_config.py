@@ -126,3 +126,58 @@ def test_the_example_config_is_valid_and_documents_every_key() -> None:
         section, name = key.split(".")
         assert f"[{section}]" in text
         assert f"\n{name} =" in text or f"[{key}]" in text, key
+
+
+def test_the_webhook_secret_comes_from_the_file_variable_secret_file_or_credential(
+    tmp_path: Path,
+) -> None:
+    secret = "whsec_" + "a1b2c3d4" * 4
+    config = tmp_path / "c.toml"
+    config.write_text(f'[http]\nlisten = "127.0.0.1:9687"\n[webhooks]\nsecret = "{secret}"\n')
+    loaded = load_settings(str(config), environ={})
+    assert loaded.webhook_secret is not None
+    assert loaded.webhook_secret.get_secret_value() == secret
+    assert loaded.warnings == ()
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text('[http]\nlisten = "127.0.0.1:9687"\n')
+    assert load_settings(str(empty), environ={}).webhook_secret is None  # the endpoint is off
+    from_env = load_settings(str(empty), environ={"LATE_MONITOR_WEBHOOKS__SECRET": secret})
+    assert from_env.webhook_secret is not None
+    assert from_env.sources["webhooks.secret"] == "LATE_MONITOR_WEBHOOKS__SECRET"
+
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secret + "\n")
+    by_file = tmp_path / "f.toml"
+    by_file.write_text(f'[http]\nlisten = ":9687"\n[webhooks]\nsecret_file = "{secret_file}"\n')
+    loaded = load_settings(str(by_file), environ={})
+    assert loaded.webhook_secret is not None
+    assert loaded.webhook_secret.get_secret_value() == secret
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "late-webhook-secret").write_text(secret)
+    loaded = load_settings(str(empty), environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert loaded.webhook_secret is not None
+    assert loaded.sources["webhooks.secret"] == "systemd credential late-webhook-secret"
+
+
+def test_a_short_webhook_secret_or_one_with_nowhere_to_arrive_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[webhooks]\nsecret = "tiny9x"\n')
+    warnings = {w.event: w.text for w in load_settings(str(config), environ={}).warnings}
+    assert set(warnings) == {"webhook_secret_short", "webhooks_not_served"}
+    assert "tiny9x" not in warnings["webhook_secret_short"]
+    broken = tmp_path / "b.toml"
+    broken.write_text('[webhooks]\nsecret = "two\\nlines-of-secret-here"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(broken), environ={})
+    (problem,) = caught.value.problems
+    assert "the webhook secret contains a line break" in problem
+    assert "lines-of-secret" not in problem
+    missing = tmp_path / "m.toml"
+    missing.write_text(f'[webhooks]\nsecret_file = "{tmp_path / "nope"}"\n')
+    with pytest.raises(ConfigError, match=r"webhooks\.secret_file: cannot read"):
+        load_settings(str(missing), environ={})

@@ -368,14 +368,23 @@ async def test_silences_from_the_cli_are_shared_by_every_process_using_the_state
     assert (missing.code, "no account 'acc_nope'" in missing.stderr) == (2, True)
 
 
-def test_a_schema_3_state_file_is_migrated_and_keeps_its_accounts(tmp_path: Path) -> None:
-    """A file written by the previous release (schema 3) gets the silences and acks tables."""
-    path = tmp_path / "v3.db"
+@pytest.mark.parametrize(
+    ("version", "newer_tables"),
+    [
+        (3, ("silences", "acks", "webhook_events")),  # what 0.1.0 wrote
+        (4, ("silences", "acks")),  # with webhooks, before operator control
+    ],
+)
+def test_an_older_state_file_is_migrated_and_keeps_its_accounts(
+    tmp_path: Path, version: int, newer_tables: tuple[str, ...]
+) -> None:
+    """A file written before operator control gets the silences and acks tables in place."""
+    path = tmp_path / f"v{version}.db"
     store = Store.open(path)
     store.close()
-    with sqlite3.connect(path) as db:  # back to what 0.1.0 wrote: schema 3, no control tables
-        db.execute("DROP TABLE silences")
-        db.execute("DROP TABLE acks")
+    with sqlite3.connect(path) as db:  # back to what that version wrote
+        for table in newer_tables:
+            db.execute(f"DROP TABLE {table}")
         db.execute(
             "INSERT INTO accounts VALUES ('acc_1', 'error', ?)",
             (
@@ -392,7 +401,7 @@ def test_a_schema_3_state_file_is_migrated_and_keeps_its_accounts(tmp_path: Path
                 ),
             ),
         )
-        db.execute("PRAGMA user_version = 3")
+        db.execute(f"PRAGMA user_version = {version}")
     store = Store.open(path)
     try:
         assert store.load_states()["acc_1"].status == "error"

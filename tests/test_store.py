@@ -281,6 +281,7 @@ def test_every_field_of_a_state_survives_the_file(tmp_path: Path) -> None:
         can_fetch_analytics=False,
         absent_since=when,
         detail_due=True,
+        claimed_at=when,
     )
     assert all(getattr(state, f.name) != f.default for f in fields(AccountState))  # all set
     store = Store.open(tmp_path / "state.db")

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from late_monitor.simulator.accounts import MISSING, PLATFORMS, Overlay, SimAccount, make_accounts
 from late_monitor.simulator.faults import Fault, answer, verbatim
+from late_monitor.simulator.webhooks import Webhooks
 
 # The model and the faults live in their own modules; demo.py and older tests import them here.
 __all__ = [
@@ -60,18 +61,30 @@ class Simulator:
         self._window = 0
         self._used = 0
         self._runner: web.AppRunner | None = None
+        self.webhooks = Webhooks()
         self.base_url = ""
         self.port = 0
 
     # -- control ------------------------------------------------------------------------
 
     def set(self, account_id: str, **changes: Any) -> SimAccount:
+        """Change an account; a token that dies or comes back is announced to the webhooks
+        subscribed (from a running event loop)."""
         account = self.accounts[account_id]
+        before = {"needs_reconnect": account.needs_reconnect}
         for key, value in changes.items():
             if not hasattr(account, key):
                 raise AttributeError(f"SimAccount has no field {key!r}")
             setattr(account, key, value)
+        if self.webhooks.hooks:
+            self.webhooks.account_changed(before, account)
         return account
+
+    def remove(self, account_id: str) -> None:
+        """A person disconnects the account in Late: gone from the lists, announced."""
+        account = self.accounts.pop(account_id, None)
+        if account is not None and self.webhooks.hooks:
+            self.webhooks.account_removed(account)
 
     def break_account(self, account_id: str, issue: str = "Token expired") -> SimAccount:
         return self.set(
@@ -175,6 +188,9 @@ class Simulator:
         app.router.add_get("/api/v1/accounts/health", self._health)
         app.router.add_get("/api/v1/accounts/{account_id}/health", self._detail)
         app.router.add_get("/api/v1/accounts", self._list)
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            app.router.add_route(method, "/api/v1/webhooks/settings", self._webhook_settings)
+        app.router.add_post("/api/v1/webhooks/test", self._webhook_test)
         # Control endpoints for benchmarks and demos driving a simulator in another process.
         app.router.add_post("/_sim/churn", self._churn)
         app.router.add_get("/_sim/stats", self._stats)
@@ -190,6 +206,7 @@ class Simulator:
         return self.base_url
 
     async def stop(self) -> None:
+        await self.webhooks.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -310,6 +327,24 @@ class Simulator:
             return web.json_response({"error": "Not found"}, status=404, headers=headers)
         self.requests.append((time.time(), request.path, 200))
         return web.json_response(account.detail(datetime.now(UTC)), headers=headers)
+
+    async def _webhook_settings(self, request: web.Request) -> web.StreamResponse:
+        early, headers = await self._gate(request)
+        if early is not None:
+            return early
+        answer = await self.webhooks.settings(request)
+        self.requests.append((time.time(), request.path, answer.status))
+        answer.headers.update(headers)
+        return answer
+
+    async def _webhook_test(self, request: web.Request) -> web.StreamResponse:
+        early, headers = await self._gate(request)
+        if early is not None:
+            return early
+        answer = await self.webhooks.test(request)
+        self.requests.append((time.time(), request.path, answer.status))
+        answer.headers.update(headers)
+        return answer
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         early, headers = await self._gate(request)

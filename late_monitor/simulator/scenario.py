@@ -172,7 +172,7 @@ def apply_change(sim: Simulator, change: Change) -> None:
         sim.served[change.serve.path] = change.serve
     if change.account:
         if change.remove:
-            sim.accounts.pop(change.account, None)
+            sim.remove(change.account)
             return
         if change.raw is not None or change.raw_detail is not None:
             sim.set_raw(
