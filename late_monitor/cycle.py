@@ -27,6 +27,7 @@ from late_monitor.errors import (
     LateApiError,
     LateMonitorError,
     ScopeConflict,
+    StateBusy,
 )
 from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.heartbeat import Heartbeat
@@ -134,7 +135,8 @@ async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:
         async with deps.store.holding(deps.lock_wait):
             result = await _run_locked(deps, dry_run=dry_run)
     except LateMonitorError as exc:
-        if deps.heartbeat is not None and not dry_run:
+        # another process running its cycle on the same file is not a failure to report
+        if deps.heartbeat is not None and not dry_run and not isinstance(exc, StateBusy):
             await deps.heartbeat.beat(ok=False, note=str(exc))
         raise
     if deps.heartbeat is not None and not dry_run:
