@@ -255,11 +255,23 @@ def add_parsers(
     add.add_argument("--reason", required=True, help="why (shown in list and on the page)")
     add.add_argument("--by", help="author (default: $USER)")
     add.set_defaults(func=run(silence_add))
-    listing = actions.add_parser("list", help="active, pending and recently expired silences")
+    listing = actions.add_parser(
+        "list",
+        help="active, pending and recently expired silences",
+        epilog="example:\n  late-monitor silence list --json "
+        "| jq '.[] | select(.state == \"active\")'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     config_option(listing)
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.set_defaults(func=run(silence_list))
-    expire = actions.add_parser("expire", help="end a silence now")
+    expire = actions.add_parser(
+        "expire",
+        help="end a silence now",
+        epilog="example:\n  late-monitor silence expire 3   # its accounts, if still unhealthy, "
+        "are announced at the next poll",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     config_option(expire)
     expire.add_argument("id", type=int, help="the silence's number (see silence list)")
     expire.set_defaults(func=run(silence_expire))
