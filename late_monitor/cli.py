@@ -198,6 +198,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         key=args.key,
         latency=args.latency,
         rate_limit=args.rate_limit,
+        webhook=args.webhook or "",
+        webhook_secret=os.environ.get("LATE_SIM_WEBHOOK_SECRET", ""),
     )
 
 
@@ -374,6 +376,12 @@ def build_parser() -> _Parser:
     simulate.add_argument("--key", help="API key the simulator accepts (default: a fixed demo key)")
     simulate.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
     simulate.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
+    simulate.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="send Late's webhooks here, signed with $LATE_SIM_WEBHOOK_SECRET, when accounts "
+        "change (or register one with `late-monitor webhooks setup` against the simulator)",
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     from late_monitor.actions import add_parsers as add_operator_commands

@@ -176,6 +176,7 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         "notify.retry_for",
         "heartbeat.timeout",
         "webhooks.watch_every",
+        "webhooks.poll_grace",
     }:
         return f'"{format_duration(value)}"'
     if key == "monitor.quiet_hours":

@@ -103,6 +103,12 @@ def _positive(value: float) -> float:
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
 
+def _hour(value: float) -> float:
+    if value > 3600:
+        raise ValueError("at most 1h (a webhook's mistake would stand uncorrected that long)")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
@@ -254,7 +260,7 @@ class WebhooksSettings(_Section):
     secret_file: str = ""
     name: str = Field(default="late-monitor", min_length=1, max_length=50)
     watch_every: PositiveDuration = 3600.0
-    poll_grace: Duration = 60.0
+    poll_grace: Annotated[float, BeforeValidator(parse_duration), AfterValidator(_hour)] = 60.0
 
 
 class LogSettings(_Section):
@@ -573,16 +579,21 @@ def load_settings(
     }
     sources["late.api_key"] = api_key_source
     webhook_secret, sources["webhooks.secret"] = _resolve_webhook_secret(
-        settings.webhooks, full, sources["webhooks.secret"]
+        settings.webhooks, full, sources["webhooks.secret"], sources["webhooks.secret_file"]
     )
     if webhook_secret is not None:
         if len(webhook_secret.get_secret_value()) < MIN_WEBHOOK_SECRET:
+            raise ConfigError(
+                f"{sources['webhooks.secret']}: webhooks.secret: a webhook secret needs "
+                f"{MIN_WEBHOOK_SECRET} characters or more (a guessable one lets anyone forge "
+                "alerts); make one with `openssl rand -hex 32`"
+            )
+        if settings.webhooks.watch_every < 60:
             warnings.append(
                 ConfigWarning(
-                    "webhook_secret_short",
-                    f"{sources['webhooks.secret']}: webhooks.secret: shorter than "
-                    f"{MIN_WEBHOOK_SECRET} characters, it can be guessed and alerts forged; "
-                    "use e.g. `openssl rand -hex 32`",
+                    "webhook_watch_often",
+                    f"{sources['webhooks.watch_every']}: webhooks.watch_every: under 1m, each "
+                    "look at Late's view of the webhook spends a request of the budget",
                 )
             )
         if not settings.http.listen:
@@ -629,15 +640,22 @@ def load_settings(
 
 
 def _resolve_webhook_secret(
-    webhooks: WebhooksSettings, environ: Mapping[str, str], source: str
+    webhooks: WebhooksSettings, environ: Mapping[str, str], source: str, file_source: str
 ) -> tuple[SecretStr | None, str]:
     """webhooks.secret (or LATE_MONITOR_WEBHOOKS__SECRET), webhooks.secret_file, or the
     systemd credential; None leaves the webhook endpoint off."""
-    if webhooks.secret is not None and webhooks.secret.get_secret_value().strip():
+    given = webhooks.secret is not None and bool(webhooks.secret.get_secret_value().strip())
+    if given and webhooks.secret_file:
+        raise ConfigError(
+            f"{source}, {file_source}: webhooks.secret and webhooks.secret_file are both set; "
+            "keep one"
+        )
+    if webhooks.secret is not None and given:
         return SecretStr(_clean_secret(webhooks.secret.get_secret_value(), source)), source
     if webhooks.secret_file:
         path = Path(webhooks.secret_file).expanduser()
-        secret = _read_secret_file(path, "webhooks.secret_file", "the webhook secret")
+        what = f"{file_source}: webhooks.secret_file"
+        secret = _read_secret_file(path, what, "the webhook secret")
         return SecretStr(secret), str(path)
     if credentials := environ.get("CREDENTIALS_DIRECTORY"):
         credential = Path(credentials) / WEBHOOK_CREDENTIAL

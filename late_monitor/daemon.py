@@ -167,6 +167,28 @@ class Daemon:
             return  # webhooks are off (a reload may have turned them off)
         await self.intake.watch(name=self.loaded.settings.webhooks.name)
 
+    def _schedule_watch(self) -> None:
+        """The look at Late's view of our webhook: on while webhooks are (a reload may turn
+        them on or off, or change how often)."""
+        job = self.scheduler.get_job("webhook_watch")
+        every = self.loaded.settings.webhooks.watch_every
+        if self._webhook_secret() is None:
+            if job is not None:
+                job.remove()
+            return
+        if job is not None:
+            job.reschedule(IntervalTrigger(seconds=every))
+            return
+        self.scheduler.add_job(
+            self.watch_webhook,
+            IntervalTrigger(seconds=every),
+            id="webhook_watch",
+            next_run_time=datetime.now(UTC) + timedelta(seconds=min(WATCH_FIRST, every)),
+            misfire_grace_time=600,
+            max_instances=1,
+            coalesce=True,
+        )
+
     def _webhook_secret(self) -> str | None:
         secret = self.loaded.webhook_secret
         return secret.get_secret_value() if secret is not None else None
@@ -213,6 +235,7 @@ class Daemon:
                 notifier=notifier,
                 clock=self.clock,
             )
+            self._schedule_watch()
             interval = loaded.settings.monitor.interval
             if interval != self.liveness.interval:
                 self.liveness.interval = interval
@@ -278,16 +301,7 @@ class Daemon:
             misfire_grace_time=3600,
             **common,
         )
-        if self._webhook_secret() is not None:
-            self.scheduler.add_job(
-                self.watch_webhook,
-                IntervalTrigger(seconds=self.loaded.settings.webhooks.watch_every),
-                id="webhook_watch",
-                next_run_time=datetime.now(UTC)
-                + timedelta(seconds=min(WATCH_FIRST, self.loaded.settings.webhooks.watch_every)),
-                misfire_grace_time=600,
-                **common,
-            )
+        self._schedule_watch()
         self.scheduler.start()
         watchdog = loop.create_task(self.systemd.watchdog())
         self.systemd.ready("first poll scheduled")

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.models import Detail
-from late_monitor.rules import Policy, transition
+from late_monitor.rules import Policy, corrected, transition
 from late_monitor.state import HEALTHY, AccountState, Condition
 from late_monitor.webhooks import HookAccount, LateWebhook
 
@@ -72,11 +72,14 @@ def disconnected(
 
 
 def checked(
-    prev: AccountState, detail: Detail, *, now: datetime, policy: Policy
+    prev: AccountState, detail: Detail, *, now: datetime, policy: Policy, reconnected: bool
 ) -> tuple[AccountState, list[Event]]:
     """An account's detail fetched because a webhook gave cause (`account.connected`, a post
     that failed for its token): the condition it shows, if it differs from what we hold, is
-    news now, not at the next poll. What the detail does not say stays as known."""
+    news now, not at the next poll. What the detail does not say stays as known.
+
+    Better than a webhook's own news, without a reconnection (`reconnected`) in between:
+    nothing was fixed, so it is a correction, not a recovery."""
     can_post = bool(detail.can_post) and not detail.missing_posting
     new: Condition = (
         detail.status or prev.status,
@@ -104,7 +107,10 @@ def checked(
         claimed_at=now,
         last_notice_at=now,
     )
-    return state, transition(prev.condition, new, state, policy)
+    events = transition(prev.condition, new, state, policy)
+    if prev.claimed_at is not None and not reconnected:
+        events = corrected(prev, new, state, events)
+    return state, events
 
 
 FAILING_AFTER = 3  # Late's consecutive failures before we say so; it disables at 10
@@ -130,7 +136,7 @@ def webhook_watch(
         note = (
             f"Late has disabled the webhook {name!r} ({hook.failure_count} failed deliveries "
             "in a row): changes are noticed by polling only; fix the endpoint, then run "
-            "`late-monitor webhooks setup` to enable it again"
+            "`late-monitor webhooks setup --url https://.../webhooks/late` to enable it again"
         )
         return "disabled", [Event(Kind.WEBHOOK_DISABLED, NotifyType.FAILURE, note=note)]
     if hook.failure_count >= FAILING_AFTER and hook.failure_count > failures_before:

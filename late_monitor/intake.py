@@ -31,6 +31,7 @@ from late_monitor.webhooks import (
     DEDUPE_WINDOW,
     MAX_BODY,
     Hook,
+    HookAccount,
     HookError,
     parse,
     signature_of,
@@ -40,6 +41,9 @@ from late_monitor.webhooks import (
 log = structlog.get_logger("late_monitor.intake")
 
 RECHECK_AFTER = 60.0  # seconds: a burst of failed posts for one account asks Late once
+READ_WITHIN = 10.0  # seconds a delivery's body may take to arrive (a slow sender holds memory)
+MAX_READING = 32  # bodies read at once; more are answered 503 (Late retries)
+REFUSALS_EVERY = 60.0  # seconds between log lines about refused deliveries of one kind
 BATCH_EVERY = 1.0  # seconds: at most one batch of deliveries acted on per second
 WATCH_KEY = "webhook_watch"  # meta: Late's last view of our webhook and what was told
 
@@ -53,7 +57,8 @@ class _Batch:
     removed: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
     settled: list[tuple[str, str]] = field(default_factory=list)  # (delivery id, outcome)
-    to_check: dict[str, str] = field(default_factory=dict)  # account -> delivery id
+    # account -> (the delivery that waits for the answer, whether it must ask now: connected)
+    to_check: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
 
 class Intake:
@@ -76,6 +81,8 @@ class Intake:
         self._checks: dict[str, str] = {}  # account being asked about now -> delivery id
         self._checked_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reading = 0  # bodies being read now
+        self._refused: dict[str, tuple[float, int]] = {}  # outcome -> (logged at, since)
         self.processed = 0
 
     # -- the endpoint -------------------------------------------------------------------
@@ -85,29 +92,39 @@ class Intake:
         secret = self._secret()
         if not secret:
             raise web.HTTPNotFound()  # off unless a secret is set: never open
+        # What can be refused before reading a byte is: the body costs memory and time.
+        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+            return self._refuse(415, "encoded", "Content-Encoding is not accepted")
         if request.content_length is not None and request.content_length > MAX_BODY:
             return self._refuse(413, "too_large", f"body over {MAX_BODY} bytes")
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(1 << 16):
-            body += chunk
-            if len(body) > MAX_BODY:
-                return self._refuse(413, "too_large", f"body over {MAX_BODY} bytes")
         signature = signature_of(request.headers)
         if signature is None:
             return self._refuse(401, "unsigned", "no X-Zernio-Signature header")
-        if not verify(secret, bytes(body), signature):
+        if self._reading >= MAX_READING:
+            return self._refuse(503, "busy", "too many deliveries being read; retry")
+        self._reading += 1
+        try:
+            async with asyncio.timeout(READ_WITHIN):
+                body = await _read(request)
+        except TimeoutError:
+            return self._refuse(408, "too_slow", f"body not received within {READ_WITHIN:g}s")
+        finally:
+            self._reading -= 1
+        if body is None:
+            return self._refuse(413, "too_large", f"body over {MAX_BODY} bytes")
+        if not verify(secret, body, signature):
             return self._refuse(401, "bad_signature", "the signature does not match the body")
         try:
-            hook = parse(bytes(body))
+            hook = parse(body)
         except HookError as exc:
             return self._refuse(400, "bad_body", f"not a Late webhook payload: {exc}")
         deps = self._deps()
         try:
             new = deps.store.record_webhook(
-                hook.id, hook.event, bytes(body), now=self._clock().timestamp()
+                hook.id, hook.event, body, now=self._clock().timestamp()
             )
         except LateMonitorError as exc:
-            log.error("webhook_not_recorded", event=hook.event, error=str(exc))
+            log.error("webhook_not_recorded", webhook_event=hook.event, error=str(exc))
             return web.json_response({"error": "not recorded; retry"}, status=503)
         self._metrics.webhooks.labels(hook.event, "accepted" if new else "duplicate").inc()
         log.info("webhook_received", id=hook.id, webhook_event=hook.event, duplicate=not new)
@@ -117,8 +134,16 @@ class Intake:
         return web.json_response({"ok": True, "duplicate": not new})
 
     def _refuse(self, status: int, outcome: str, reason: str) -> web.Response:
+        """Answer a delivery that was not taken. Anyone can send these, so the log says the
+        first of a kind, then at most one line a minute with how many came meanwhile."""
         self._metrics.webhooks.labels("", outcome).inc()
-        log.warning("webhook_refused", status=status, reason=reason)
+        now = time.monotonic()
+        said, count = self._refused.get(outcome, (-REFUSALS_EVERY, 0))
+        if now - said >= REFUSALS_EVERY:
+            log.warning("webhook_refused", status=status, reason=reason, since_last=count)
+            self._refused[outcome] = (now, 0)
+        else:
+            self._refused[outcome] = (said, count + 1)
         return web.json_response({"error": reason}, status=status)
 
     # -- acting on deliveries -----------------------------------------------------------
@@ -140,12 +165,16 @@ class Intake:
             except Exception:  # the daemon outlives a bug here; the log has the trace
                 log.exception("webhooks_processing_crashed")
                 await asyncio.sleep(5.0)
+                self._wake.set()  # what is recorded is still to act on
             if acted:  # a burst of deliveries becomes a digest a second, not a message each
                 await asyncio.sleep(max(0.0, started + BATCH_EVERY - time.monotonic()))
 
     async def process(self) -> int:
-        """Act on every recorded delivery not acted on yet; the number acted on."""
+        """Act on every recorded delivery not acted on yet; the number acted on. A batch
+        that fails for a reason other than the state file is done again one delivery at a
+        time, so that one delivery nobody foresaw cannot hold the others back."""
         deps = self._deps()
+        batches: list[_Batch] = []
         async with deps.store.writing(deps.lock_wait):
             rows = [
                 (hook_id, body)
@@ -154,29 +183,53 @@ class Intake:
             ]
             if not rows:
                 return 0
-            now = self._clock()
-            batch = _Batch(states=dict(deps.store.load_states()))
-            for hook_id, body in rows:
-                self._decide(deps, hook_id, parse(body), batch, now)
-            settled = [pair for pair in batch.settled if pair[0] not in batch.to_check.values()]
-            await record_and_send(
-                deps,
-                batch.events,
-                {},
-                states=batch.states,
-                changed=batch.changed,
-                removed=batch.removed,
-                api=deps.store.load_api_health(),
-                outcome="webhook",
-                started=now,
-                requests=0,
-                webhooks=settled,
-            )
+            try:
+                batches.append(await self._act(deps, rows))
+            except LateMonitorError:
+                raise
+            except Exception:  # a bug, or a delivery no rule foresaw; the log has the trace
+                log.exception("webhooks_batch_failed", deliveries=len(rows))
+                for row in rows:
+                    if row not in deps.store.unprocessed_webhooks():
+                        continue  # settled before the failure
+                    try:
+                        batches.append(await self._act(deps, [row]))
+                    except LateMonitorError:
+                        raise
+                    except Exception:
+                        log.exception("webhook_not_processed", id=row[0])
+                        now = self._clock().timestamp()
+                        deps.store.settle_webhooks([(row[0], "error")], now=now)
+        settled = [pair for batch in batches for pair in batch.settled]
         self._observe_latency(hook_id for hook_id, _ in settled)
-        for account_id, hook_id in batch.to_check.items():
-            self._start_check(account_id, hook_id)
+        for batch in batches:
+            for account_id, (hook_id, forced) in batch.to_check.items():
+                self._start_check(account_id, hook_id, forced=forced)
         self.processed += len(settled)
         return len(settled)
+
+    async def _act(self, deps: CycleDeps, rows: list[tuple[str, bytes]]) -> _Batch:
+        """Decide what `rows` mean and commit it with their settlement, then deliver."""
+        now = self._clock()
+        batch = _Batch(states=dict(deps.store.load_states()))
+        for hook_id, body in rows:
+            self._decide(deps, hook_id, parse(body), batch, now)
+        waiting = {hook_id for hook_id, _ in batch.to_check.values()}
+        batch.settled = [pair for pair in batch.settled if pair[0] not in waiting]
+        await record_and_send(
+            deps,
+            batch.events,
+            {},
+            states=batch.states,
+            changed=batch.changed,
+            removed=batch.removed,
+            api=deps.store.load_api_health(),
+            outcome="webhook",
+            started=now,
+            requests=0,
+            webhooks=batch.settled,
+        )
+        return batch
 
     def _decide(
         self, deps: CycleDeps, hook_id: str, hook: Hook, batch: _Batch, now: datetime
@@ -186,7 +239,12 @@ class Intake:
         if hook.event == "webhook.test":
             outcome = "test"
             log.info("webhook_test_received", id=hook_id)
-        elif account is not None and not _in_scope(deps, account.platform, account.profile_id):
+        elif hook.stale(now.timestamp()):
+            outcome = "stale"  # a replay older than the ids we remember, or from the future
+            log.warning("webhook_stale", id=hook_id, webhook_event=hook.event, sent=hook.sent)
+        elif account is not None and not _in_scope(
+            deps, account, known=batch.states.get(account.account_id)
+        ):
             outcome = "out_of_scope"
         elif hook.event == "account.disconnected" and account is not None:
             prev = batch.states.get(account.account_id)
@@ -205,19 +263,19 @@ class Intake:
         elif hook.event == "account.connected" and account is not None:
             prev = batch.states.get(account.account_id)
             if prev is not None and not prev.healthy:
-                outcome = _check(batch, account.account_id, hook_id)
+                outcome = _check(batch, account.account_id, hook_id, forced=True)
             else:
                 outcome = "no_change"
         elif hook.failures:
             outcome = "counted"
             for failure in hook.failures:
-                if not _in_scope(deps, failure.platform, None):
+                if deps.platforms and failure.platform not in deps.platforms:
                     continue
                 cause = "account" if failure.blames_account else "post"
                 self._metrics.post_failures.labels(failure.platform or "unknown", cause).inc()
                 account_id = _account_of(batch.states, failure.account_id, failure.platform)
                 if cause == "account" and account_id:
-                    outcome = _check(batch, account_id, hook_id)
+                    outcome = _check(batch, account_id, hook_id, forced=False)
         batch.settled.append((hook_id, outcome))
         log.info("webhook_processed", id=hook_id, webhook_event=hook.event, outcome=outcome)
 
@@ -225,13 +283,17 @@ class Intake:
         """Deliveries whose account is being checked right now (settled by the check)."""
         return set(self._checks.values())
 
-    def _start_check(self, account_id: str, hook_id: str) -> None:
+    def _start_check(self, account_id: str, hook_id: str, *, forced: bool) -> None:
+        """Ask Late about the account; a failed post's evidence asks at most once a minute
+        per account (a burst of them), `account.connected` always (its news is the answer)."""
         recent = self._checked_at.get(account_id, -RECHECK_AFTER)
-        if account_id in self._checks or time.monotonic() - recent < RECHECK_AFTER:
+        if account_id in self._checks or (not forced and time.monotonic() - recent < RECHECK_AFTER):
             self._settle_later(hook_id)  # asked Late a moment ago, or asking now
             return
         self._checks[account_id] = hook_id
-        task = asyncio.get_running_loop().create_task(self._check(account_id, hook_id))
+        task = asyncio.get_running_loop().create_task(
+            self._check(account_id, hook_id, connected=forced)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -239,7 +301,7 @@ class Intake:
         deps = self._deps()
         deps.store.settle_webhooks([(hook_id, "recently_checked")], now=self._clock().timestamp())
 
-    async def _check(self, account_id: str, hook_id: str) -> None:
+    async def _check(self, account_id: str, hook_id: str, *, connected: bool) -> None:
         """Ask Late about one account a webhook gave cause to doubt, and tell what it says."""
         deps = self._deps()
         try:
@@ -256,7 +318,9 @@ class Intake:
                 changed: list[str] = []
                 prev = states.get(account_id)
                 if detail is not None and prev is not None:
-                    state, events = checked(prev, detail, now=now, policy=deps.policy)
+                    state, events = checked(
+                        prev, detail, now=now, policy=deps.policy, reconnected=connected
+                    )
                     if state is not prev:
                         states[account_id] = state
                         changed.append(account_id)
@@ -341,11 +405,15 @@ class Intake:
         return deps.store.prune_webhooks(before=self._clock().timestamp() - DEDUPE_WINDOW)
 
 
-def _in_scope(deps: CycleDeps, platform: str, profile_id: str | None) -> bool:
-    """A webhook is the user's, all of it; this monitor may watch a profile or platforms."""
-    if deps.platforms and platform and platform not in deps.platforms:
+def _in_scope(deps: CycleDeps, hook: HookAccount, *, known: AccountState | None) -> bool:
+    """A webhook is the user's, all of it; this monitor may watch a profile or platforms.
+    An account we hold is ours (the poll put it there); one we do not must show it is in
+    scope: a payload that does not say its platform or profile is not taken on trust."""
+    if known is not None:
+        return True
+    if deps.platforms and hook.platform not in deps.platforms:
         return False
-    return not (deps.profile_id and profile_id and profile_id != deps.profile_id)
+    return not deps.profile_id or hook.profile_id == deps.profile_id
 
 
 def _account_of(states: Mapping[str, AccountState], account_id: str, platform: str) -> str:
@@ -357,9 +425,19 @@ def _account_of(states: Mapping[str, AccountState], account_id: str, platform: s
     return on_platform[0] if len(on_platform) == 1 else ""
 
 
-def _check(batch: _Batch, account_id: str, hook_id: str) -> str:
+def _check(batch: _Batch, account_id: str, hook_id: str, *, forced: bool) -> str:
     """Ask Late about `account_id` once this batch is committed; one delivery per account
     waits for the answer, others about it in the same batch are settled now."""
-    if batch.to_check.setdefault(account_id, hook_id) == hook_id:
-        return "checking"
-    return "checked_with_another"
+    waiting, was_forced = batch.to_check.get(account_id, (hook_id, False))
+    batch.to_check[account_id] = (waiting, was_forced or forced)
+    return "checking" if waiting == hook_id else "checked_with_another"
+
+
+async def _read(request: web.Request) -> bytes | None:
+    """The body as sent, or None past MAX_BODY (announced or not)."""
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return bytes(body)

@@ -281,7 +281,7 @@ def _full(
             )
             events = transition(prev.condition, new, state, policy)
             if prev.claimed_at is not None:
-                events = _corrected(prev, new, state, events)
+                events = corrected(prev, new, state, events)
         else:
             state = replace(state, pending=new, pending_count=count)
 
@@ -307,7 +307,7 @@ def _full(
     return state, events
 
 
-def _corrected(
+def corrected(
     prev: AccountState, new: Condition, state: AccountState, events: list[Event]
 ) -> list[Event]:
     """A poll that finds an account better than a webhook said: not a recovery (nothing was

@@ -53,6 +53,8 @@ from late_monitor.state import AccountState, ApiHealth
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
 SCHEMA_VERSION = 5
+BUSY_MS = 30_000  # how long a write waits for another process's transaction
+INTAKE_BUSY_MS = 1_000  # ... when a webhook delivery is waiting for its answer
 
 _OPEN = f"('{PENDING}', '{SET_ASIDE}')"  # rows delivery still owns
 
@@ -264,7 +266,9 @@ class Store:
                 f"cannot create the state directory {path.parent}: {exc.strerror}"
             ) from None
         try:
-            db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the state file {path}: {exc}") from None
         try:
@@ -446,7 +450,11 @@ class Store:
         return cycle_id
 
     def record_webhook(self, hook_id: str, event: str, body: bytes, *, now: float) -> bool:
-        """Keep a verified delivery before it is acknowledged; False if its id is known."""
+        """Keep a verified delivery before it is acknowledged; False if its id is known.
+
+        Waits at most a second for another process's write (the caller answers 503 and Late
+        retries) instead of the usual 30: the event loop waits with it."""
+        self._db.execute(f"PRAGMA busy_timeout = {INTAKE_BUSY_MS}")
         try:
             with self._transaction() as db:
                 cursor = db.execute(
@@ -456,6 +464,8 @@ class Store:
                 )
         except sqlite3.Error as exc:
             raise StateError(_describe_sqlite(exc, self.path)) from None
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         return cursor.rowcount == 1
 
     def unprocessed_webhooks(self, limit: int = 500) -> list[tuple[str, bytes]]:

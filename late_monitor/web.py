@@ -88,6 +88,7 @@ def build_app(
     add_page_routes(app, store=store, clock=clock, admin_token=admin_token)
     if webhook is not None:
         app.router.add_post(WEBHOOK_PATH, webhook)
+        app.router.add_post(WEBHOOK_PATH + "/", webhook)  # as a proxy or a person may write it
     return app
 
 

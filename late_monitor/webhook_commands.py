@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from late_monitor.config import LoadedConfig, insecure_base_url
+from late_monitor.config import LoadedConfig, insecure_base_url, mask_url
 from late_monitor.errors import ConfigError, StateError
 from late_monitor.intake import WATCH_KEY
 from late_monitor.store import Store
@@ -24,13 +24,22 @@ def setup_webhook(loaded: LoadedConfig, *, url: str, out: TextIO = sys.stdout) -
     loaded.require_api_key()
     if loaded.webhook_secret is None:
         raise ConfigError(
-            "webhooks.secret: not set; set it (or webhooks.secret_file, "
-            "LATE_MONITOR_WEBHOOKS__SECRET or the credential late-webhook-secret) first: "
-            "Late signs with it and the daemon checks with it"
+            f"{loaded.path or 'configuration'}: webhooks.secret: not set; set it (or "
+            "webhooks.secret_file, LATE_MONITOR_WEBHOOKS__SECRET or the credential "
+            "late-webhook-secret) first: Late signs with it and the daemon checks with it"
         )
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--url: {url!r} is not an http(s) URL")
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ConfigError(f"--url: {mask_url(url)!r} is not an http(s) URL with a valid host")
+    if "@" in parts.netloc:
+        raise ConfigError(
+            "--url: holds credentials (user:password@); Late would store and show them, and "
+            "the signature already proves who sends"
+        )
     if not parts.path.endswith(WEBHOOK_PATH):
         out.write(f"note: the daemon takes webhooks at {WEBHOOK_PATH}; {url} ends otherwise\n")
     if insecure_base_url(url):

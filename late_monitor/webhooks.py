@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 SIGNATURE_HEADERS = ("X-Zernio-Signature", "X-Late-Signature")
@@ -89,6 +90,12 @@ class Hook:
     account: HookAccount | None = None
     failures: tuple[PostFailure, ...] = ()  # post.failed / post.partial
     post_id: str = ""
+    sent: float | None = None  # the payload's own timestamp, epoch seconds
+
+    def stale(self, now: float) -> bool:
+        """Sent before Late's retry window (a replay of a delivery whose id we have
+        forgotten) or more than a day ahead of our clock."""
+        return self.sent is not None and not now - DEDUPE_WINDOW < self.sent < now + 86400
 
 
 def parse(body: bytes) -> Hook:
@@ -97,17 +104,24 @@ def parse(body: bytes) -> Hook:
     object its schema requires. Unknown events are valid (acknowledged, not acted on)."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HookError(f"not JSON ({exc})") from None
+        # a lone surrogate (\ud83d: an emoji cut in half) cannot be stored or sent on
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, json.JSONDecodeError) as exc:
+        raise HookError(f"not JSON in UTF-8 ({exc})") from None
+    except (RecursionError, ValueError):  # nested 100,000 deep; a 5,000-digit number
+        raise HookError("JSON nested too deep or with a number too large") from None
     if not isinstance(payload, dict):
         raise HookError("not a JSON object")
     hook_id, event = payload.get("id"), payload.get("event")
-    if not isinstance(hook_id, str) or not hook_id.strip() or len(hook_id) > 200:
+    if not isinstance(hook_id, str) or not hook_id.strip():
         raise HookError("no string 'id'")
+    if len(hook_id) > 200 or not hook_id.isprintable():
+        raise HookError("'id' longer than 200 characters or with control characters")
     if not isinstance(event, str) or not event:
         raise HookError("no string 'event'")
+    sent = _timestamp(payload.get("timestamp"))
     if event.startswith("account."):
-        return Hook(hook_id, event, account=_account(payload.get("account"), event))
+        return Hook(hook_id, event, account=_account(payload.get("account"), event), sent=sent)
     if event in ("post.failed", "post.partial"):
         post = payload.get("post")
         if not isinstance(post, dict) or not isinstance(post.get("platforms"), list):
@@ -116,36 +130,58 @@ def parse(body: bytes) -> Hook:
             PostFailure(
                 platform=_text(entry, "platform").lower(),
                 error=_text(entry, "error"),
-                account_id=_text(entry, "accountId"),
+                account_id=_text(entry, "accountId")[:200],
             )
             for entry in post["platforms"]
             if isinstance(entry, dict) and (entry.get("error") or entry.get("status") == "failed")
         )
-        return Hook(hook_id, event, failures=failures, post_id=_text(post, "id"))
-    return Hook(hook_id, event)
+        return Hook(hook_id, event, failures=failures, post_id=_text(post, "id"), sent=sent)
+    return Hook(hook_id, event, sent=sent)
+
+
+def _timestamp(value: Any) -> float | None:
+    """The payload's `timestamp` (inside the signed body) in epoch seconds, if readable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _account(raw: Any, event: str) -> HookAccount:
     if not isinstance(raw, dict):
         raise HookError(f"{event} without an 'account' object")
     account_id = raw.get("accountId")
-    if not isinstance(account_id, str) or not account_id:
+    if not isinstance(account_id, str) or not account_id.strip() or len(account_id) > 200:
         raise HookError(f"{event} without account.accountId")
+    if not account_id.isprintable():
+        raise HookError(f"{event}: account.accountId has control characters")
     profile = raw.get("profileId")
+    if isinstance(profile, dict):  # as Late's /accounts gives it: {"_id": ..., "name": ...}
+        profile = profile.get("_id")
     return HookAccount(
         account_id=account_id,
         platform=_text(raw, "platform").lower(),
         username=_text(raw, "username"),
         display_name=_text(raw, "displayName"),
-        profile_id=profile if isinstance(profile, str) and profile else None,
+        profile_id=profile.strip() if isinstance(profile, str) and profile.strip() else None,
         intentional=raw.get("disconnectionType") == "intentional",
         reason=_text(raw, "reason")[:500],
     )
 
 
 def _text(raw: Mapping[str, Any], key: str) -> str:
+    """A string field, one line: a control character (a newline that would start a line of
+    its own in a message) becomes a space."""
     value = raw.get(key)
-    return value.strip() if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        return ""
+    return _CONTROL.sub(" ", value).strip()[:500]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +213,18 @@ def parse_webhook(raw: Any) -> LateWebhook | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("_id"), str):
         return None
     events = raw.get("events")
+    active = raw.get("isActive", True)
     failures = raw.get("failureCount")
+    try:
+        count = max(0, int(failures)) if failures is not None else 0
+    except (TypeError, ValueError):
+        count = 0
     return LateWebhook(
         id=raw["_id"],
         name=_text(raw, "name"),
         url=_text(raw, "url"),
         events=tuple(e for e in events if isinstance(e, str)) if isinstance(events, list) else (),
-        is_active=raw.get("isActive") is not False,
-        failure_count=failures if isinstance(failures, int) and failures >= 0 else 0,
+        is_active=active if isinstance(active, bool) else str(active).lower() == "true",
+        failure_count=count,
         last_fired_at=_text(raw, "lastFiredAt"),
     )

@@ -162,14 +162,35 @@ def test_the_webhook_secret_comes_from_the_file_variable_secret_file_or_credenti
     assert loaded.sources["webhooks.secret"] == "systemd credential late-webhook-secret"
 
 
-def test_a_short_webhook_secret_or_one_with_nowhere_to_arrive_is_warned_about(
-    tmp_path: Path,
-) -> None:
+def test_webhook_settings_mistakes_are_one_line_each(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[webhooks]\nsecret = "tiny9x"\n')
-    warnings = {w.event: w.text for w in load_settings(str(config), environ={}).warnings}
-    assert set(warnings) == {"webhook_secret_short", "webhooks_not_served"}
-    assert "tiny9x" not in warnings["webhook_secret_short"]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(config), environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{config}: webhooks.secret: a webhook secret needs 16")
+    assert "tiny9x" not in problem
+    secret = "x" * 32
+    alone = tmp_path / "a.toml"
+    alone.write_text(f'[webhooks]\nsecret = "{secret}"\n')
+    warnings = {w.event: w.text for w in load_settings(str(alone), environ={}).warnings}
+    assert set(warnings) == {"webhooks_not_served"}
+    both = tmp_path / "both.toml"
+    both.write_text(f'[webhooks]\nsecret = "{secret}"\nsecret_file = "/nonexistent"\n')
+    with pytest.raises(ConfigError, match="both set; keep one"):
+        load_settings(str(both), environ={})
+    bad = tmp_path / "grace.toml"
+    bad.write_text('[webhooks]\npoll_grace = "10d"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(bad), environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{bad}: webhooks.poll_grace: at most 1h")
+    often = tmp_path / "often.toml"
+    often.write_text(
+        f'[http]\nlisten = ":1"\n[webhooks]\nsecret = "{secret}"\nwatch_every = "1s"\n'
+    )
+    warned = load_settings(str(often), environ={}).warnings
+    assert [w.event for w in warned] == ["webhook_watch_often"]
     broken = tmp_path / "b.toml"
     broken.write_text('[webhooks]\nsecret = "two\\nlines-of-secret-here"\n')
     with pytest.raises(ConfigError) as caught:

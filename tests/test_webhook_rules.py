@@ -172,16 +172,20 @@ def test_an_intentional_disconnection_is_info_and_forgets_the_account() -> None:
 def test_a_check_after_connected_confirms_the_recovery_or_says_nothing() -> None:
     broken = healthy(status="error", needs_reconnect=True, can_post=False, token_valid=False)
     fine = Detail("a1", status="healthy", can_post=True, token_valid=True)
-    state, events = checked(broken, fine, now=NOW, policy=POLICY)
+    state, events = checked(broken, fine, now=NOW, policy=POLICY, reconnected=True)
     assert [e.kind for e in events] == [Kind.RECOVERED]
     assert state.healthy
     assert state.claimed_at == NOW
     still = Detail("a1", status="error", can_post=False, token_valid=False)
-    state, events = checked(broken, still, now=NOW, policy=POLICY)
+    state, events = checked(broken, still, now=NOW, policy=POLICY, reconnected=True)
     assert events == []
     assert state.condition == broken.condition
     silent = Detail("a1")  # a detail that says nothing of the condition changes nothing
-    assert checked(broken, silent, now=NOW, policy=POLICY)[1] == []
+    assert checked(broken, silent, now=NOW, policy=POLICY, reconnected=True)[1] == []
+    # what a webhook claimed, found better by a check nobody reconnected for: a correction
+    claim = replace(broken, claimed_at=NOW)
+    _, events = checked(claim, fine, now=NOW, policy=POLICY, reconnected=False)
+    assert [(e.kind, e.notify_type) for e in events] == [(Kind.CORRECTED, NotifyType.SUCCESS)]
 
 
 # -- the poll after a webhook -------------------------------------------------------------

@@ -4,10 +4,12 @@ unsigned, tampered, replayed, oversized and garbled are answered and change noth
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
@@ -400,3 +403,189 @@ async def test_a_burst_is_answered_at_once_and_told_in_digests_each_account_once
             assert len(sink.received) <= 4  # digests, at most one a second
     finally:
         await sim.stop()
+
+
+async def test_a_delivery_during_a_slow_poll_is_told_without_waiting_for_it(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config(monitor={"interval": "1s"}, late={"timeout": "20s"})
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        sim.latency = 4.0  # every answer of Late takes 4 s from now on
+        requests = len(sim.authorizations)
+        async with asyncio.timeout(5):
+            await sim.started(requests + 1)  # a poll is waiting on Late
+        sent = time.monotonic()
+        assert (await Late(http, url).send(disconnected("acc_00001")))[0] == 200
+        await run.until(lambda: len(sink.received) == 1, limit=3)
+        assert time.monotonic() - sent < 2
+        sim.latency = 0
+        polls = run.count("poll_completed")
+        sim.break_account("acc_00001")
+        await run.until(lambda: run.count("poll_completed") >= polls + 2, limit=15)
+        assert len(sink.received) == 1  # the slow poll, and the next, agree: nothing more
+
+
+async def test_simulate_sends_signed_webhooks_when_its_scenario_changes_an_account(
+    base_env, tmp_path: Path
+) -> None:
+    received: list[tuple[bytes, str]] = []
+    arrived = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get("X-Zernio-Signature", "")))
+        arrived.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/webhooks/late", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    receiver = f"http://127.0.0.1:{runner.addresses[0][1]}/webhooks/late"
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(
+        '[[account]]\nid = "acc_x"\nplatform = "twitter"\n'
+        '[[change]]\nat = "0.5s"\naccount = "acc_x"\nstatus = "error"\n'
+        'needs_reconnect = true\nissues = ["Token revoked"]\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "late_monitor", "simulate", "--port", str(free_port()),
+        "--scenario", str(scenario), "--webhook", receiver,
+        env={**base_env, "LATE_SIM_WEBHOOK_SECRET": SECRET}, cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(15):
+            await arrived.wait()
+    finally:
+        process.terminate()
+        await process.wait()
+        await runner.cleanup()
+    ((body, signature),) = received
+    assert signature == sign(SECRET, body)
+    delivered = json.loads(body)
+    assert delivered["event"] == "account.disconnected"
+    assert delivered["account"]["accountId"] == "acc_x"
+    assert delivered["account"]["disconnectionType"] == "unintentional"
+    assert delivered["account"]["reason"] == "Token revoked"
+
+
+async def test_bodies_no_rule_foresaw_are_refused_at_the_door_never_with_a_500(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config()
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        late = Late(http, url)
+        surrogate = disconnected("acc_00002").replace(b"Token expired", b"Token \\ud83d")
+        deep = b'{"id": "e", "event": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        big_number = b'{"id": "e", "event": "x", "n": ' + b"9" * 5000 + b"}"
+        control_id = payload("account.connected", hook_id="evt_\x1b[2J\nX")
+        for body in (surrogate, deep, big_number, control_id):
+            status, answer = await late.send(body)
+            assert status == 400, (body[:60], answer)
+        gzipped = gzip.compress(disconnected("acc_00002"))
+        headers = {"Content-Encoding": "gzip", "X-Zernio-Signature": sign(SECRET, gzipped)}
+        async with http.post(url, data=gzipped, headers=headers) as answer:
+            assert answer.status == 415
+
+        async def slow() -> AsyncIterator[bytes]:
+            yield b'{"id": "slow", '
+            await asyncio.sleep(11)  # past the 10 s a body may take
+            yield b'"event": "webhook.test"}'
+
+        status, _ = await late.send(b'{"id": "slow", "event": "webhook.test"}', body=slow())
+        assert status == 408
+        assert all("Traceback" not in line for line in run.lines)
+        assert sink.received == []
+        assert run.process.returncode is None
+
+
+async def test_one_delivery_no_rule_can_handle_is_set_aside_and_the_others_are_told(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, _ = webhook_config()
+    store = Store.open(tmp_path / "state.db")  # as an older release may have let them in
+    now = time.time()
+    store.record_webhook("evt_poison", "account.disconnected", b"{not json", now=now)
+    store.record_webhook("evt_good", "account.disconnected", disconnected("acc_00004"), now=now)
+    store.close()
+    async with daemon(config, base_env, tmp_path) as run:
+        await run.until(lambda: len(sink.received) == 1)
+        assert "acc_00004" in sink.received[0]["message"]
+        await run.until(lambda: run.count("webhook_not_processed") == 1)
+    store = Store.open(tmp_path / "state.db")
+    outcomes = {row["id"]: row["outcome"] for row in store.recent_webhooks()}
+    store.close()
+    assert outcomes == {"evt_poison": "error", "evt_good": "applied"}
+
+
+async def test_with_a_scope_an_unlisted_account_must_show_it_is_in_scope(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config(late={"profile_id": "prof_1"})
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        late = Late(http, url)
+
+        def unlisted(account_id: str, **fields: Any) -> bytes:
+            account = {"accountId": account_id, "disconnectionType": "unintentional", **fields}
+            return payload("account.disconnected", account=account)
+
+        for body in (
+            unlisted("acc_other", platform="twitter", profileId={"_id": "prof_2"}),
+            unlisted("acc_nameless"),  # says neither platform nor profile
+        ):
+            assert (await late.send(body))[0] == 200
+        inside = unlisted("acc_new", platform="twitter", username="@new", profileId="prof_1")
+        assert (await late.send(inside))[0] == 200
+        await run.until(lambda: len(sink.received) == 1)
+        await asyncio.sleep(0.5)
+        assert len(sink.received) == 1
+        assert "acc_new" in sink.received[0]["message"]
+
+
+async def test_a_replay_older_than_the_remembered_ids_is_not_acted_on(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config()
+    old = json.loads(disconnected("acc_00001"))
+    old["timestamp"] = "2026-01-01T00:00:00.000Z"  # months ago: its id is long forgotten
+    body = json.dumps(old).encode()
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        assert (await Late(http, url).send(body))[0] == 200  # Late stops retrying on a 2xx
+        await run.until(lambda: run.count("webhook_stale") == 1)
+        await asyncio.sleep(0.3)
+        assert sink.received == []
+
+
+async def test_a_check_finding_better_than_a_webhook_said_corrects_and_connected_always_asks(
+    sim: Simulator, sink: Sink, webhook_config, base_env, tmp_path: Path
+) -> None:
+    config, url = webhook_config()
+    async with daemon(config, base_env, tmp_path) as run, aiohttp.ClientSession() as http:
+        await started(run)
+        late = Late(http, url)
+        assert (await late.send(disconnected("acc_00000")))[0] == 200  # Late's list: healthy
+        await run.until(lambda: len(sink.received) == 1)
+        post = {"id": "p", "platforms": [{"platform": "twitter", "status": "failed",
+                "error": "Token expired", "accountId": "acc_00000"}]}  # fmt: skip
+        assert (await late.send(payload("post.failed", post=post)))[0] == 200
+        await run.until(lambda: len(sink.received) == 2)
+        assert "better than a webhook said" in sink.received[1]["title"]
+        assert "recovered" not in sink.received[1]["message"]
+        sim.break_account("acc_00000")
+        details = sim.count("/accounts/acc_00000/health")
+        assert (await late.send(payload("post.failed", post=post)))[0] == 200
+        await asyncio.sleep(0.5)
+        assert sim.count("/accounts/acc_00000/health") == details  # asked a moment ago
+        assert (await late.send(disconnected("acc_00000")))[0] == 200
+        await run.until(lambda: len(sink.received) == 3)
+        sim.heal("acc_00000")
+        connected = payload("account.connected", account={"accountId": "acc_00000"})
+        assert (await late.send(connected))[0] == 200  # within the minute: asked all the same
+        await run.until(lambda: len(sink.received) == 4)
+        assert sim.count("/accounts/acc_00000/health") == details + 1
+        assert "recovered" in sink.received[3]["message"]

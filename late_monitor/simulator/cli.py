@@ -9,6 +9,7 @@ import sys
 from late_monitor.errors import ConfigError
 from late_monitor.simulator.app import DEFAULT_KEY, Simulator, make_accounts
 from late_monitor.simulator.scenario import Change, Scenario, load_scenario
+from late_monitor.simulator.webhooks import EVENTS
 
 
 def _announce(change: Change) -> None:
@@ -30,6 +31,8 @@ async def _serve(sim: Simulator, port: int, scenario: Scenario | None = None) ->
     print(f"Late API simulator: {len(sim.accounts)} accounts", flush=True)
     print(f'  base_url = "{base_url}"', flush=True)
     print(f"  api key  = {sim.api_key}", flush=True)
+    for hook in sim.webhooks.hooks.values():
+        print(f"  webhooks to {hook.url} (signed with the secret given)", flush=True)
     print("Ctrl-C to stop.", flush=True)
     # The scenario's timed changes play while the simulator serves.
     playing = asyncio.create_task(scenario.play(sim, on_change=_announce)) if scenario else None
@@ -50,6 +53,8 @@ def serve(
     key: str | None,
     latency: float = 0.0,
     rate_limit: int = 600,
+    webhook: str = "",
+    webhook_secret: str = "",
 ) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: not a port number")
@@ -65,6 +70,11 @@ def serve(
             latency=latency,
             rate_limit=rate_limit,
         )
+    if webhook:  # as `late-monitor webhooks setup` would register it through the API
+        if not webhook.startswith(("http://", "https://")) or not webhook_secret:
+            raise ConfigError("--webhook needs an http(s) URL and --webhook-secret")
+        sim.webhooks.add(name="late-monitor", url=webhook, secret=webhook_secret,
+                         events=list(EVENTS))  # fmt: skip
     asyncio.run(_serve(sim, port, loaded))
     print("simulator stopped", file=sys.stderr)
     return 0
