@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import structlog
@@ -403,7 +403,18 @@ def build_parser() -> _Parser:
         "change (or register one with `late-monitor webhooks setup` against the simulator)",
     )
     simulate.set_defaults(func=cmd_simulate)
+
+    from late_monitor.actions import add_parsers as add_operator_commands
+
+    add_operator_commands(commands, config_option=_config_option, run=_operator)
     return parser
+
+
+def _operator(
+    command: Callable[[LoadedConfig, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """`silence ...` and `ack`: the settings (for the state file), then the command."""
+    return lambda args: command(_loaded_for_tool(args), args)
 
 
 def _split_global(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -437,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest = _split_global(words)[1]
     parser.plugin = bool(rest) and rest[0] == "check"  # unknown arguments are the top's to report
     args = parser.parse_args(words)
-    if args.command in ("config", "webhooks") and not getattr(args, "func", None):
+    if args.command in ("config", "silence", "webhooks") and not getattr(args, "func", None):
         parser.parse_args([args.command, "--help"])
     if not getattr(args, "func", None):
         parser.print_help()

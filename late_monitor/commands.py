@@ -20,6 +20,7 @@ from late_monitor.wiring import check_destinations, notifier_from
 _COLOURS = {"healthy": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
 _RESET = "\033[0m"
 SECRET_KEYS = {"late.api_key", "notify.urls", "webhooks.secret"}
+SECRET_SETTINGS = {"http.admin_token", "heartbeat.url", "heartbeat.fail_url"}
 
 
 def _when(value: str | None) -> str:
@@ -28,10 +29,34 @@ def _when(value: str | None) -> str:
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _muted(account: dict[str, Any]) -> str:
+    """Why this account's notices are held back, if they are: silences and an ack."""
+    marks = [f"silenced #{i}" for i in account.get("silenced_by", [])]
+    return ", ".join(marks + (["acked"] if account.get("acked") else []))
+
+
+def _control_lines(report: dict[str, Any]) -> list[str]:
+    active = [s for s in report.get("silences", []) if s["state"] == "active"]
+    lines = [f"\nSilences: {len(active)} active (late-monitor silence list)"] if active else []
+    held = report.get("held", [])
+    if held:
+        lines.append(f"\nHeld by quiet hours: {len(held)} until {_when(held[0]['until'])}")
+    return lines
+
+
 def render_status(report: dict[str, Any], *, colour: bool) -> str:
     """A readable table of accounts, then the outbox and the last cycles."""
     rows = [
-        ("PLATFORM", "USERNAME", "STATUS", "RECONNECT", "SINCE", "TOKEN EXPIRES", "LAST NOTICE")
+        (
+            "PLATFORM",
+            "USERNAME",
+            "STATUS",
+            "RECONNECT",
+            "SINCE",
+            "TOKEN EXPIRES",
+            "LAST NOTICE",
+            "MUTED",
+        )
     ]
     statuses = []
     for a in report["accounts"]:
@@ -44,6 +69,7 @@ def render_status(report: dict[str, Any], *, colour: bool) -> str:
                 _when(a["since"]),
                 _when(a["token_expires_at"]),
                 _when(a["last_notice_at"]),
+                _muted(a),
             )
         )
         statuses.append(a["status"])
@@ -70,6 +96,7 @@ def render_status(report: dict[str, Any], *, colour: bool) -> str:
             + (f", last error: {row['last_error']}" if row["last_error"] else "")
             + ")"
         )
+    lines += _control_lines(report)
     lines.append("\nLast cycles:")
     for cycle in report["cycles"][:5]:
         lines.append(
@@ -178,6 +205,8 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         return "(set, hidden)" if loaded.webhook_secret is not None else "(not set: webhooks off)"
     if key == "notify.urls":
         return "[" + ", ".join(f'"{u}"' for u in value) + "]"
+    if key in SECRET_SETTINGS:
+        return "(set, hidden)" if value is not None and value.get_secret_value() else "(not set)"
     if key in {
         "monitor.interval",
         "monitor.detail_every",
@@ -188,10 +217,13 @@ def _shown(key: str, value: Any, loaded: LoadedConfig) -> str:
         "http.recheck_after",
         "impact.horizon",
         "impact.escalate_within",
+        "heartbeat.timeout",
         "webhooks.watch_every",
         "webhooks.poll_grace",
     }:
         return f'"{format_duration(value)}"'
+    if key == "monitor.quiet_hours":
+        return json.dumps([window.model_dump() for window in value])
     if key == "monitor.token_expiry_warn":
         return "[" + ", ".join(f'"{format_duration(v)}"' for v in value) + "]"
     return json.dumps(value)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -42,6 +43,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from late_monitor.errors import ConfigError
 from late_monitor.models import KNOWN_PLATFORMS
+from late_monitor.quiet import parse_days, parse_time
 
 ENV_PREFIX = "LATE_MONITOR_"
 DEFAULT_BASE_URL = "https://zernio.com/api/v1"
@@ -170,6 +172,40 @@ class LateSettings(_Section):
     max_body_mb: int = Field(default=128, gt=0, le=4096)
 
 
+def _check_time(value: str) -> str:
+    parse_time(value)
+    return value
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not a time zone (e.g. 'Europe/Berlin', 'UTC')") from None
+    return value
+
+
+def _check_days(value: list[str]) -> list[str]:
+    parse_days(value)
+    return value
+
+
+NotifyTypeName = Literal["info", "success", "warning", "failure"]
+_QUIET_HOLD: tuple[NotifyTypeName, ...] = ("info", "success", "warning")
+
+
+class QuietHoursSettings(_Section):
+    """One `[[monitor.quiet_hours]]` window (see quiet.py)."""
+
+    start: Annotated[str, AfterValidator(_check_time)]
+    end: Annotated[str, AfterValidator(_check_time)]
+    days: Annotated[list[str], AfterValidator(_check_days)] = Field(
+        default_factory=lambda: ["mon-sun"]
+    )
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+    hold: list[NotifyTypeName] = Field(default_factory=lambda: list(_QUIET_HOLD))
+
+
 class MonitorSettings(_Section):
     interval: PositiveDuration = 300.0
     confirm_after: int = Field(default=1, ge=1)
@@ -180,6 +216,7 @@ class MonitorSettings(_Section):
     notify_recovery: bool = True
     notify_first_seen: bool = True
     api_failure_after: int = Field(default=3, ge=1)
+    quiet_hours: list[QuietHoursSettings] = Field(default_factory=list)
 
 
 class StateSettings(_Section):
@@ -215,6 +252,7 @@ class HttpSettings(_Section):
     public_url: Annotated[str, AfterValidator(_check_public_url)] = ""
     link_expiry: PositiveDuration = 7 * 86400.0  # how long a reconnect link works
     recheck_after: PositiveDuration = 60.0  # after a reconnect link is opened: poll again
+    admin_token: SecretStr | None = None  # turns on the status page's actions
 
 
 class ImpactSettings(_Section):
@@ -223,6 +261,23 @@ class ImpactSettings(_Section):
     horizon: PositiveDuration = 72 * 3600.0
     escalate_within: Duration = 2 * 3600.0  # "0" = never raise a warning to failure
     max_pages: int = Field(default=10, ge=0, le=1000)  # of 100 posts each; 0 = no lookup
+
+
+def _check_heartbeat_url(value: SecretStr | None) -> SecretStr | None:
+    if value is None or not value.get_secret_value():
+        return value
+    if "://" not in value.get_secret_value():
+        raise ValueError(
+            "not a URL: give an Apprise URL (json://..., slack://...) or an https:// ping URL"
+        )
+    return value
+
+
+class HeartbeatSettings(_Section):
+    url: Annotated[SecretStr | None, AfterValidator(_check_heartbeat_url)] = None
+    on_failure: Literal["fail", "skip"] = "fail"
+    fail_url: Annotated[SecretStr | None, AfterValidator(_check_heartbeat_url)] = None
+    timeout: PositiveDuration = 10.0
 
 
 class WebhooksSettings(_Section):
@@ -256,6 +311,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     impact: ImpactSettings = Field(default_factory=ImpactSettings)
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
 

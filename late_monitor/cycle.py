@@ -20,8 +20,17 @@ from typing import Literal
 
 import structlog
 
-from late_monitor.errors import AuthRejected, BadPayload, LateApiError, ScopeConflict
+from late_monitor import control
+from late_monitor.errors import (
+    AuthRejected,
+    BadPayload,
+    LateApiError,
+    LateMonitorError,
+    ScopeConflict,
+    StateBusy,
+)
 from late_monitor.events import Event, Kind, NotifyType
+from late_monitor.heartbeat import Heartbeat
 from late_monitor.impact import apply_impact, needing, tally
 from late_monitor.late import LateClient
 from late_monitor.messages import CycleRecord, PlannedMessage
@@ -29,6 +38,7 @@ from late_monitor.models import Detail, Snapshot
 from late_monitor.notify import CONSOLE_URL, Notifier
 from late_monitor.outbox import Delivery, deliver_due
 from late_monitor.posts import Lookup
+from late_monitor.quiet import QuietWindow
 from late_monitor.reconnect import LinkMaker
 from late_monitor.render import Extras
 from late_monitor.rules import (
@@ -77,6 +87,8 @@ class CycleDeps:
     retry_for: float = 86400.0
     lock_wait: float = 15.0
     clock: Callable[[], datetime] = utcnow
+    quiet_hours: tuple[QuietWindow, ...] = ()
+    heartbeat: Heartbeat | None = None
     impact_horizon: float = 72 * 3600.0  # [impact]: scheduled posts of failing accounts
     escalate_within: float = 2 * 3600.0
     impact_pages: int = 10
@@ -128,8 +140,17 @@ async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:
     The cycle lock is held throughout (one process polls at a time); the states are loaded
     only once the poll has answered, under the process's one writer, so that what a webhook
     committed meanwhile is what this poll is compared with."""
-    async with deps.store.holding(deps.lock_wait):
-        return await _run_locked(deps, dry_run=dry_run)
+    try:
+        async with deps.store.holding(deps.lock_wait):
+            result = await _run_locked(deps, dry_run=dry_run)
+    except LateMonitorError as exc:
+        # another process running its cycle on the same file is not a failure to report
+        if deps.heartbeat is not None and not dry_run and not isinstance(exc, StateBusy):
+            await deps.heartbeat.beat(ok=False, note=str(exc))
+        raise
+    if deps.heartbeat is not None and not dry_run:
+        await deps.heartbeat.beat(ok=result.outcome == "ok", note=result.error or "")
+    return result
 
 
 class Stopwatch:
@@ -198,6 +219,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         error: str | None = None
         unreadable_count = 0
         evaluation = Evaluation(states=previous, changed=frozenset(), removed=frozenset())
+        settled: tuple[int, ...] = ()  # silences whose end this cycle acts upon
         if isinstance(failure, AuthRejected):
             outcome: Outcome = "auth_failed"
             error = str(failure)
@@ -236,6 +258,8 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
                 evaluation = apply_details(evaluation, details, now=now, policy=deps.policy)
                 evaluation = _detail_later(evaluation, [a for a in evented if a not in details])
                 evaluation, extras = await _with_impact(deps, evaluation, lookup, now, dry_run)
+                ended = control.after_poll(store, evaluation, now=now, record=not dry_run)
+                evaluation, settled = ended.evaluation, ended.settled
             api, api_events = api_succeeded(api)
             api, unreadable = unreadable_told(api, snapshot, evaluation.states)
             for event in unreadable:
@@ -245,11 +269,8 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         if error:
             log.warning("poll_failed", outcome=outcome, error=error)
 
-        messages: list[PlannedMessage] = []
         with watch.phase("render"):
-            if events and deps.notifier.configured:
-                await deps.notifier.load()
-                messages = deps.notifier.plan(events, details, extras)
+            messages = await _plan(deps, events, details, record=not dry_run, extras=extras)
         _log_events(events)
 
         by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
@@ -264,8 +285,9 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             error=error,
             unreadable=unreadable_count,
         )
-        if dry_run:
-            await _print_dry_run(deps.notifier, events, details, extras)
+        if dry_run:  # what would be sent: silenced and acked events left out, held ones shown
+            shown = control.screen(store, events, now=deps.clock(), quiet=(), record=False).send
+            await _print_dry_run(deps.notifier, shown, details, extras)
             return _finish(result, t0, watch)
 
         with watch.phase("store"):
@@ -287,6 +309,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             )
         if recorded != scope:
             store.write_meta("scope", scope.dump())  # after the commit: a crash redoes this
+        control.after_commit(store, settled, now=deps.clock())
         with watch.phase("deliver"):
             delivery = await deliver_due(
                 deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
@@ -378,12 +401,9 @@ async def record_and_send(
     messages, the changed states, the webhook deliveries it settles and a record in one
     transaction, then delivery if there is anything to send. The caller holds
     `store.writing`."""
-    messages: list[PlannedMessage] = []
-    if events and deps.notifier.configured:
-        await deps.notifier.load()
-        if extras is None:  # news without a poll (a webhook): links, no listing
-            extras = links_for(deps, events, states, deps.clock())
-        messages = deps.notifier.plan(events, details, extras)
+    if extras is None:  # news without a poll (a webhook): links, no listing
+        extras = links_for(deps, events, states, deps.clock())
+    messages = await _plan(deps, events, details, record=True, extras=extras)
     _log_events(events)
     deps.store.commit_cycle(
         states=states,
@@ -408,6 +428,32 @@ async def record_and_send(
         deps.store, deps.notifier, retry_for=deps.retry_for, clock=deps.clock
     )
     return messages, delivery
+
+
+async def _plan(
+    deps: CycleDeps,
+    events: Sequence[Event],
+    details: Mapping[str, Detail],
+    *,
+    record: bool,
+    extras: Mapping[str, Extras] | None = None,
+) -> list[PlannedMessage]:
+    """The messages for a batch of events, the one place every batch (the poll's, each
+    follow-up's, the webhooks') becomes messages: silenced and acknowledged events are left
+    out, those quiet hours hold are planned as held rows."""
+    if not events or not deps.notifier.configured:
+        return []
+    screened = control.screen(
+        deps.store, events, now=deps.clock(), quiet=deps.quiet_hours, record=record
+    )
+    if not screened.send and not screened.held:
+        return []
+    await deps.notifier.load()
+    messages = deps.notifier.plan(screened.send, details, extras)
+    if screened.held:
+        held = deps.notifier.plan(screened.held, details, extras)
+        messages += [replace(m, held_until=screened.held_until) for m in held]
+    return messages
 
 
 def _finish(result: CycleResult, t0: float, watch: Stopwatch) -> CycleResult:

@@ -13,8 +13,10 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import SecretStr
 
 from late_monitor.config import LoadedConfig, load_settings
+from late_monitor.control import release_due
 from late_monitor.cycle import CycleDeps, CycleResult, run_cycle, scope_of_state, utcnow
 from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.intake import Intake
@@ -141,6 +143,7 @@ class Daemon:
         async with self._busy:
             try:
                 deps = self.deps
+                release_due(deps.store, now=deps.clock())  # quiet hours over: the summary
                 delivery = await deliver_pending(
                     deps.store,
                     deps.notifier,
@@ -291,6 +294,7 @@ class Daemon:
                 store=lambda: self.store,
                 clock=self.clock,
                 reconnect=self.reconnect,
+                admin_token=_secret(self.loaded.settings.http.admin_token),
                 webhook=self.intake.handle,
             )
             http = await start_server(app, listen)
@@ -353,6 +357,10 @@ class Daemon:
         await self.deps.client.close()
         self.store.close()
         log.info("daemon_stopped")
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
 
 
 def _grace(interval: float) -> int:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 PENDING, SET_ASIDE = "pending", "set_aside"  # outbox row states; see store.py
 DELIVERED, DROPPED, REROUTED = "delivered", "dropped", "rerouted"
+HELD, RELEASED = "held", "released"  # waiting for quiet hours to end; sent as a summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class PlannedMessage:
     destinations: tuple[tuple[str, str], ...]  # (key, masked label)
     accounts: tuple[str, ...] = ()
     entries: tuple[Entry, ...] = ()  # the body's parts, in order
+    held_until: float | None = None  # quiet hours: kept back until then (epoch seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,11 @@ def type_for_status(condition: Condition) -> NotifyType:
     return NotifyType.WARNING if rank(status) >= 1 else NotifyType.INFO
 
 
+def reminder_type(state: AccountState) -> NotifyType:
+    """The notify type of a reminder about an account in this state."""
+    return type_for_status(state.condition)
+
+
 def transition(old: Condition, new: Condition, state: AccountState, policy: Policy) -> list[Event]:
     """The events of one account's condition changing from `old` to `new`."""
     old_status, old_reconnect, old_post = old

@@ -6,8 +6,13 @@ never written to.
 
 Outbox states: `pending` (to send, oldest first per destination), `set_aside` (the destination
 refused it for good, or it timed out twice; not tried again before `next_attempt_at` and never
-in the way of the rows behind it), and the finished `delivered`, `dropped`, `rerouted` (its
-destination left the configuration; the message went to the ones that take it now).
+in the way of the rows behind it), `held` (quiet hours: kept back, outside delivery's reach,
+until `next_attempt_at`, when the held rows of a destination become ONE summary row and are
+marked `released`), and the finished `delivered`, `dropped`, `rerouted` (its destination left
+the configuration; the message went to the ones that take it now).
+
+Silences and acks (operator control, see silences.py) are rows too, so that every process
+sharing the file sees them.
 
 Times: every column holds epoch seconds (REAL, UTC), so that the outbox's indexes, prune and
 delivery compare numbers; schema 3 converted the ISO text that older files kept in `cycles` and
@@ -33,17 +38,21 @@ from typing import Any
 
 from late_monitor.errors import StateBusy, StateError
 from late_monitor.messages import (
+    HELD,
     PENDING,
+    RELEASED,
     SET_ASIDE,
     CycleRecord,
     Entry,
     OutboxRow,
     PlannedMessage,
 )
+from late_monitor.quiet import HeldMessage, summary
+from late_monitor.silences import Ack, Silence
 from late_monitor.state import AccountState, ApiHealth
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_MS = 30_000  # how long a write waits for another process's transaction
 INTAKE_BUSY_MS = 1_000  # ... when a webhook delivery is waiting for its answer
 
@@ -108,6 +117,29 @@ _WEBHOOK_EVENTS = (
     "CREATE INDEX webhook_events_received ON webhook_events (received_at)",
 )
 
+# v5: operator control (silences, acks); held quiet-hours messages are outbox rows in state 'held'.
+_CONTROL_TABLES = (
+    """CREATE TABLE silences (
+        id INTEGER PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        ends_at REAL NOT NULL,
+        expired_at REAL,
+        silenced TEXT NOT NULL DEFAULT '[]',
+        suppressed INTEGER NOT NULL DEFAULT 0,
+        settled INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE acks (
+        account_id TEXT PRIMARY KEY,
+        condition TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+)
+
 # schema version -> statements that bring a file of that version to the next one, in place
 _MIGRATIONS = {
     # v2: a message's entries (one per account, for merging held messages into one digest)
@@ -154,6 +186,8 @@ _MIGRATIONS = {
         "ALTER TABLE messages_v3 RENAME TO messages",
     ),
     3: _WEBHOOK_EVENTS,
+    # v5: silences and acks (operator control)
+    4: _CONTROL_TABLES,
 }
 
 
@@ -414,10 +448,14 @@ class Store:
                             _encode_entries(message.entries),
                         ),
                     ).lastrowid
+                    held = message.held_until
                     db.executemany(
                         "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
-                        "created_at) VALUES (?, ?, ?, ?, ?)",
-                        ((message_id, key, label, now, now) for key, label in message.destinations),
+                        "created_at, state) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            (message_id, key, label, held or now, now, HELD if held else PENDING)
+                            for key, label in message.destinations
+                        ),
                     )
                 db.executemany(
                     "UPDATE webhook_events SET processed_at = ?, outcome = ? WHERE id = ?",
@@ -665,6 +703,160 @@ class Store:
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    # -- operator control: silences, acks, held messages ---------------------------------
+
+    def add_silence(
+        self,
+        *,
+        matchers: Mapping[str, Sequence[str]],
+        reason: str,
+        created_by: str,
+        created_at: datetime,
+        ends_at: datetime,
+    ) -> int:
+        with self._transaction() as db:
+            silence_id = db.execute(
+                "INSERT INTO silences (matchers, reason, created_by, created_at, ends_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    json.dumps({k: list(v) for k, v in matchers.items()}),
+                    reason,
+                    created_by,
+                    created_at.timestamp(),
+                    ends_at.timestamp(),
+                ),
+            ).lastrowid
+        assert silence_id is not None
+        return silence_id
+
+    def load_silences(self) -> list[Silence]:
+        """Every silence on record (active, future and ended ones), oldest first."""
+        rows = self._db.execute(
+            "SELECT id, matchers, reason, created_by, created_at, ends_at, expired_at, "
+            "silenced, suppressed, settled FROM silences ORDER BY id"
+        ).fetchall()
+        return [_silence(row) for row in rows]
+
+    def expire_silence(self, silence_id: int, *, now: datetime) -> Silence | None:
+        """End a silence now (kept on record); None if there is no such silence."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE silences SET expired_at = ? WHERE id = ? AND expired_at IS NULL "
+                "AND ends_at > ?",
+                (now.timestamp(), silence_id, now.timestamp()),
+            )
+        return next((s for s in self.load_silences() if s.id == silence_id), None)
+
+    def note_silenced(
+        self, by_silence: Mapping[int, Sequence[str]], counts: Mapping[int, int]
+    ) -> None:
+        """Remember which accounts each silence held back (re-announced when it ends)."""
+        if not counts:
+            return
+        with self._transaction() as db:
+            for silence_id, count in counts.items():
+                row = db.execute(
+                    "SELECT silenced FROM silences WHERE id = ?", (silence_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                known = list(json.loads(row[0]))
+                known += [a for a in by_silence.get(silence_id, ()) if a not in known]
+                db.execute(
+                    "UPDATE silences SET silenced = ?, suppressed = suppressed + ? WHERE id = ?",
+                    (json.dumps(known), count, silence_id),
+                )
+
+    def settle_silences(self, ids: Sequence[int], *, prune_before: datetime) -> None:
+        """Mark ended silences as acted upon; forget those that ended before `prune_before`."""
+        cutoff = prune_before.timestamp()
+        old = "settled = 1 AND min(ends_at, coalesce(expired_at, ends_at)) < ?"
+        if (
+            not ids
+            and not self._db.execute(
+                f"SELECT 1 FROM silences WHERE {old} LIMIT 1", (cutoff,)
+            ).fetchone()
+        ):
+            return  # the usual cycle: nothing to write
+        with self._transaction() as db:
+            db.executemany("UPDATE silences SET settled = 1 WHERE id = ?", ((i,) for i in ids))
+            db.execute(f"DELETE FROM silences WHERE {old}", (cutoff,))
+
+    def add_ack(self, ack: Ack) -> None:
+        self._write(
+            "INSERT INTO acks (account_id, condition, reason, created_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET "
+            "condition = excluded.condition, reason = excluded.reason, "
+            "created_by = excluded.created_by, created_at = excluded.created_at",
+            (
+                ack.account_id,
+                json.dumps(list(ack.condition)),
+                ack.reason,
+                ack.created_by,
+                ack.created_at.timestamp(),
+            ),
+        )
+
+    def load_acks(self) -> dict[str, Ack]:
+        rows = self._db.execute(
+            "SELECT account_id, condition, reason, created_by, created_at FROM acks"
+        ).fetchall()
+        return {
+            row[0]: Ack(
+                account_id=row[0],
+                condition=_condition(json.loads(row[1])),
+                reason=row[2],
+                created_by=row[3],
+                created_at=datetime.fromtimestamp(row[4], UTC),
+            )
+            for row in rows
+        }
+
+    def remove_acks(self, account_ids: Iterable[str]) -> None:
+        self._write_many("DELETE FROM acks WHERE account_id = ?", [(a,) for a in account_ids])
+
+    def held_rows(self) -> list[dict[str, Any]]:
+        """Messages kept back by quiet hours, oldest first."""
+        return self.outbox_rows(states=(HELD,))
+
+    def release_held(self, *, now: datetime) -> int:
+        """Held rows whose quiet hours are over become ONE pending summary per destination
+        (the held rows are marked released in the same transaction). Returns the summaries."""
+        stamp = now.timestamp()
+        due = f"FROM outbox WHERE state = '{HELD}' AND next_attempt_at <= ?"
+        if not self._db.execute(f"SELECT 1 {due} LIMIT 1", (stamp,)).fetchone():
+            return 0  # the usual case, without a write transaction
+        by_destination: dict[str, list[tuple[Any, ...]]] = {}
+        with self._transaction() as db:  # read again inside: two processes never both release
+            rows = db.execute(
+                "SELECT o.id, o.destination, o.label, m.created_at, m.notify_type, m.title, "
+                "m.body FROM outbox o JOIN messages m ON m.id = o.message_id "
+                f"WHERE o.state = '{HELD}' AND o.next_attempt_at <= ? ORDER BY o.id",
+                (stamp,),
+            ).fetchall()
+            for row in rows:
+                by_destination.setdefault(row[1], []).append(row)
+            for key, group in by_destination.items():
+                title, body, notify_type = summary(
+                    [HeldMessage(r[3], r[4], r[5], r[6]) for r in group]
+                )
+                message_id = db.execute(
+                    "INSERT INTO messages (cycle_id, created_at, notify_type, title, body, "
+                    "accounts) VALUES (NULL, ?, ?, ?, ?, '[]')",
+                    (stamp, notify_type, title, body),
+                ).lastrowid
+                db.execute(
+                    "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
+                    "created_at) VALUES (?, ?, ?, ?, ?)",
+                    (message_id, key, group[0][2], stamp, stamp),
+                )
+                db.executemany(
+                    f"UPDATE outbox SET state = '{RELEASED}', finished_at = ?, last_error = ? "
+                    "WHERE id = ?",
+                    [(stamp, f"in summary message {message_id}", r[0]) for r in group],
+                )
+        return len(by_destination)
+
 
 def _outbox_row(row: tuple[Any, ...]) -> OutboxRow:
     (id_, message_id, destination, label, attempts, created_at, next_at) = row[:7]
@@ -685,6 +877,28 @@ def _outbox_row(row: tuple[Any, ...]) -> OutboxRow:
         unanswered=unanswered,
         entries=_decode_entries(entries),
         last_error=last_error,
+    )
+
+
+def _condition(value: list[Any]) -> tuple[str, bool, bool]:
+    status, needs_reconnect, can_post = value
+    return str(status), bool(needs_reconnect), bool(can_post)
+
+
+def _silence(row: tuple[Any, ...]) -> Silence:
+    (id_, matchers, reason, created_by, created_at, ends_at, expired_at) = row[:7]
+    silenced, suppressed, settled = row[7:]
+    return Silence(
+        id=id_,
+        matchers={k: tuple(v) for k, v in json.loads(matchers).items()},
+        reason=reason,
+        created_by=created_by,
+        created_at=datetime.fromtimestamp(created_at, UTC),
+        ends_at=datetime.fromtimestamp(ends_at, UTC),
+        expired_at=datetime.fromtimestamp(expired_at, UTC) if expired_at is not None else None,
+        silenced=tuple(json.loads(silenced)),
+        suppressed=suppressed,
+        settled=bool(settled),
     )
 
 
@@ -714,7 +928,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock
         if version == 0:
-            for statement in (*_SCHEMA.split(";"), *_WEBHOOK_EVENTS):
+            for statement in (*_SCHEMA.split(";"), *_WEBHOOK_EVENTS, *_CONTROL_TABLES):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")

@@ -1,4 +1,5 @@
-"""The optional HTTP endpoints: /healthz, /readyz, /metrics, /status, /reconnect/{token}."""
+"""The optional HTTP endpoints: /healthz, /readyz, /metrics, /status, /reconnect/{token},
+and the status page (`/` and its actions, admin.py) (aiohttp)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from late_monitor.admin import add_routes as add_page_routes
 from late_monitor.errors import ConfigError
 from late_monitor.metrics import Metrics
 from late_monitor.reconnect import Answer
@@ -44,6 +46,7 @@ def build_app(
     store: Callable[[], Store],
     clock: Callable[[], datetime],
     reconnect: Callable[[str], Awaitable[Answer]] | None = None,
+    admin_token: str = "",
     webhook: Handler | None = None,
 ) -> web.Application:
     """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from.
@@ -77,7 +80,7 @@ def build_app(
         )
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(status_report(store()))
+        return web.json_response(status_report(store(), now=clock()))
 
     async def reconnect_handler(request: web.Request) -> web.Response:
         assert reconnect is not None
@@ -95,6 +98,7 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status)
+    add_page_routes(app, store=store, clock=clock, admin_token=admin_token)
     if webhook is not None:
         app.router.add_post(WEBHOOK_PATH, webhook)
         app.router.add_post(WEBHOOK_PATH + "/", webhook)  # as a proxy or a person may write it

@@ -14,13 +14,16 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from late_monitor.config import LoadedConfig
 from late_monitor.cycle import CycleDeps, utcnow
 from late_monitor.errors import ConfigError
+from late_monitor.heartbeat import Heartbeat
 from late_monitor.late import LateClient
 from late_monitor.logs import REDACTOR, configure_logging
 from late_monitor.notify import Notifier
+from late_monitor.quiet import QuietWindow, parse_days, parse_time
 from late_monitor.rules import Policy
 from late_monitor.store import Store
 
@@ -187,6 +190,33 @@ def deps_from(
         impact_pages=settings.impact.max_pages,
         public_url=settings.http.public_url,
         link_expiry=settings.http.link_expiry,
+        quiet_hours=quiet_hours_from(loaded),
+        heartbeat=heartbeat_from(loaded),
+    )
+
+
+def quiet_hours_from(loaded: LoadedConfig) -> tuple[QuietWindow, ...]:
+    return tuple(
+        QuietWindow(
+            start=parse_time(window.start),
+            end=parse_time(window.end),
+            zone=ZoneInfo(window.timezone),
+            days=parse_days(window.days),
+            hold=frozenset(window.hold),
+        )
+        for window in loaded.settings.monitor.quiet_hours
+    )
+
+
+def heartbeat_from(loaded: LoadedConfig) -> Heartbeat | None:
+    beat = loaded.settings.heartbeat
+    if beat.url is None or not beat.url.get_secret_value():
+        return None
+    return Heartbeat(
+        url=beat.url.get_secret_value(),
+        on_failure=beat.on_failure,
+        fail_url=beat.fail_url.get_secret_value() if beat.fail_url else "",
+        timeout=beat.timeout,
     )
 
 
@@ -205,3 +235,14 @@ def setup_logging(
         ],
         urls=[url.get_secret_value() for url in settings.notify.urls],
     )
+    control_secrets(loaded)
+
+
+def control_secrets(loaded: LoadedConfig) -> None:
+    """The admin token and the heartbeat URLs' tokens never reach a log or an error."""
+    settings = loaded.settings
+    if settings.http.admin_token is not None:
+        REDACTOR.add(settings.http.admin_token.get_secret_value())
+    for url in (settings.heartbeat.url, settings.heartbeat.fail_url):
+        if url is not None and url.get_secret_value():
+            REDACTOR.add_url(url.get_secret_value())
