@@ -94,8 +94,12 @@ def _account_row(a: Mapping[str, Any], viewer: Viewer, group: str) -> str:
     issues = _e("; ".join(a["issues"]) or "-")
     if a["missing_scopes"]:
         issues += "<br>missing: " + _e(", ".join(a["missing_scopes"]))
-    at_risk = a.get("posts_at_risk")
-    risk = _e(at_risk) if at_risk is not None else '<span class="muted">-</span>'
+    at_risk = a.get("scheduled_posts")  # issue 13's impact: None when not looked up
+    risk = '<span class="muted">-</span>'
+    if at_risk is not None:
+        risk = _e(
+            f"{at_risk}" + (f", next {_when(a['next_post_at'])}" if a.get("next_post_at") else "")
+        )
     actions = ""
     if viewer.logged_in and group != "healthy":
         account = _e(a["account_id"])

@@ -7,6 +7,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from late_monitor import plugins
 from late_monitor.logs import MASK, Redactor
 
 # (url, secrets that must never show, words that must still show)
@@ -82,6 +83,7 @@ def test_a_url_is_masked_where_it_is_secret_and_nowhere_else(
 def test_what_apprise_itself_hides_is_masked_too(
     url: str, secrets: list[str], words: list[str]
 ) -> None:
+    plugins.prepare([url])  # as Notifier does: another test may have loaded only json://
     services = apprise.Apprise()
     assert services.add(url)
     [service] = list(services)

@@ -74,6 +74,10 @@ async def test_sigkill_anywhere_loses_no_transition_and_duplicates_at_most_once(
             process.send_signal(signal.SIGKILL)
             await process.wait()
             process = await spawn_daemon(config, env=base_env, cwd=tmp_path)
+            # A state no poll saw cannot be told: the next change waits until the new
+            # process has finished a poll (its second request), however slow its start.
+            async with asyncio.timeout(20):
+                await sim.started(len(sim.authorizations) + 2)
             await asyncio.sleep(max(0.0, epoch_start + EPOCH - time.monotonic()))
         await asyncio.sleep(2.5)  # quiet: let the last state be seen and sent
         process.send_signal(signal.SIGTERM)
