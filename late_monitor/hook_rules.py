@@ -48,17 +48,10 @@ def disconnected(
     base = prev or _known_as(hook, now)
     if prev is not None and prev.condition == DISCONNECTED:
         return prev, []  # a poll (or an earlier webhook) has told it already
-    status, needs_reconnect, can_post = DISCONNECTED
     state = replace(
-        base,
-        status=status,
-        needs_reconnect=needs_reconnect,
-        can_post=can_post,
+        base.entering(DISCONNECTED, at=now),
         token_valid=False,
         issues=(hook.reason,) if hook.reason else base.issues,
-        since=now,
-        pending=None,
-        pending_count=0,
         claimed_at=now,
         last_notice_at=now,
     )
@@ -96,17 +89,7 @@ def checked(
     )
     if new == prev.condition:
         return state, []
-    state = replace(
-        state,
-        status=new[0],
-        needs_reconnect=new[1],
-        can_post=new[2],
-        since=now,
-        pending=None,
-        pending_count=0,
-        claimed_at=now,
-        last_notice_at=now,
-    )
+    state = replace(state.entering(new, at=now), claimed_at=now, last_notice_at=now)
     events = transition(prev.condition, new, state, policy)
     if prev.claimed_at is not None and not reconnected:
         events = corrected(prev, new, state, events)

@@ -270,15 +270,7 @@ def _full(
     else:
         count = prev.pending_count + 1 if prev.pending == new else 1
         if count >= policy.confirm_after:
-            state = replace(
-                state,
-                status=new[0],
-                needs_reconnect=new[1],
-                can_post=new[2],
-                since=now,
-                pending=None,
-                pending_count=0,
-            )
+            state = state.entering(new, at=now)
             events = transition(prev.condition, new, state, policy)
             if prev.claimed_at is not None:
                 events = corrected(prev, new, state, events)

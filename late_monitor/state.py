@@ -6,7 +6,7 @@ the commands that show them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 HEALTHY = "healthy"
@@ -64,6 +64,19 @@ class AccountState:
     @property
     def healthy(self) -> bool:
         return is_healthy(self.condition)
+
+    def entering(self, condition: Condition, *, at: datetime) -> AccountState:
+        """This account in `condition` from `at` on, nothing left pending confirmation."""
+        status, needs_reconnect, can_post = condition
+        return replace(
+            self,
+            status=status,
+            needs_reconnect=needs_reconnect,
+            can_post=can_post,
+            since=at,
+            pending=None,
+            pending_count=0,
+        )
 
 
 def is_healthy(condition: Condition) -> bool:
