@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import sys
 import time
@@ -60,10 +61,21 @@ async def spawn_daemon(
     )
 
 
+_PORTS = random.Random()  # seeded from the OS: each xdist worker draws its own
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port for a process the test starts to listen on. Drawn below Linux's ephemeral
+    range (32768-60999): a port the kernel handed out and took back could be handed at once
+    to the sink or simulator of a test in another worker, before our process binds it."""
+    while True:
+        port = _PORTS.randint(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class Daemon:
