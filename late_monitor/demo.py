@@ -16,15 +16,15 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from late_monitor.config import LoadedConfig, load_settings
+from late_monitor.config import load_settings
 from late_monitor.daemon import Daemon
 from late_monitor.notify import CONSOLE_URL
 from late_monitor.simulator.app import Fault, SimAccount, Simulator
 from late_monitor.simulator.scenario import Change, Scenario
 from late_monitor.store import Store
 from late_monitor.web import WEBHOOK_PATH
-from late_monitor.webhooks import SUBSCRIBED
-from late_monitor.wiring import client_from, setup_logging
+from late_monitor.webhook_commands import subscribe
+from late_monitor.wiring import setup_logging
 
 _ACCOUNTS = [
     ("acc_tw_acme", "twitter", "@acme"),
@@ -168,7 +168,7 @@ async def _play(notify: list[str]) -> int:
             f"http://{listen}{WEBHOOK_PATH}; notifications are printed as they arrive.",
             flush=True,
         )
-        await _subscribe(loaded, f"http://{listen}{WEBHOOK_PATH}")  # as `webhooks setup` does
+        await subscribe(loaded, url=f"http://{listen}{WEBHOOK_PATH}")  # as `webhooks setup`
         daemon = Daemon(loaded, config_arg=str(config), environ={})
         running = asyncio.create_task(daemon.run())
 
@@ -187,21 +187,6 @@ async def _play(notify: list[str]) -> int:
         summary = _summary(Path(tmp) / "state.db", sim, changed_at.get("acc_tw_acme"))
     print(summary, flush=True)
     return 0
-
-
-async def _subscribe(loaded: LoadedConfig, url: str) -> None:
-    secret = loaded.webhook_secret
-    assert secret is not None
-    async with client_from(loaded) as client:
-        await client.save_webhook(
-            {
-                "name": loaded.settings.webhooks.name,
-                "url": url,
-                "secret": secret.get_secret_value(),
-                "events": list(SUBSCRIBED),
-                "isActive": True,
-            }
-        )
 
 
 def _free_port() -> int:

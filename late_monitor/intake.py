@@ -189,9 +189,10 @@ class Intake:
                 raise
             except Exception:  # a bug, or a delivery no rule foresaw; the log has the trace
                 log.exception("webhooks_batch_failed", deliveries=len(rows))
+                still = set(deps.store.unprocessed_webhooks())  # some may have been settled
                 for row in rows:
-                    if row not in deps.store.unprocessed_webhooks():
-                        continue  # settled before the failure
+                    if row not in still:
+                        continue
                     try:
                         batches.append(await self._act(deps, [row]))
                     except LateMonitorError:

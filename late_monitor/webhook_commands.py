@@ -44,28 +44,32 @@ def setup_webhook(loaded: LoadedConfig, *, url: str, out: TextIO = sys.stdout) -
         out.write(f"note: the daemon takes webhooks at {WEBHOOK_PATH}; {url} ends otherwise\n")
     if insecure_base_url(url):
         out.write("note: plain http:// to another host: put the endpoint behind TLS\n")
-    name = loaded.settings.webhooks.name
-
-    async def save() -> tuple[str, LateWebhook]:
-        async with client_from(loaded) as client:
-            existing = next((h for h in await client.webhooks() if h.name == name), None)
-            settings: dict[str, object] = {
-                "name": name,
-                "url": url,
-                "secret": loaded.webhook_secret.get_secret_value(),  # type: ignore[union-attr]
-                "events": list(SUBSCRIBED),
-                "isActive": True,
-            }
-            if existing is not None:
-                settings["_id"] = existing.id
-            return ("updated" if existing else "created"), await client.save_webhook(settings)
-
-    action, hook = asyncio.run(save())
+    action, hook = asyncio.run(subscribe(loaded, url=url))
     out.write(
         f"{action} webhook {hook.name!r} ({hook.id}): {hook.url}\n"
         f"events: {', '.join(hook.events)}; active: {'yes' if hook.is_active else 'no'}\n"
     )
     return 0
+
+
+async def subscribe(loaded: LoadedConfig, *, url: str) -> tuple[str, LateWebhook]:
+    """Create Late's webhook for our events with our secret, or update the one named
+    `webhooks.name`: "created" or "updated", and the webhook as Late now holds it."""
+    secret = loaded.webhook_secret
+    assert secret is not None  # the caller has said so in a line of its own
+    name = loaded.settings.webhooks.name
+    async with client_from(loaded) as client:
+        existing = next((h for h in await client.webhooks() if h.name == name), None)
+        settings: dict[str, object] = {
+            "name": name,
+            "url": url,
+            "secret": secret.get_secret_value(),
+            "events": list(SUBSCRIBED),
+            "isActive": True,
+        }
+        if existing is not None:
+            settings["_id"] = existing.id
+        return ("updated" if existing else "created"), await client.save_webhook(settings)
 
 
 def webhook_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdout) -> int:

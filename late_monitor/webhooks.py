@@ -168,7 +168,7 @@ def _account(raw: Any, event: str) -> HookAccount:
         display_name=_text(raw, "displayName"),
         profile_id=profile.strip() if isinstance(profile, str) and profile.strip() else None,
         intentional=raw.get("disconnectionType") == "intentional",
-        reason=_text(raw, "reason")[:500],
+        reason=_text(raw, "reason"),
     )
 
 

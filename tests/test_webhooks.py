@@ -97,6 +97,19 @@ def webhook_config(daemon_config):  # type: ignore[no-untyped-def]
     return make
 
 
+async def counted(
+    http: aiohttp.ClientSession, url: str, family: str, *, by: str
+) -> dict[str, float]:
+    """A counter of the daemon's /metrics (beside `url`), its totals by one label."""
+    async with http.get(url.replace("/webhooks/late", "/metrics")) as answer:
+        families = {f.name: f for f in text_string_to_metric_families(await answer.text())}
+    return {
+        sample.labels[by]: sample.value
+        for sample in families[family].samples
+        if sample.name.endswith("_total")
+    }
+
+
 async def started(run: Daemon) -> None:
     await run.until(lambda: run.count("poll_completed") >= 1)
 
@@ -159,13 +172,7 @@ async def test_bad_deliveries_are_refused_and_change_nothing(
         assert run.process.returncode is None
         await asyncio.sleep(0.5)
         assert sink.received == []
-        async with http.get(url.replace("/webhooks/late", "/metrics")) as answer:
-            families = {f.name: f for f in text_string_to_metric_families(await answer.text())}
-        outcomes = {
-            s.labels["outcome"]: s.value
-            for s in families["late_monitor_webhooks_received"].samples
-            if s.name.endswith("_total")
-        }
+        outcomes = await counted(http, url, "late_monitor_webhooks_received", by="outcome")
         assert outcomes == {"unsigned": 1, "bad_signature": 4, "bad_body": 5, "too_large": 2}
         assert SECRET not in "".join(run.lines)
 
@@ -283,13 +290,7 @@ async def test_a_post_that_failed_for_its_token_is_evidence_others_are_counted(
         await run.until(lambda: len(sink.received) == 1, limit=5)
         assert "acc_00001" in sink.received[0]["message"]
         assert sink.received[0]["type"] == "failure"
-        async with http.get(url.replace("/webhooks/late", "/metrics")) as answer:
-            families = {f.name: f for f in text_string_to_metric_families(await answer.text())}
-        causes = {
-            s.labels["cause"]: s.value
-            for s in families["late_monitor_post_failures"].samples
-            if s.name.endswith("_total")
-        }
+        causes = await counted(http, url, "late_monitor_post_failures", by="cause")
         assert causes == {"post": 1, "account": 1}
 
 
