@@ -19,11 +19,11 @@ from typing import NoReturn
 import structlog
 
 from late_monitor import __version__
+from late_monitor.backends import open_store
 from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.cycle import run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.logs import REDACTOR
-from late_monitor.store import Store
 from late_monitor.wiring import (
     check_destinations,
     client_from,
@@ -74,7 +74,7 @@ SIMULATE_EXAMPLE = """example:
 async def _run_once(loaded: LoadedConfig, *, dry_run: bool) -> int:
     notifier = notifier_from(loaded)
     await check_destinations(loaded, notifier, dry_run=dry_run)
-    store = Store.open(loaded.state_path)
+    store = open_store(loaded)
     try:
         async with client_from(loaded) as client:
             deps = deps_from(loaded, client=client, store=store, notifier=notifier)

@@ -9,11 +9,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from late_monitor.backends import open_store
 from late_monitor.config import LoadedConfig, format_duration
 from late_monitor.errors import ConfigError
 from late_monitor.logs import REDACTOR
 from late_monitor.status import status_report
-from late_monitor.store import Store
 from late_monitor.web import parse_listen
 from late_monitor.wiring import check_destinations, notifier_from
 
@@ -109,7 +109,7 @@ def render_status(report: dict[str, Any], *, colour: bool) -> str:
 
 
 def print_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdout) -> int:
-    store = Store.open(loaded.state_path, create=False)
+    store = open_store(loaded, create=False)
     try:
         report = status_report(store)
     finally:
@@ -127,7 +127,7 @@ def print_reconnect(loaded: LoadedConfig, account_id: str, *, out: TextIO = sys.
     from late_monitor.reconnect import CREDENTIAL_PLATFORMS, dashboard_url
     from late_monitor.wiring import client_from
 
-    store = Store.open(loaded.state_path, create=False)
+    store = open_store(loaded, create=False)
     try:
         state = store.load_states().get(account_id)
     finally:

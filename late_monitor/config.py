@@ -49,6 +49,7 @@ ENV_PREFIX = "LATE_MONITOR_"
 DEFAULT_BASE_URL = "https://zernio.com/api/v1"
 CREDENTIAL_NAME = "late-api-key"
 WEBHOOK_CREDENTIAL = "late-webhook-secret"
+STATE_CREDENTIAL = "late-state-password"
 MIN_WEBHOOK_SECRET = 16  # characters; a short secret can be guessed, and alerts forged
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -219,8 +220,25 @@ class MonitorSettings(_Section):
     quiet_hours: list[QuietHoursSettings] = Field(default_factory=list)
 
 
+def _check_state_url(url: str) -> str:
+    """A PostgreSQL URL with no password in it (it would show wherever the URL is shown)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"{parts.scheme or url!r}: only postgresql:// URLs are supported")
+    if parts.password or "password=" in parts.query:
+        raise ValueError(
+            "the URL holds a password; put it in state.password_file or the systemd "
+            f"credential {STATE_CREDENTIAL} instead"
+        )
+    return url
+
+
 class StateSettings(_Section):
     path: str = ""
+    url: Annotated[str, AfterValidator(_check_state_url)] = ""  # PostgreSQL: shared state, HA
+    password_file: str = ""
 
 
 class NotifySettings(_Section):
@@ -335,6 +353,7 @@ class LoadedConfig:
     warnings: tuple[ConfigWarning, ...] = ()
     state_path: Path = Path("state.db")  # state.path, or the default for this environment
     webhook_secret: SecretStr | None = None  # webhooks.secret, its file or credential
+    state_password: SecretStr | None = None  # state.password_file or its credential
 
     def require_api_key(self) -> str:
         if self.api_key is None or not self.api_key.get_secret_value():
@@ -662,7 +681,26 @@ def load_settings(
             else default_state_path(env)
         ),
         webhook_secret=webhook_secret,
+        state_password=_resolve_state_password(settings.state, full, sources),
     )
+
+
+def _resolve_state_password(
+    state: StateSettings, environ: Mapping[str, str], sources: Mapping[str, str]
+) -> SecretStr | None:
+    """The PostgreSQL password: state.password_file, else the systemd credential (else
+    libpq's own ways: ~/.pgpass, PGPASSWORD, peer or certificate authentication)."""
+    if not state.url:
+        return None
+    if state.password_file:
+        what = f"{sources.get('state.password_file', 'configuration')}: state.password_file"
+        path = Path(state.password_file).expanduser()
+        return SecretStr(_read_secret_file(path, what, "the database password"))
+    if credentials := environ.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(credentials) / STATE_CREDENTIAL
+        if credential.is_file():
+            return SecretStr(_read_secret_file(credential, "credential", "the database password"))
+    return None
 
 
 def _resolve_webhook_secret(

@@ -15,16 +15,16 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import SecretStr
 
+from late_monitor.backends import open_store
 from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.control import release_due
 from late_monitor.cycle import CycleDeps, CycleResult, run_cycle, scope_of_state, utcnow
-from late_monitor.errors import ConfigError, LateMonitorError
+from late_monitor.errors import ConfigError, LateMonitorError, LeadershipLost, NotLeader
 from late_monitor.intake import Intake
 from late_monitor.metrics import Metrics
 from late_monitor.notify import Notifier
 from late_monitor.outbox import deliver_pending
 from late_monitor.reconnect import Answer, open_link
-from late_monitor.store import Store
 from late_monitor.systemd import SystemdNotifier
 from late_monitor.web import Liveness, build_app, start_server
 from late_monitor.wiring import (
@@ -70,13 +70,14 @@ class Daemon:
         self.loaded = loaded
         self._config_arg = config_arg
         self.clock = clock
-        self.store = Store.open(loaded.state_path)
+        self.store = open_store(loaded, standby=True)
         self.deps: CycleDeps = deps_from(
             loaded, client=client_from(loaded), store=self.store, notifier=notifier, clock=clock
         )
         scope_of_state(self.deps)  # a state file of another scope: refused now, not each poll
         self.systemd = SystemdNotifier(environ)
         self.metrics = Metrics()
+        self.metrics.set_leader(self.store.leader)
         self.liveness = Liveness(
             interval=loaded.settings.monitor.interval, started=clock().timestamp()
         )
@@ -98,6 +99,9 @@ class Daemon:
         async with self._busy:
             try:
                 result = await run_cycle(self.deps)
+            except NotLeader as exc:  # a standby (PostgreSQL): another replica polls
+                self._note_leader(lost=isinstance(exc, LeadershipLost))
+                return
             except ConfigError as exc:
                 log.error("cycle_failed", error="; ".join(exc.problems))
                 return
@@ -107,6 +111,9 @@ class Daemon:
             except Exception:  # the daemon outlives a bug in one cycle; the log has the trace
                 log.exception("cycle_crashed")
                 return
+        self._note_leader()
+        if self.loaded.settings.state.url:  # webhooks other replicas recorded: act on them
+            self.intake.wake()
         self._record(result)
         if result.duration > self.liveness.interval:
             log.warning(
@@ -116,6 +123,12 @@ class Daemon:
                 hint="polls are skipped while a cycle runs; raise monitor.interval or "
                 "late.max_requests_per_minute",
             )
+
+    def _note_leader(self, *, lost: bool = False) -> None:
+        leader = self.store.leader
+        if lost or leader != bool(self.metrics.leader_value):
+            log.info("leadership_changed", leader=leader, state=str(self.store.path))
+        self.metrics.set_leader(leader)
 
     def _record(self, result: CycleResult) -> None:
         when = self.clock()
@@ -138,8 +151,8 @@ class Daemon:
         )
 
     async def retry_outbox(self) -> None:
-        if self._busy.locked():
-            return  # the cycle delivers anyway
+        if self._busy.locked() or not self.store.leader:
+            return  # the cycle delivers anyway; a standby delivers nothing
         async with self._busy:
             try:
                 deps = self.deps
@@ -246,8 +259,8 @@ class Daemon:
             return
         async with self._busy:  # swap between cycles, never during one
             old_client = self.deps.client
-            if loaded.settings.state.path != self.loaded.settings.state.path:
-                log.warning("config_reload_partial", ignored="state.path (needs a restart)")
+            if loaded.settings.state != self.loaded.settings.state:
+                log.warning("config_reload_partial", ignored="[state] (needs a restart)")
             self.loaded = loaded
             setup_logging(loaded)
             for warning in loaded.warnings:

@@ -248,6 +248,8 @@ def _decode_state(text: str) -> AccountState:
 class Store:
     """One late-monitor state file. Open it with `Store.open(path)`."""
 
+    leader = True  # storage.StateStore: one file, no replicas; the cycle lock is per cycle
+
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection

@@ -11,6 +11,7 @@ import pytest
 
 from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
 from tests.support.config import write_config
+from tests.support.pg import pg_database, pg_url  # noqa: F401  (fixtures for the PostgreSQL tests)
 from tests.support.sink import Sink
 
 
