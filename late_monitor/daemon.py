@@ -101,6 +101,9 @@ class Daemon:
                 result = await run_cycle(self.deps)
             except NotLeader as exc:  # a standby (PostgreSQL): another replica polls
                 self._note_leader(lost=isinstance(exc, LeadershipLost))
+                if not isinstance(exc, LeadershipLost):  # standing by is this one's job: live
+                    self.liveness.last_success = self.clock().timestamp()
+                    self.liveness.cycles = max(self.liveness.cycles, 1)
                 return
             except ConfigError as exc:
                 log.error("cycle_failed", error="; ".join(exc.problems))

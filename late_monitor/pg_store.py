@@ -242,6 +242,7 @@ class PgStore:
         self._pool = pool
         self._standby = standby
         self._lead: psycopg.Connection[Any] | None = None  # holds the leader lock
+        self._contender: psycopg.Connection[Any] | None = None  # tries it while we stand by
         self._lead_pid = 0
         self._holders = 0
         self._taking = asyncio.Lock()
@@ -283,6 +284,8 @@ class PgStore:
         return self._lead is not None and not self._lead.closed
 
     def close(self) -> None:
+        if self._contender is not None:
+            self._contender.close()
         if self._lead is not None:
             self._lead.close()  # the session ends: the lock is free for a standby
             self._lead = None
@@ -311,19 +314,22 @@ class PgStore:
             await asyncio.sleep(RETRY_LEAD)
 
     def _try_lock(self) -> bool:
+        """One try at the leader lock, on the connection kept for trying (a standby tries
+        every poll: it does not open a connection each time)."""
+        conn = self._contender
         try:
-            conn = psycopg.connect(self._info, autocommit=True)
-        except psycopg.Error as exc:
-            raise StateError(_describe(exc, self._url)) from None
-        try:
+            if conn is None or conn.closed:
+                conn = self._contender = psycopg.connect(self._info, autocommit=True)
             row = conn.execute("SELECT pg_try_advisory_lock(%s), pg_backend_pid()", (LEADER_KEY,))
             taken, pid = row.fetchone() or (False, 0)
         except psycopg.Error as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
+            self._contender = None
             raise StateError(_describe(exc, self._url)) from None
         if not taken:
-            conn.close()
             return False
+        self._contender = None
         self._lead, self._lead_pid = conn, pid
         log.info("leader_elected", state=self.path)
         return True

@@ -21,7 +21,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 Opener = Callable[[], StateStore]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens another handle on the same state (as a second process would)."""
     opened: list[StateStore] = []
@@ -260,7 +260,8 @@ def test_silences_are_added_noted_expired_and_settled(store: StateStore) -> None
         {"platform": ("twitter",)},
     )
     ended = store.expire_silence(silence_id, now=T0 + timedelta(minutes=5))
-    assert ended is not None and ended.expired_at == T0 + timedelta(minutes=5)
+    assert ended is not None
+    assert ended.expired_at == T0 + timedelta(minutes=5)
     assert store.expire_silence(999, now=T0) is None
     store.settle_silences([silence_id], prune_before=T0)
     assert store.load_silences()[0].settled

@@ -16,7 +16,7 @@ import pytest
 
 ENV = "LATE_MONITOR_TEST_PG"
 HOW = (
-    f"PostgreSQL tests need {ENV}=postgresql:///postgres (a server where this user may create "
+    f"need {ENV}=postgresql:///postgres (a server where this user may create "
     "databases; e.g. `pg_ctlcluster 15 main start` and `createuser -s $USER`); .ci/run sets it"
 )
 
@@ -24,7 +24,7 @@ HOW = (
 def server_url() -> str:
     url = os.environ.get(ENV, "")
     if not url:
-        pytest.skip(HOW)
+        pytest.skip(f"PostgreSQL tests {HOW}")
     return url
 
 
