@@ -1,6 +1,10 @@
 """One benchmark case in its own process (so peak RSS is this case's): the real cycle code.
 
     python3 bench/cycle_bench.py --accounts 10000 --cycles 5
+    python3 bench/cycle_bench.py --accounts 10000 --state-url postgresql:///postgres
+
+With `--state-url` the state is kept in PostgreSQL (a schema made for the run, then dropped);
+`server_cpu_s` is then the CPU the database's backends spent for us, beside our own `cpu_s`.
 
 Starts the simulator in a child process (`late-monitor simulate`), a json:// sink here, then
 runs `run_cycle` with the daemon's own wiring; prints one JSON object.
@@ -25,10 +29,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench.pg_state import backend_cpu, pg_schema
+from late_monitor.backends import open_store
 from late_monitor.config import load_settings
 from late_monitor.cycle import CycleResult, run_cycle
 from late_monitor.simulator import DEFAULT_KEY
-from late_monitor.store import Store
 from late_monitor.wiring import client_from, deps_from, setup_logging
 
 
@@ -105,6 +110,7 @@ detail = "{args.detail}"
 detail_every = "0"
 [state]
 path = "{state}"
+url = "{args.state_url}"
 [impact]
 max_pages = {args.impact_pages}
 [notify]
@@ -138,12 +144,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         config.write_text(config_text(base, tmp / "state.db", sink_port, args))
         loaded = load_settings(str(config), environ={})
         setup_logging(loaded, stream=sys.stderr)
-        store = Store.open(tmp / "state.db")
+        store = open_store(loaded)
         async with client_from(loaded) as client, aiohttp.ClientSession() as control:
             deps = deps_from(loaded, client=client, store=store)
+            first_server = backend_cpu(args.state_url)
             first = await run_cycle(deps)
+            first_server = backend_cpu(args.state_url) - first_server
             steady: list[CycleResult] = []
             changed: list[int] = []
+            server_before = backend_cpu(args.state_url)
             for cycle in range(args.cycles):
                 async with control.post(
                     f"{base}/_sim/churn", params={"fraction": str(args.churn), "seed": str(cycle)}
@@ -155,6 +164,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         posts_before = (await response.json())["posts"]
             async with control.get(f"{base}/_sim/stats") as response:
                 stats = await response.json()
+            server_cpu = (backend_cpu(args.state_url) - server_before) / max(args.cycles, 1)
         store.close()
         size = state_size(tmp)
         return {
@@ -167,8 +177,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_s": sum(first.cpu.values()),
                 "requests": first.requests,
                 "cpu_by_phase_s": dict(first.cpu),
+                "server_cpu_s": first_server if args.state_url else None,
             },
             "steady": phase_summary(steady) if steady else None,
+            "state": "postgresql" if args.state_url else "sqlite",
+            "server_cpu_s": server_cpu if args.state_url else None,
             "changed_per_cycle": statistics.median(changed) if changed else 0,
             "http_429": stats["by_status"].get("429", 0),
             # scheduled-post listing requests (impact) per steady cycle, measured at the simulator
@@ -200,8 +213,11 @@ if __name__ == "__main__":
         "--posts", type=float, default=0.0, help="scheduled posts per account in the next 72 h"
     )
     parser.add_argument("--impact-pages", type=int, default=10, help="impact.max_pages")
+    parser.add_argument("--state-url", default="", help="keep the state in this PostgreSQL")
     os.environ.pop("LATE_API_KEY", None)
     started = time.perf_counter()
-    result = asyncio.run(main(parser.parse_args()))
+    arguments = parser.parse_args()
+    with pg_schema(arguments.state_url) as arguments.state_url:
+        result = asyncio.run(main(arguments))
     result["bench_wall_s"] = time.perf_counter() - started
     print(json.dumps(result))
