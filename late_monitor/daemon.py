@@ -39,6 +39,7 @@ log = structlog.get_logger("late_monitor.daemon")
 
 SHUTDOWN_GRACE = 20.0  # seconds an in-flight cycle gets to finish on SIGTERM
 OUTBOX_EVERY = 30.0
+STANDBY_EVERY = 5.0  # seconds between a standby's tries of the leader lock (PostgreSQL)
 WATCH_FIRST = 60.0  # seconds after start: the first look at Late's view of our webhook
 HISTORY_DAYS = 30
 
@@ -152,6 +153,11 @@ class Daemon:
             f"{counts.get('warning', 0)} warning, {counts.get('error', 0)} error; "
             f"last poll {result.outcome} at {when.astimezone(UTC):%H:%M:%S} UTC"
         )
+
+    async def contend(self) -> None:
+        """A standby tries the leader lock between polls; winning it polls at once."""
+        if not self.store.leader and not self._busy.locked():
+            await self.poll()
 
     async def retry_outbox(self) -> None:
         if self._busy.locked() or not self.store.leader:
@@ -342,6 +348,14 @@ class Daemon:
             misfire_grace_time=3600,
             **common,
         )
+        if self.loaded.settings.state.url and interval > STANDBY_EVERY:
+            self.scheduler.add_job(
+                self.contend,
+                IntervalTrigger(seconds=STANDBY_EVERY),
+                id="contend",
+                misfire_grace_time=int(STANDBY_EVERY),
+                **common,
+            )
         self._schedule_watch()
         self.scheduler.start()
         watchdog = loop.create_task(self.systemd.watchdog())

@@ -243,7 +243,6 @@ class PgStore:
         self._standby = standby
         self._lead: psycopg.Connection[Any] | None = None  # holds the leader lock
         self._contender: psycopg.Connection[Any] | None = None  # tries it while we stand by
-        self._lead_pid = 0
         self._holders = 0
         self._taking = asyncio.Lock()
         self._writer = asyncio.Lock()
@@ -320,8 +319,8 @@ class PgStore:
         try:
             if conn is None or conn.closed:
                 conn = self._contender = psycopg.connect(self._info, autocommit=True)
-            row = conn.execute("SELECT pg_try_advisory_lock(%s), pg_backend_pid()", (LEADER_KEY,))
-            taken, pid = row.fetchone() or (False, 0)
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_KEY,)).fetchone()
+            taken = bool(row and row[0])
         except psycopg.Error as exc:
             if conn is not None:
                 conn.close()
@@ -330,7 +329,7 @@ class PgStore:
         if not taken:
             return False
         self._contender = None
-        self._lead, self._lead_pid = conn, pid
+        self._lead = conn
         log.info("leader_elected", state=self.path)
         return True
 

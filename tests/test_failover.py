@@ -96,6 +96,7 @@ async def _until(predicate: Any, limit: float, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.timeout(240)
 async def test_killing_the_leader_20_times_loses_no_change_and_never_polls_twice(
     tmp_path: Path, pg_url: str, base_env: dict[str, str]
 ) -> None:
