@@ -16,6 +16,10 @@ from late_monitor.config import LoadedConfig
 from late_monitor.errors import StateError
 from late_monitor.store import _MIGRATIONS, APPLICATION_ID, SCHEMA_VERSION
 
+EXAMPLE = """examples:
+  late-monitor migrate --check     # exit 1 if this version would change the state's schema
+  late-monitor migrate             # do it now (every start does it anyway, under a lock)"""
+
 
 def add_parser(
     commands: Any,
@@ -26,6 +30,8 @@ def add_parser(
     migrate = commands.add_parser(
         "migrate",
         help="bring the state (SQLite file or PostgreSQL database) to this version's schema",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config_option(migrate)
     migrate.add_argument(
