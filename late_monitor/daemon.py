@@ -39,7 +39,8 @@ log = structlog.get_logger("late_monitor.daemon")
 
 SHUTDOWN_GRACE = 20.0  # seconds an in-flight cycle gets to finish on SIGTERM
 OUTBOX_EVERY = 30.0
-STANDBY_EVERY = 5.0  # seconds between a standby's tries of the leader lock (PostgreSQL)
+REPLICAS_EVERY = 5.0  # PostgreSQL: a standby tries the leader lock, the leader looks for
+# webhooks another replica recorded, this often between polls
 WATCH_FIRST = 60.0  # seconds after start: the first look at Late's view of our webhook
 HISTORY_DAYS = 30
 
@@ -116,8 +117,6 @@ class Daemon:
                 log.exception("cycle_crashed")
                 return
         self._note_leader()
-        if self.loaded.settings.state.url:  # webhooks other replicas recorded: act on them
-            self.intake.wake()
         self._record(result)
         if result.duration > self.liveness.interval:
             log.warning(
@@ -154,9 +153,12 @@ class Daemon:
             f"last poll {result.outcome} at {when.astimezone(UTC):%H:%M:%S} UTC"
         )
 
-    async def contend(self) -> None:
-        """A standby tries the leader lock between polls; winning it polls at once."""
-        if not self.store.leader and not self._busy.locked():
+    async def replicas(self) -> None:
+        """Between polls, a standby tries the leader lock (winning it polls at once), and the
+        leader acts on webhooks that Late delivered to another replica."""
+        if self.store.leader:
+            self.intake.wake()
+        elif not self._busy.locked():
             await self.poll()
 
     async def retry_outbox(self) -> None:
@@ -348,12 +350,12 @@ class Daemon:
             misfire_grace_time=3600,
             **common,
         )
-        if self.loaded.settings.state.url and interval > STANDBY_EVERY:
+        if self.loaded.settings.state.url:
             self.scheduler.add_job(
-                self.contend,
-                IntervalTrigger(seconds=STANDBY_EVERY),
-                id="contend",
-                misfire_grace_time=int(STANDBY_EVERY),
+                self.replicas,
+                IntervalTrigger(seconds=min(REPLICAS_EVERY, interval)),
+                id="replicas",
+                misfire_grace_time=int(REPLICAS_EVERY),
                 **common,
             )
         self._schedule_watch()

@@ -244,3 +244,54 @@ async def test_run_once_waits_for_the_leader_and_gives_up(
     ran = await run_cli("run", "--once", "--config", str(path), env=base_env, cwd=tmp_path)
     assert ran.code == 0, ran.output
     assert sim.count("/accounts/health") == 1
+
+
+async def test_a_webhook_delivered_to_the_standby_is_told_once_by_the_leader(
+    tmp_path: Path, pg_url: str, base_env: dict[str, str], sim: Simulator, sink: Sink
+) -> None:
+    from tests.test_webhooks import SECRET, Late, disconnected
+
+    ports = [free_port(), free_port()]
+    configs = [
+        write_config(
+            tmp_path / f"late-monitor-{port}.toml",
+            {
+                "late": {"base_url": sim.base_url, "api_key": DEFAULT_KEY, "timeout": "5s"},
+                "monitor": {"interval": "60s", "detail_every": "0"},
+                "state": {"url": pg_url},
+                "notify": {"urls": [sink.url()]},
+                "http": {"listen": f"127.0.0.1:{port}"},
+                "webhooks": {"secret": SECRET},
+                "log": {"level": "info", "format": "json"},
+            },
+        )
+        for port in ports
+    ]
+    runs = []
+    try:
+        for config in configs:
+            process = await spawn_daemon(
+                config, env=base_env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+            )
+            runs.append(Daemon(process))
+        deadline = time.monotonic() + 20
+        while True:
+            leaders = [await _metric(port, "late_monitor_leader") for port in ports]
+            if sorted(leaders, key=str) == [0.0, 1.0] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(leaders, key=str) == [0.0, 1.0]
+        standby = ports[leaders.index(0.0)]
+        sim.break_account("acc_00000")
+        async with aiohttp.ClientSession() as http:
+            late = Late(http, f"http://127.0.0.1:{standby}/webhooks/late")
+            assert (await late.send(disconnected("acc_00000")))[0] == 200
+        await _until(lambda: bool(sink.received), 12, "the leader tells the standby's webhook")
+        assert "told by Late's webhook" in sink.received[0]["message"]
+        await asyncio.sleep(6)  # another round of both replicas' looks
+        assert len(sink.received) == 1, sink.titles()
+    finally:
+        for run in runs:
+            run.process.send_signal(signal.SIGTERM)
+        for run in runs:
+            await run.wait(30)
