@@ -1,11 +1,11 @@
 """The state in a shared PostgreSQL database, for two or more replicas: the same interface as
 store.Store (storage.StateStore), plus leader election.
 
-Leadership is a session-level advisory lock held on a connection of its own. While it is ours,
-everything a cycle or delivery does (inside `holding`) runs on that very connection, so a
-write can only commit while the session that holds the lock is alive: a leader whose
-connection broke is fenced off at its next statement, before a standby can take over (the lock
-dies with the session). Outside a cycle (status pages, webhook receipts, the commands) the
+Leadership is a session-level advisory lock (one per schema) held on a connection of its own.
+While it is ours, everything a cycle or delivery does (inside `holding`) runs on that very
+connection, so a write can only commit while the session that holds the lock is alive: a
+leader whose connection broke is fenced off at its next statement, before a standby can take
+over (the lock dies with the session). Outside a cycle (status pages, webhook receipts, the commands) the
 statements run on a small pool and need no lock.
 
 Outbox delivery claims rows with `FOR UPDATE SKIP LOCKED` and a lease stamped with the
@@ -56,16 +56,20 @@ from late_monitor.store import (
 
 log = structlog.get_logger("late_monitor.pg_store")
 
-LEADER_KEY = 0x4C4D4F4E  # "LMON": pg_try_advisory_lock(bigint); classid 0, objid this
+# The advisory locks are (key, hashtext(current_schema())): one leader per schema, so that two
+# deployments sharing a database in schemas of their own do not share a leader.
+LEADER_KEY = 0x4C4D4F4E  # "LMON"
 MIGRATE_KEY = LEADER_KEY + 1
 LEASE = 300.0  # seconds an outbox row claimed by a live leader stays out of others' reach
 CONNECT_TIMEOUT = 10  # seconds
 RETRY_LEAD = 0.5  # seconds between tries of the leader lock while `holding` waits
 
 _OPEN = f"('{PENDING}', '{SET_ASIDE}')"
-_HOLDER = (  # the backend pids that hold the leader lock now (at most one)
-    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 "
-    f"AND objid = {LEADER_KEY} AND objsubid = 1 AND granted"
+_HOLDER = (  # the backend pids that hold our leader lock now (at most one)
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND database = "
+    "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+    f"AND classid = {LEADER_KEY} AND objid = hashtext(current_schema())::oid "
+    "AND objsubid = 2 AND granted"
 )
 
 # version -> statements that bring a database of that version to the next one
@@ -214,7 +218,9 @@ def pending_migrations(conn: psycopg.Connection[Any]) -> list[str]:
 def migrate(conn: psycopg.Connection[Any]) -> int:
     """Bring the schema up to date under a lock (replicas starting together migrate once)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_KEY,))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (MIGRATE_KEY,)
+        )
         version = schema_version(conn)  # again, under the lock
         if version > SCHEMA_VERSION:
             pending_migrations(conn)  # raises
@@ -319,7 +325,9 @@ class PgStore:
         try:
             if conn is None or conn.closed:
                 conn = self._contender = psycopg.connect(self._info, autocommit=True)
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_KEY,)).fetchone()
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (LEADER_KEY,)
+            ).fetchone()
             taken = bool(row and row[0])
         except psycopg.Error as exc:
             if conn is not None:

@@ -40,7 +40,7 @@ def _kill_leader_session(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-            "AND objid = %s AND granted",
+            "AND classid = %s AND objid = hashtext(current_schema())::oid AND granted",
             (LEADER_KEY,),
         )
 
@@ -183,3 +183,17 @@ async def test_an_unreachable_database_is_one_line_and_exit_2(
     assert ran.code == 2
     [line] = ran.stderr.strip().splitlines()
     assert "postgresql://nobody@127.0.0.1:1/nothing" in line
+
+
+async def test_deployments_in_schemas_of_their_own_each_have_a_leader(pg_database: str) -> None:
+    from tests.support.pg import url_for_schema
+
+    one = PgStore.open(url_for_schema(pg_database, f"t_{secrets.token_hex(6)}"))
+    two = PgStore.open(url_for_schema(pg_database, f"t_{secrets.token_hex(6)}"), standby=True)
+    try:
+        async with one.holding(0), two.holding(0):
+            assert one.leader
+            assert two.leader
+    finally:
+        one.close()
+        two.close()
