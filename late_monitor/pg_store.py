@@ -5,8 +5,8 @@ Leadership is a session-level advisory lock (one per schema) held on a connectio
 While it is ours, everything a cycle or delivery does (inside `holding`) runs on that very
 connection, so a write can only commit while the session that holds the lock is alive: a
 leader whose connection broke is fenced off at its next statement, before a standby can take
-over (the lock dies with the session). Outside a cycle (status pages, webhook receipts, the commands) the
-statements run on a small pool and need no lock.
+over (the lock dies with the session). Outside a cycle (status pages, webhook receipts, the
+commands) the statements run on a small pool and need no lock.
 
 Outbox delivery claims rows with `FOR UPDATE SKIP LOCKED` and a lease stamped with the
 leader's session: rows leased by a session that no longer holds the lock (a leader killed
@@ -44,7 +44,7 @@ from late_monitor.messages import (
 )
 from late_monitor.quiet import HeldMessage, summary
 from late_monitor.silences import Ack, Silence
-from late_monitor.state import AccountState, ApiHealth
+from late_monitor.state import DEFAULT_WORKSPACE, AccountState, ApiHealth
 from late_monitor.store import (
     _condition,
     _decode_state,
@@ -151,6 +151,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at DOUBLE PRECISION NOT NULL
         )""",
     ),
+    # 1 -> 2: workspaces (SQLite schema 6): per-account rows keyed by (workspace, account id);
+    # a cycle, a message and its outbox rows belong to one workspace; what was there is the
+    # implicit workspace's, 'default'
+    (
+        "ALTER TABLE accounts ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
+        "ALTER TABLE accounts DROP CONSTRAINT accounts_pkey",
+        "ALTER TABLE accounts ADD PRIMARY KEY (workspace, account_id)",
+        "ALTER TABLE acks ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
+        "ALTER TABLE acks DROP CONSTRAINT acks_pkey",
+        "ALTER TABLE acks ADD PRIMARY KEY (workspace, account_id)",
+        "ALTER TABLE cycles ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
+        "ALTER TABLE messages ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
+        "ALTER TABLE outbox ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -218,9 +232,7 @@ def pending_migrations(conn: psycopg.Connection[Any]) -> list[str]:
 def migrate(conn: psycopg.Connection[Any]) -> int:
     """Bring the schema up to date under a lock (replicas starting together migrate once)."""
     with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (MIGRATE_KEY,)
-        )
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (MIGRATE_KEY,))
         version = schema_version(conn)  # again, under the lock
         if version > SCHEMA_VERSION:
             pending_migrations(conn)  # raises
@@ -234,25 +246,52 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
     return SCHEMA_VERSION - version
 
 
+class _Shared:
+    """The connections and the leadership: one per process and database, shared by every
+    workspace's view."""
+
+    def __init__(self, url: str, pool: ConnectionPool, *, info: str, standby: bool) -> None:
+        self.url = url
+        self.info = info
+        self.pool = pool
+        self.standby = standby
+        self.lead: psycopg.Connection[Any] | None = None  # holds the leader lock
+        self.contender: psycopg.Connection[Any] | None = None  # tries it while we stand by
+        self.holders = 0
+        self.taking = asyncio.Lock()
+        self.writer = asyncio.Lock()
+        self.views: dict[str, PgStore] = {}
+
+
 class PgStore:
-    """The state in PostgreSQL. Open it with `PgStore.open(url, password=...)`.
+    """The state in PostgreSQL, seen from one workspace (as store.Store). Open it with
+    `PgStore.open(url, password=...)`; `scoped(name)` is another workspace's view.
 
     `standby`: a daemon's store. Its `holding` tries the leader lock once and raises NotLeader
     at once when another replica has it (the next poll tries again); a `run --once` waits up
     to `wait` seconds for it instead. Leadership, once taken, is kept until `close`.
     """
 
-    def __init__(self, url: str, pool: ConnectionPool, *, info: str, standby: bool) -> None:
-        self._url = url
-        self._info = info
-        self._pool = pool
-        self._standby = standby
-        self._lead: psycopg.Connection[Any] | None = None  # holds the leader lock
-        self._contender: psycopg.Connection[Any] | None = None  # tries it while we stand by
-        self._holders = 0
-        self._taking = asyncio.Lock()
-        self._writer = asyncio.Lock()
+    def __init__(self, shared: _Shared, *, workspace: str = DEFAULT_WORKSPACE) -> None:
+        self._s = shared
+        self.workspace = workspace
         self._cache: tuple[int, dict[str, AccountState]] | None = None
+        shared.views.setdefault(workspace, self)
+
+    def scoped(self, workspace: str) -> PgStore:
+        """The view of workspace `workspace` (the same object each time)."""
+        return self._s.views.get(workspace) or PgStore(self._s, workspace=workspace)
+
+    def _key(self, key: str) -> str:
+        """A meta key of this workspace: the implicit one's are the plain keys."""
+        return key if self.workspace == DEFAULT_WORKSPACE else f"{self.workspace}:{key}"
+
+    def workspaces(self) -> list[str]:
+        """The workspaces the database holds accounts or cycles of."""
+        rows = self._all(
+            "SELECT workspace FROM accounts UNION SELECT workspace FROM cycles ORDER BY 1"
+        )
+        return [row[0] for row in rows]
 
     @classmethod
     def open(cls, url: str, *, password: str | None = None, standby: bool = False) -> PgStore:
@@ -278,32 +317,32 @@ class PgStore:
         except PoolTimeout:
             pool.close()
             raise StateError(f"cannot connect to the state database {shown(url)}") from None
-        return cls(url, pool, info=info, standby=standby)
+        return cls(_Shared(url, pool, info=info, standby=standby))
 
     @property
     def path(self) -> str:
-        return shown(self._url)
+        return shown(self._s.url)
 
     @property
     def leader(self) -> bool:
-        return self._lead is not None and not self._lead.closed
+        return self._s.lead is not None and not self._s.lead.closed
 
     def close(self) -> None:
-        if self._contender is not None:
-            self._contender.close()
-        if self._lead is not None:
-            self._lead.close()  # the session ends: the lock is free for a standby
-            self._lead = None
-        self._pool.close()
+        if self._s.contender is not None:
+            self._s.contender.close()
+        if self._s.lead is not None:
+            self._s.lead.close()  # the session ends: the lock is free for a standby
+            self._s.lead = None
+        self._s.pool.close()
 
     # -- leadership -----------------------------------------------------------------------
 
     async def _take_lead(self, wait: float) -> None:
         """Make sure we are the leader: check the session we hold the lock with, or try to
         take the lock (once on a standby, else until `wait` runs out)."""
-        if self._lead is not None:
+        if self._s.lead is not None:
             try:
-                self._lead.execute("SELECT 1")
+                self._s.lead.execute("SELECT 1")
                 return
             except psycopg.Error:
                 self._lose("the leader connection broke")
@@ -311,20 +350,20 @@ class PgStore:
         while True:
             if self._try_lock():
                 return
-            if self._standby or time.monotonic() >= deadline:
+            if self._s.standby or time.monotonic() >= deadline:
                 raise NotLeader(
                     f"another late-monitor is the leader on {self.path}"
-                    + ("" if self._standby else f"; gave up after {wait:g}s")
+                    + ("" if self._s.standby else f"; gave up after {wait:g}s")
                 )
             await asyncio.sleep(RETRY_LEAD)
 
     def _try_lock(self) -> bool:
         """One try at the leader lock, on the connection kept for trying (a standby tries
         every poll: it does not open a connection each time)."""
-        conn = self._contender
+        conn = self._s.contender
         try:
             if conn is None or conn.closed:
-                conn = self._contender = psycopg.connect(self._info, autocommit=True)
+                conn = self._s.contender = psycopg.connect(self._s.info, autocommit=True)
             row = conn.execute(
                 "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (LEADER_KEY,)
             ).fetchone()
@@ -332,20 +371,20 @@ class PgStore:
         except psycopg.Error as exc:
             if conn is not None:
                 conn.close()
-            self._contender = None
-            raise StateError(_describe(exc, self._url)) from None
+            self._s.contender = None
+            raise StateError(_describe(exc, self._s.url)) from None
         if not taken:
             return False
-        self._contender = None
-        self._lead = conn
+        self._s.contender = None
+        self._s.lead = conn
         log.info("leader_elected", state=self.path)
         return True
 
     def _lose(self, why: str) -> LeadershipLost:
-        if self._lead is not None:
+        if self._s.lead is not None:
             with contextlib.suppress(psycopg.Error):
-                self._lead.close()
-            self._lead = None
+                self._s.lead.close()
+            self._s.lead = None
             log.error("leadership_lost", reason=why, state=self.path)
         self._cache = None
         return LeadershipLost(f"no longer the leader on {self.path}: {why}")
@@ -354,18 +393,18 @@ class PgStore:
     async def holding(self, wait: float) -> AsyncIterator[None]:
         """Leadership, for a cycle or a delivery: everything inside runs on the session that
         holds the leader lock (fenced)."""
-        async with self._taking:
-            if self._holders == 0:
+        async with self._s.taking:
+            if self._s.holders == 0:
                 await self._take_lead(wait)
-            self._holders += 1
+            self._s.holders += 1
         try:
             yield
         finally:
-            self._holders -= 1
+            self._s.holders -= 1
 
     @contextlib.asynccontextmanager
     async def writing(self, wait: float) -> AsyncIterator[None]:
-        async with self.holding(wait), self._writer:
+        async with self.holding(wait), self._s.writer:
             yield
 
     # -- connections ----------------------------------------------------------------------
@@ -374,8 +413,8 @@ class PgStore:
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         """The leader session inside `holding` (an error there is lost leadership, not a
         write elsewhere), else a pooled connection."""
-        if self._holders > 0 or self._lead is not None:
-            conn = self._lead
+        if self._s.holders > 0 or self._s.lead is not None:
+            conn = self._s.lead
             if conn is None or conn.closed:
                 raise self._lose("the leader connection is closed")
             try:
@@ -383,17 +422,17 @@ class PgStore:
             except psycopg.OperationalError as exc:
                 if conn.broken or conn.closed:
                     raise self._lose(f"the leader connection broke ({exc})") from None
-                raise StateError(_describe(exc, self._url)) from None
+                raise StateError(_describe(exc, self._s.url)) from None
             except psycopg.Error as exc:
-                raise StateError(_describe(exc, self._url)) from None
+                raise StateError(_describe(exc, self._s.url)) from None
             return
         try:
-            with self._pool.connection() as conn:
+            with self._s.pool.connection() as conn:
                 yield conn
         except PoolTimeout:
             raise StateError(f"cannot connect to the state database {self.path}") from None
         except psycopg.Error as exc:
-            raise StateError(_describe(exc, self._url)) from None
+            raise StateError(_describe(exc, self._s.url)) from None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
@@ -432,17 +471,17 @@ class PgStore:
         version = self.data_version()
         if self._cache is not None and self._cache[0] == version:
             return self._cache[1]
-        rows = self._all("SELECT data FROM accounts")
+        rows = self._all("SELECT data FROM accounts WHERE workspace = %s", (self.workspace,))
         states = {state.account_id: state for state in (_decode_state(r[0]) for r in rows)}
         self._cache = (version, states)
         return states
 
     def load_api_health(self) -> ApiHealth:
-        row = self._one("SELECT value FROM meta WHERE key = 'api'")
+        row = self._one("SELECT value FROM meta WHERE key = %s", (self._key("api"),))
         return ApiHealth(**json.loads(row[0])) if row else ApiHealth()
 
     def read_meta(self, key: str) -> Any:
-        row = self._one("SELECT value FROM meta WHERE key = %s", (key,))
+        row = self._one("SELECT value FROM meta WHERE key = %s", (self._key(key),))
         return json.loads(row[0]) if row else None
 
     def write_meta(self, key: str, value: Any) -> None:
@@ -450,7 +489,7 @@ class PgStore:
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (%s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
+                (self._key(key), json.dumps(value)),
             )
 
     def meta_setdefault(self, key: str, value: Any) -> Any:
@@ -460,7 +499,7 @@ class PgStore:
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
-                (key, json.dumps(value)),
+                (self._key(key), json.dumps(value)),
             )
         return self.read_meta(key)
 
@@ -478,8 +517,9 @@ class PgStore:
         """store.Store.commit_cycle, in one transaction on the leader's session."""
         now = record.finished_at.timestamp()
         removed = frozenset(removed)
+        workspace = self.workspace
         upserts = [
-            (key, states[key].status, _encode_state(states[key]))
+            (workspace, key, states[key].status, _encode_state(states[key]))
             for key in changed
             if key in states
         ]
@@ -487,17 +527,20 @@ class PgStore:
             with self._transaction() as conn, conn.cursor() as cur:
                 if upserts:
                     cur.executemany(
-                        "INSERT INTO accounts (account_id, status, data) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (account_id) DO UPDATE SET status = excluded.status, "
-                        "data = excluded.data",
+                        "INSERT INTO accounts (workspace, account_id, status, data) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (workspace, account_id) "
+                        "DO UPDATE SET status = excluded.status, data = excluded.data",
                         upserts,
                     )
                 if removed:
-                    cur.execute("DELETE FROM accounts WHERE account_id = ANY(%s)", (list(removed),))
+                    cur.execute(
+                        "DELETE FROM accounts WHERE workspace = %s AND account_id = ANY(%s)",
+                        (workspace, list(removed)),
+                    )
                 cur.execute(
-                    "INSERT INTO meta (key, value) VALUES ('api', %s) "
+                    "INSERT INTO meta (key, value) VALUES (%s, %s) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (json.dumps(asdict(api)),),
+                    (self._key("api"), json.dumps(asdict(api))),
                 )
                 version_row = cur.execute(
                     "UPDATE meta SET value = (value::bigint + 1)::text "
@@ -505,8 +548,8 @@ class PgStore:
                 ).fetchone()
                 cycle_row = cur.execute(
                     "INSERT INTO cycles (started_at, finished_at, outcome, accounts, events, "
-                    "messages, requests, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                    "RETURNING id",
+                    "messages, requests, error, workspace) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                     (
                         record.started_at.timestamp(),
                         now,
@@ -516,6 +559,7 @@ class PgStore:
                         len(messages),
                         record.requests,
                         record.error,
+                        workspace,
                     ),
                 ).fetchone()
                 assert cycle_row is not None
@@ -523,7 +567,8 @@ class PgStore:
                 for message in messages:
                     message_row = cur.execute(
                         "INSERT INTO messages (cycle_id, created_at, notify_type, title, body, "
-                        "accounts, entries) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                        "accounts, entries, workspace) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                        "RETURNING id",
                         (
                             cycle_id,
                             now,
@@ -532,6 +577,7 @@ class PgStore:
                             message.body,
                             json.dumps(message.accounts),
                             _encode_entries(message.entries),
+                            workspace,
                         ),
                     ).fetchone()
                     assert message_row is not None
@@ -539,7 +585,8 @@ class PgStore:
                     if message.destinations:
                         cur.executemany(
                             "INSERT INTO outbox (message_id, destination, label, "
-                            "next_attempt_at, created_at, state) VALUES (%s, %s, %s, %s, %s, %s)",
+                            "next_attempt_at, created_at, state, workspace) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                             [
                                 (
                                     message_row[0],
@@ -548,6 +595,7 @@ class PgStore:
                                     held or now,
                                     now,
                                     HELD if held else PENDING,
+                                    workspace,
                                 )
                                 for key, label in message.destinations
                             ],
@@ -588,8 +636,8 @@ class PgStore:
     def recent_cycles(self, limit: int = 10) -> list[dict[str, Any]]:
         return self._dicts(
             "SELECT id, started_at, finished_at, outcome, accounts, events, messages, requests, "
-            "error FROM cycles ORDER BY id DESC LIMIT %s",
-            (limit,),
+            "error FROM cycles WHERE workspace = %s ORDER BY id DESC LIMIT %s",
+            (self.workspace, limit),
         )
 
     # -- webhooks -------------------------------------------------------------------------
@@ -643,15 +691,18 @@ class PgStore:
             "o.next_attempt_at, m.notify_type, m.title, m.body, o.state, m.cycle_id, "
             "o.unanswered, m.entries, o.last_error FROM outbox o "
             f"JOIN messages m ON m.id = o.message_id WHERE o.state IN {_OPEN} "
+            "AND o.workspace = %s "
         )
         if not self.leader:
-            return [_outbox_row(r) for r in self._all(select + "ORDER BY o.destination, o.id")]
+            rows = self._all(select + "ORDER BY o.destination, o.id", (self.workspace,))
+            return [_outbox_row(r) for r in rows]
         with self._transaction() as conn:
             rows = conn.execute(
                 select + "AND (o.lease_owner IS NULL OR o.lease_owner = pg_backend_pid() "
                 "OR o.lease_until < extract(epoch FROM clock_timestamp()) "
                 f"OR o.lease_owner NOT IN ({_HOLDER})) "
-                "ORDER BY o.destination, o.id FOR UPDATE OF o SKIP LOCKED"
+                "ORDER BY o.destination, o.id FOR UPDATE OF o SKIP LOCKED",
+                (self.workspace,),
             ).fetchall()
             if rows:
                 conn.execute(
@@ -662,15 +713,24 @@ class PgStore:
         return [_outbox_row(r) for r in rows]
 
     def pending_count(self) -> int:
-        row = self._one(f"SELECT count(*) FROM outbox WHERE state IN {_OPEN}")
+        row = self._one(
+            f"SELECT count(*) FROM outbox WHERE state IN {_OPEN} AND workspace = %s",
+            (self.workspace,),
+        )
         return int(row[0]) if row else 0
 
     def next_attempt_at(self) -> float | None:
-        row = self._one(f"SELECT min(next_attempt_at) FROM outbox WHERE state IN {_OPEN}")
+        row = self._one(
+            f"SELECT min(next_attempt_at) FROM outbox WHERE state IN {_OPEN} AND workspace = %s",
+            (self.workspace,),
+        )
         return float(row[0]) if row and row[0] is not None else None
 
     def oldest_pending(self) -> float:
-        row = self._one(f"SELECT min(created_at) FROM outbox WHERE state IN {_OPEN}")
+        row = self._one(
+            f"SELECT min(created_at) FROM outbox WHERE state IN {_OPEN} AND workspace = %s",
+            (self.workspace,),
+        )
         return float(row[0]) if row and row[0] is not None else float("inf")
 
     def mark_delivered(self, *row_ids: int, now: float, note: str | None = None) -> None:
@@ -714,9 +774,9 @@ class PgStore:
             for key, label in to:
                 inserted = conn.execute(
                     "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
-                    "created_at) SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM "
-                    "outbox WHERE message_id = %s AND destination = %s)",
-                    (message_id, key, label, now, created_at, message_id, key),
+                    "created_at, workspace) SELECT %s, %s, %s, %s, %s, %s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM outbox WHERE message_id = %s AND destination = %s)",
+                    (message_id, key, label, now, created_at, self.workspace, message_id, key),
                 ).rowcount
                 if inserted:
                     added.append(label)
@@ -738,8 +798,9 @@ class PgStore:
         return self._dicts(
             "SELECT o.id, o.message_id, o.label, o.state, o.attempts, o.next_attempt_at, "
             "o.last_error, o.finished_at, m.notify_type, m.title FROM outbox o "
-            "JOIN messages m ON m.id = o.message_id WHERE o.state = ANY(%s) ORDER BY o.id",
-            (list(states),),
+            "JOIN messages m ON m.id = o.message_id WHERE o.state = ANY(%s) "
+            "AND o.workspace = %s ORDER BY o.id",
+            (list(states), self.workspace),
         )
 
     # -- operator control -----------------------------------------------------------------
@@ -816,8 +877,9 @@ class PgStore:
     def add_ack(self, ack: Ack) -> None:
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO acks (account_id, condition, reason, created_by, created_at) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account_id) DO UPDATE SET "
+                "INSERT INTO acks (account_id, condition, reason, created_by, created_at, "
+                "workspace) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (workspace, account_id) DO UPDATE SET "
                 "condition = excluded.condition, reason = excluded.reason, "
                 "created_by = excluded.created_by, created_at = excluded.created_at",
                 (
@@ -826,11 +888,16 @@ class PgStore:
                     ack.reason,
                     ack.created_by,
                     ack.created_at.timestamp(),
+                    self.workspace,
                 ),
             )
 
     def load_acks(self) -> dict[str, Ack]:
-        rows = self._all("SELECT account_id, condition, reason, created_by, created_at FROM acks")
+        rows = self._all(
+            "SELECT account_id, condition, reason, created_by, created_at FROM acks "
+            "WHERE workspace = %s",
+            (self.workspace,),
+        )
         return {
             row[0]: Ack(
                 account_id=row[0],
@@ -846,24 +913,27 @@ class PgStore:
         ids = list(account_ids)
         if ids:
             with self._transaction() as conn:
-                conn.execute("DELETE FROM acks WHERE account_id = ANY(%s)", (ids,))
+                conn.execute(
+                    "DELETE FROM acks WHERE workspace = %s AND account_id = ANY(%s)",
+                    (self.workspace, ids),
+                )
 
     def held_rows(self) -> list[dict[str, Any]]:
         return self.outbox_rows(states=(HELD,))
 
     def release_held(self, *, now: datetime) -> int:
         stamp = now.timestamp()
-        due = f"FROM outbox WHERE state = '{HELD}' AND next_attempt_at <= %s"
-        if not self._one(f"SELECT 1 {due} LIMIT 1", (stamp,)):
+        due = f"FROM outbox WHERE state = '{HELD}' AND next_attempt_at <= %s AND workspace = %s"
+        if not self._one(f"SELECT 1 {due} LIMIT 1", (stamp, self.workspace)):
             return 0
         by_destination: dict[str, list[tuple[Any, ...]]] = {}
         with self._transaction() as conn:  # rows locked: two processes never both release
             rows = conn.execute(
                 "SELECT o.id, o.destination, o.label, m.created_at, m.notify_type, m.title, "
                 "m.body FROM outbox o JOIN messages m ON m.id = o.message_id "
-                f"WHERE o.state = '{HELD}' AND o.next_attempt_at <= %s ORDER BY o.id "
-                "FOR UPDATE OF o",
-                (stamp,),
+                f"WHERE o.state = '{HELD}' AND o.next_attempt_at <= %s AND o.workspace = %s "
+                "ORDER BY o.id FOR UPDATE OF o",
+                (stamp, self.workspace),
             ).fetchall()
             for row in rows:
                 by_destination.setdefault(row[1], []).append(row)
@@ -873,14 +943,14 @@ class PgStore:
                 )
                 message = conn.execute(
                     "INSERT INTO messages (cycle_id, created_at, notify_type, title, body, "
-                    "accounts) VALUES (NULL, %s, %s, %s, %s, '[]') RETURNING id",
-                    (stamp, notify_type, title, body),
+                    "accounts, workspace) VALUES (NULL, %s, %s, %s, %s, '[]', %s) RETURNING id",
+                    (stamp, notify_type, title, body, self.workspace),
                 ).fetchone()
                 assert message is not None
                 conn.execute(
                     "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
-                    "created_at) VALUES (%s, %s, %s, %s, %s)",
-                    (message[0], key, group[0][2], stamp, stamp),
+                    "created_at, workspace) VALUES (%s, %s, %s, %s, %s, %s)",
+                    (message[0], key, group[0][2], stamp, stamp, self.workspace),
                 )
                 with conn.cursor() as cur:
                     cur.executemany(

@@ -20,12 +20,21 @@ from late_monitor.state import AccountState, ApiHealth
 
 
 class StateStore(Protocol):
-    """Account states, the outbox, cycle history, webhooks and operator control, kept together."""
+    """Account states, the outbox, cycle history, webhooks and operator control, kept together,
+    seen from one workspace (silences and webhook deliveries are everyone's)."""
 
     @property
     def path(self) -> Path | str:
         """Where the state is, for messages (a PostgreSQL URL without its password)."""
         ...
+
+    workspace: str  # whose accounts, cycles, outbox and acks this view sees
+
+    def scoped(self, workspace: str) -> StateStore:
+        """Another workspace's view, on the same connections and locks."""
+        ...
+
+    def workspaces(self) -> list[str]: ...
 
     @property
     def leader(self) -> bool:

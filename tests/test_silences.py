@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
@@ -22,6 +23,8 @@ from late_monitor.store import Store
 from tests.support.clock import T0, Clock, clocked_daemon
 from tests.support.process import run_cli
 from tests.support.sink import Sink
+
+CORPUS = Path(__file__).parent / "corpus"
 
 QUIET = {"monitor": {"detail": "never", "remind_every": "24h"}}
 
@@ -373,6 +376,7 @@ async def test_silences_from_the_cli_are_shared_by_every_process_using_the_state
     [
         (3, ("silences", "acks", "webhook_events")),  # what 0.1.0 wrote
         (4, ("silences", "acks")),  # with webhooks, before operator control
+        (5, ()),  # with operator control, before workspaces
     ],
 )
 def test_an_older_state_file_is_migrated_and_keeps_its_accounts(
@@ -380,27 +384,11 @@ def test_an_older_state_file_is_migrated_and_keeps_its_accounts(
 ) -> None:
     """A file written before operator control gets the silences and acks tables in place."""
     path = tmp_path / f"v{version}.db"
-    store = Store.open(path)
-    store.close()
+    shutil.copy(CORPUS / "state-v5.db", path)  # written by the release before workspaces
     with sqlite3.connect(path) as db:  # back to what that version wrote
+        db.execute("DELETE FROM acks")
         for table in newer_tables:
             db.execute(f"DROP TABLE {table}")
-        db.execute(
-            "INSERT INTO accounts VALUES ('acc_1', 'error', ?)",
-            (
-                json.dumps(
-                    {
-                        "account_id": "acc_1",
-                        "platform": "tiktok",
-                        "username": "@t",
-                        "status": "error",
-                        "needs_reconnect": True,
-                        "can_post": False,
-                        "since": T0.isoformat(),
-                    }
-                ),
-            ),
-        )
         db.execute(f"PRAGMA user_version = {version}")
     store = Store.open(path)
     try:

@@ -300,3 +300,29 @@ async def test_one_process_tasks_share_the_cycle_lock(store: StateStore) -> None
             await asyncio.sleep(0)
         commit(store)
     assert len(store.recent_cycles()) == 1
+
+
+def test_each_workspace_sees_its_own_accounts_outbox_acks_and_meta(store: StateStore) -> None:
+    other = store.scoped("acme")
+    assert store.scoped("acme") is other
+    assert other.workspace == "acme"
+    commit(store, message("k1"), states={"a1": state()}, changed=["a1"])
+    commit(other, message("k2"), states={"a1": state(status="healthy")}, changed=["a1"])
+    assert store.load_states()["a1"].status == "error"
+    assert other.load_states()["a1"].status == "healthy"
+    assert [r.destination for r in store.pending_deliveries()] == ["k1"]
+    assert [r.destination for r in other.pending_deliveries()] == ["k2"]
+    assert (store.pending_count(), len(other.recent_cycles())) == (1, 1)
+    other.add_ack(Ack("a1", ("error", True, False), "known", "ops", T0))
+    assert store.load_acks() == {}
+    other.write_meta("scope", "acme's")
+    assert store.read_meta("scope") is None
+    store.add_silence(
+        matchers={"platform": ["x"]},
+        reason="r",
+        created_by="ops",
+        created_at=T0,
+        ends_at=T0 + timedelta(hours=1),
+    )
+    assert len(other.load_silences()) == 1  # silences are everyone's
+    assert store.workspaces() == ["acme", "default"]
