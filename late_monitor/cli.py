@@ -466,6 +466,9 @@ def build_parser() -> _Parser:
     from late_monitor.actions import add_parsers as add_operator_commands
 
     add_operator_commands(commands, config_option=_config_option, run=_operator)
+    from late_monitor.migrate import add_parser as add_migrate
+
+    add_migrate(commands, config_option=_config_option, run=_operator)
     return parser
 
 
