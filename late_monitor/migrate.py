@@ -64,7 +64,7 @@ def pending(loaded: LoadedConfig) -> list[str]:
     if url:
         import psycopg
 
-        from late_monitor.pg_store import conninfo, pending_migrations
+        from late_monitor.pg_schema import conninfo, pending_migrations
 
         password = loaded.state_password.get_secret_value() if loaded.state_password else None
         try:
@@ -92,6 +92,6 @@ def pending(loaded: LoadedConfig) -> list[str]:
 
 
 def _shown(url: str) -> str:
-    from late_monitor.pg_store import shown
+    from late_monitor.pg_schema import shown
 
     return shown(url)

@@ -11,7 +11,8 @@ import pytest
 
 from late_monitor.errors import LeadershipLost, StateError
 from late_monitor.messages import CycleRecord, PlannedMessage
-from late_monitor.pg_store import LEADER_KEY, SCHEMA_VERSION, PgStore
+from late_monitor.pg_schema import LEADER_KEY, SCHEMA_VERSION
+from late_monitor.pg_store import PgStore
 from late_monitor.simulator import DEFAULT_KEY, Simulator
 from late_monitor.state import ApiHealth
 from tests.support.config import write_config
