@@ -1,7 +1,7 @@
 """Time to notify through Late's webhooks, from outside: a real daemon, signed POSTs, a sink.
 
     python3 bench/webhooks.py                     # 50 one by one, then 200/s for 5 s
-    python3 bench/webhooks.py --single 200 --rate 200 --seconds 10
+    python3 bench/webhooks.py --single 200 --rate 200 --seconds 10 --accounts 10000
 
 The simulator, a json:// sink and the sender run in this process on loopback; the daemon is
 `late-monitor run` in its own process (poll interval 1 h: only webhooks tell anything).
@@ -83,7 +83,7 @@ class Arrivals(list[tuple[float, str]]):
                 await self.new.wait()
 
 
-async def measure(single: int, rate: int, seconds: float) -> dict[str, Any]:
+async def measure(single: int, rate: int, seconds: float, accounts: int = 0) -> dict[str, Any]:
     arrivals = Arrivals()
 
     async def receive(request: web.Request) -> web.Response:
@@ -99,7 +99,8 @@ async def measure(single: int, rate: int, seconds: float) -> dict[str, Any]:
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     sink_port = runner.addresses[0][1]
     burst_count = int(rate * seconds)
-    sim = Simulator(make_accounts(single + burst_count + 10))
+    watched = max(accounts, single + burst_count + 10)
+    sim = Simulator(make_accounts(watched))
     await sim.start()
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
@@ -121,6 +122,7 @@ async def measure(single: int, rate: int, seconds: float) -> dict[str, Any]:
             async with aiohttp.ClientSession() as http:
                 await _ready(http, f"http://127.0.0.1:{port}/readyz")
                 result = {
+                    "accounts": watched,
                     "single": await _single(http, url, single, arrivals),
                     "burst": await _burst(http, url, rate, seconds, single, arrivals, process.pid),
                 }
@@ -237,8 +239,10 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=50)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--accounts", type=int, default=0, help="accounts watched (at least all)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(args.single, args.rate, args.seconds)), indent=2))
+    result = asyncio.run(measure(args.single, args.rate, args.seconds, args.accounts))
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
