@@ -119,7 +119,7 @@ def cold_start(runs: int = 5) -> dict[str, Any]:
     # the script pip installed beside this Python, as a venv user runs it (not a pyenv shim)
     beside = Path(sys.executable).with_name("late-monitor")
     cli = str(beside) if beside.exists() else shutil.which("late-monitor") or "late-monitor"
-    once, floor = [], []
+    once, floor, quiet = [], [], []
     cache = tempfile.TemporaryDirectory(prefix="late-monitor-pyc-")
     env = compiled_env(cache.name)
     try:
@@ -145,9 +145,11 @@ def cold_start(runs: int = 5) -> dict[str, Any]:
                 )
                 floor_s = timed([sys.executable, "-c", IMPORT_FLOOR], env=env)
                 once_s = timed([cli, "run", "--once", "--config", str(config)], env=env)
+                quiet_s = timed([cli, "run", "--once", "--config", str(config)], env=env)
                 if index >= 0:
                     floor.append(floor_s)
                     once.append(once_s)
+                    quiet.append(quiet_s)  # nothing new: no message, no Apprise, no Jinja2
     finally:
         sim.terminate()
         sink.terminate()
@@ -159,6 +161,8 @@ def cold_start(runs: int = 5) -> dict[str, Any]:
         "run_once_s": statistics.median(once),
         "import_floor_s": statistics.median(floor),
         "ratio": statistics.median(once) / statistics.median(floor),
+        "quiet_run_once_s": statistics.median(quiet),
+        "quiet_ratio": statistics.median(quiet) / statistics.median(floor),
         "runs": runs,
     }
 
@@ -302,6 +306,11 @@ def targets_table(results: dict[str, Any]) -> str:
             f"| <= 1.15x | {cold['run_once_s']:.2f} s / {cold['import_floor_s']:.2f} s = "
             f"{cold['ratio']:.2f}x (median of {cold['runs']}) |"
         )
+        if "quiet_ratio" in cold:
+            rows.append(
+                "| the same with nothing new (no message: neither Apprise's plugin nor Jinja2 "
+                f"is loaded) | - | {cold['quiet_run_once_s']:.2f} s = {cold['quiet_ratio']:.2f}x |"
+            )
     for w in results.get("webhooks", []):
         single, burst = w["single"], w["burst"]
         rows.append(
