@@ -201,10 +201,11 @@ def ack(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
+    view = loaded.workspace_named(getattr(args, "workspace", None))
     store = _open(loaded)
     try:
         made = add_ack(
-            store,
+            store.scoped(view.workspace),
             args.account_id,
             reason=args.reason or "",
             created_by=author(args.by),
@@ -286,4 +287,7 @@ def add_parsers(
     acknowledge.add_argument("account_id")
     acknowledge.add_argument("--reason", help="why (shown in status and on the page)")
     acknowledge.add_argument("--by", help="author (default: $USER)")
+    acknowledge.add_argument(
+        "-w", "--workspace", metavar="NAME", help="the account's workspace ([[workspaces]] name)"
+    )
     acknowledge.set_defaults(func=run(ack))

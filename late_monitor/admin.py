@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from html import escape
 from typing import Any
@@ -82,8 +82,21 @@ def add_routes(
     store: Callable[[], Store],
     clock: Callable[[], datetime],
     admin_token: str,
+    workspaces: Callable[[], Sequence[str]] = tuple,
 ) -> None:
+    """`workspaces` names the [[workspaces]] (none: the one implicit workspace); the page
+    shows one at a time (`?workspace=NAME`, the first by default) and its forms act on it."""
     guard = Guard(admin_token, clock)
+
+    def chosen(name: str) -> str:
+        names = list(workspaces())
+        if not names:
+            return ""
+        if name not in names:
+            if name:
+                raise web.HTTPNotFound(text=f"no workspace named {name!r}")
+            return names[0]
+        return name
 
     def viewer(request: web.Request, message: str = "", error: bool = False) -> Viewer:
         cookie = request.cookies.get(COOKIE)
@@ -94,10 +107,16 @@ def add_routes(
             csrf=guard.csrf(cookie) if logged_in and cookie else "",
             message=message,
             error=error,
+            workspace=chosen(request.query.get("workspace", "")),
+            workspaces=tuple(workspaces()),
         )
 
+    def scoped(name: str) -> Store:
+        workspace = chosen(name)
+        return store().scoped(workspace) if workspace else store()
+
     def page(request: web.Request, *, status: int = 200, **kwargs: Any) -> web.Response:
-        report = status_report(store(), now=clock())
+        report = status_report(scoped(request.query.get("workspace", "")), now=clock())
         return web.Response(
             text=render_page(report, viewer(request, **kwargs)),
             status=status,
@@ -150,10 +169,13 @@ def add_routes(
             return _refuse(request, 403, "stale or forged form: reload the page and try again")
         return form, form.get("by") or "status page"
 
-    def done(request: web.Request, text: str, data: dict[str, Any]) -> web.Response:
+    def done(
+        request: web.Request, text: str, data: dict[str, Any], workspace: str = ""
+    ) -> web.Response:
         if guard.bearer(request) is not None:
             return web.json_response({"ok": True, "message": text, **data})
-        raise web.HTTPSeeOther("/?done=" + quote(text))
+        back = f"/?workspace={quote(workspace)}&done=" if workspace else "/?done="
+        raise web.HTTPSeeOther(back + quote(text))
 
     async def silence(request: web.Request) -> web.Response:
         checked = await authorised(request)
@@ -182,7 +204,7 @@ def add_routes(
         form, who = checked
         try:
             made = add_ack(
-                store(),
+                scoped(form.get("workspace", "")),
                 form.get("account_id", "").strip(),
                 reason=form.get("reason", ""),
                 created_by=who,
@@ -190,7 +212,12 @@ def add_routes(
             )
         except Refused as exc:
             return _refuse(request, 400, str(exc), bearer=guard.bearer(request) is not None)
-        return done(request, f"acknowledged {made.account_id}", {"account_id": made.account_id})
+        return done(
+            request,
+            f"acknowledged {made.account_id}",
+            {"account_id": made.account_id},
+            chosen(form.get("workspace", "")),
+        )
 
     async def expire(request: web.Request) -> web.Response:
         checked = await authorised(request)

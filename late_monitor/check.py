@@ -119,3 +119,21 @@ def run_check(
             f"LATE WARNING - no account matches the configured scope ({scope}) | total=0",
         )
     return assess(snapshot, now=datetime.now(UTC), expiry_warn=warn)
+
+
+_WORST = (CRITICAL, UNKNOWN, WARNING, OK)  # how Nagios ranks states: the first found wins
+
+
+def run_checks(
+    loaded: LoadedConfig | None, *, timeout: float, config_error: str = ""
+) -> tuple[int, str]:
+    """`run_check` of each workspace (one poll each, concurrently bounded by `timeout`
+    apiece): the worst state, a first line naming each workspace's, then their outputs."""
+    if loaded is None or not loaded.named:
+        return run_check(loaded, timeout=timeout, config_error=config_error)
+    results = [(view.workspace, *run_check(view, timeout=timeout)) for view in loaded.workspaces]
+    code = next(state for state in _WORST if any(r[1] == state for r in results))
+    summary = ", ".join(f"{name} {_NAMES[state]}" for name, state, _ in results)
+    lines = [f"LATE {_NAMES[code]} - {len(results)} workspaces: {summary}"]
+    lines += [f"[{name}] {text}" for name, _, text in results]
+    return code, "\n".join(lines)

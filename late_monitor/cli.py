@@ -14,7 +14,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import structlog
 
@@ -31,6 +31,10 @@ from late_monitor.wiring import (
     notifier_from,
     setup_logging,
 )
+from late_monitor.workspace_watch import Budgets, watch_workspace
+
+if TYPE_CHECKING:
+    from late_monitor.notify import Notifier
 
 log = structlog.get_logger("late_monitor.cli")
 
@@ -72,20 +76,56 @@ SIMULATE_EXAMPLE = """example:
 
 
 async def _run_once(loaded: LoadedConfig, *, dry_run: bool) -> int:
-    notifier = notifier_from(loaded)
-    await check_destinations(loaded, notifier, dry_run=dry_run)
+    """One cycle of every workspace, concurrently; the worst exit code of them."""
+    notifiers = [notifier_from(view) for view in loaded.workspaces]
+    for view, notifier in zip(loaded.workspaces, notifiers, strict=True):
+        await check_destinations(view, notifier, dry_run=dry_run)
     store = Store.open(loaded.state_path)
+    budgets = Budgets()
     try:
-        async with client_from(loaded) as client:
-            deps = deps_from(loaded, client=client, store=store, notifier=notifier)
-            result = await run_cycle(deps, dry_run=dry_run)
+        outcomes = await asyncio.gather(
+            *(
+                _run_workspace(view, notifier, store, budgets, dry_run=dry_run, first=not index)
+                for index, (view, notifier) in enumerate(
+                    zip(loaded.workspaces, notifiers, strict=True)
+                )
+            ),
+            return_exceptions=True,  # one workspace's failure stops none of the others
+        )
     finally:
         store.close()
+    codes = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        codes.append(outcome)
+    return max(codes)
+
+
+async def _run_workspace(
+    loaded: LoadedConfig,
+    notifier: Notifier,
+    store: Store,
+    budgets: Budgets,
+    *,
+    dry_run: bool,
+    first: bool,
+) -> int:
+    prefix = f"late-monitor: {loaded.label}: " if loaded.label else "late-monitor: "
+    async with client_from(loaded) as client:
+        budgets.add(loaded.workspace, client)
+        scoped = store.scoped(loaded.workspace)
+        deps = deps_from(loaded, client=client, store=scoped, notifier=notifier)
+        if not first:
+            deps.heartbeat = None  # one dead-man's switch per run: the first workspace's
+        if not dry_run:
+            await watch_workspace(deps, budgets, loaded.workspace)
+        result = await run_cycle(deps, dry_run=dry_run)
     # the API's error text may echo the key back
     if result.outcome != "ok":
-        print(REDACTOR.redact(f"late-monitor: poll failed: {result.error}"), file=sys.stderr)
+        print(REDACTOR.redact(f"{prefix}poll failed: {result.error}"), file=sys.stderr)
     for failure in result.delivery.failures:
-        print(REDACTOR.redact(f"late-monitor: delivery failed: {failure}"), file=sys.stderr)
+        print(REDACTOR.redact(f"{prefix}delivery failed: {failure}"), file=sys.stderr)
     return result.exit_code
 
 
@@ -124,19 +164,27 @@ def _loaded_for_tool(args: argparse.Namespace, *, warn: bool = True) -> LoadedCo
 def cmd_status(args: argparse.Namespace) -> int:
     from late_monitor.commands import print_status as status
 
-    return status(_loaded_for_tool(args), as_json=args.json)
+    return status(_loaded_for_tool(args), as_json=args.json, workspace=args.workspace)
 
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
     from late_monitor.commands import send_test_notification as test_notify
 
-    return test_notify(_loaded_for_tool(args), tag=args.tag)
+    loaded = _loaded_for_tool(args)
+    views = [loaded.workspace_named(args.workspace)] if args.workspace else loaded.workspaces
+    codes = []
+    for view in views:
+        if loaded.named:
+            print(f"workspace {view.workspace}:", flush=True)
+        codes.append(test_notify(view, tag=args.tag))
+    return max(codes)
 
 
 def cmd_reconnect(args: argparse.Namespace) -> int:
     from late_monitor.commands import print_reconnect
 
-    return print_reconnect(_loaded_for_tool(args), args.account_id)
+    loaded = _loaded_for_tool(args).workspace_named(args.workspace)
+    return print_reconnect(loaded, args.account_id)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -148,24 +196,26 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_webhooks_setup(args: argparse.Namespace) -> int:
     from late_monitor.webhook_commands import setup_webhook
 
-    return setup_webhook(_loaded_for_tool(args), url=args.url)
+    return setup_webhook(_loaded_for_tool(args).workspaces[0], url=args.url)
 
 
 def cmd_webhooks_status(args: argparse.Namespace) -> int:
     from late_monitor.webhook_commands import webhook_status
 
-    return webhook_status(_loaded_for_tool(args), as_json=args.json)
+    return webhook_status(_loaded_for_tool(args).workspaces[0], as_json=args.json)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from late_monitor.check import CRITICAL, WARNING, run_check
+    from late_monitor.check import CRITICAL, WARNING, run_checks
 
     try:
         loaded: LoadedConfig | None = _loaded_for_tool(args, warn=False)  # stdout: one line
         error = ""
+        if loaded is not None and args.workspace:
+            loaded = loaded.workspace_named(args.workspace)
     except ConfigError as exc:
         loaded, error = None, "; ".join(exc.problems)
-    code, text = run_check(loaded, timeout=args.timeout, config_error=error)
+    code, text = run_checks(loaded, timeout=args.timeout, config_error=error)
     print(REDACTOR.redact(text), flush=True)
     return WARNING if args.warning_only_exit and code == CRITICAL else code
 
@@ -236,6 +286,10 @@ def _config_option(parser: argparse.ArgumentParser, *, top: bool = False) -> Non
     )
 
 
+def _workspace_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("-w", "--workspace", metavar="NAME", help=text + " ([[workspaces]] name)")
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -291,6 +345,7 @@ def build_parser() -> _Parser:
         action="store_true",
         help="exit WARNING (1) where it would exit CRITICAL (2)",
     )
+    _workspace_option(check, "poll only this workspace (default: every one, the worst wins)")
     check.set_defaults(func=cmd_check)
 
     status = commands.add_parser(
@@ -301,6 +356,7 @@ def build_parser() -> _Parser:
     )
     _config_option(status)
     status.add_argument("--json", action="store_true", help="stable JSON instead of a table")
+    _workspace_option(status, "only this workspace (default: every one)")
     status.set_defaults(func=cmd_status)
 
     test_notify = commands.add_parser(
@@ -311,6 +367,7 @@ def build_parser() -> _Parser:
     )
     _config_option(test_notify)
     test_notify.add_argument("--tag", help="only destinations with this Apprise tag")
+    _workspace_option(test_notify, "only this workspace's destinations")
     test_notify.set_defaults(func=cmd_test_notify)
 
     reconnect = commands.add_parser(
@@ -321,6 +378,7 @@ def build_parser() -> _Parser:
     )
     _config_option(reconnect)
     reconnect.add_argument("account_id", help="the account's id, as messages and status show it")
+    _workspace_option(reconnect, "the account's workspace")
     reconnect.set_defaults(func=cmd_reconnect)
 
     config = commands.add_parser("config", help="configuration tools (config check)")

@@ -108,16 +108,35 @@ def render_status(report: dict[str, Any], *, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def print_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.stdout) -> int:
+def print_status(
+    loaded: LoadedConfig,
+    *,
+    as_json: bool,
+    out: TextIO = sys.stdout,
+    workspace: str | None = None,
+) -> int:
+    """The state file's view: of the one workspace, or with [[workspaces]] of each (JSON:
+    `{"workspaces": {name: report}}`), or of the one named with -w."""
+    views = [loaded.workspace_named(workspace)] if workspace else list(loaded.workspaces)
     store = Store.open(loaded.state_path, create=False)
     try:
-        report = status_report(store)
+        reports = {v.workspace: status_report(store.scoped(v.workspace)) for v in views}
     finally:
         store.close()
+    if not loaded.named:
+        report: dict[str, Any] = reports[loaded.workspace]
+    elif workspace:
+        report = {"workspace": views[0].workspace, **reports[views[0].workspace]}
+    else:
+        report = {"workspaces": reports}
     if as_json:
         out.write(REDACTOR.redact(json.dumps(report, indent=2, sort_keys=True)) + "\n")
-    else:
-        out.write(REDACTOR.redact(render_status(report, colour=out.isatty())) + "\n")
+        return 0
+    parts = []
+    for name, one in reports.items():
+        table = render_status(one, colour=out.isatty())
+        parts.append(f"== workspace {name} ==\n{table}" if loaded.named else table)
+    out.write(REDACTOR.redact("\n\n".join(parts)) + "\n")
     return 0
 
 
@@ -129,7 +148,7 @@ def print_reconnect(loaded: LoadedConfig, account_id: str, *, out: TextIO = sys.
 
     store = Store.open(loaded.state_path, create=False)
     try:
-        state = store.load_states().get(account_id)
+        state = store.scoped(loaded.workspace).load_states().get(account_id)
     finally:
         store.close()
     if state is None:
@@ -243,13 +262,16 @@ def config_check(
             parse_listen(loaded.settings.http.listen)
         except ConfigError as exc:
             problems += exc.problems
-    notifier = notifier_from(loaded)
     labels: list[str] = []
-    try:
-        asyncio.run(check_destinations(loaded, notifier))
-        labels = [d.label for d in notifier.destinations]
-    except ConfigError as exc:
-        problems += exc.problems
+    by_workspace: dict[str, list[str]] = {}
+    for view in loaded.workspaces:
+        notifier = notifier_from(view)
+        try:
+            asyncio.run(check_destinations(view, notifier))
+            by_workspace[view.workspace] = [d.label for d in notifier.destinations]
+        except ConfigError as exc:
+            problems += exc.problems
+    labels = by_workspace.get(loaded.workspace, [])
     for warning in loaded.warnings:
         err.write(REDACTOR.redact(f"late-monitor: warning: {warning.text}") + "\n")
     if problems:
@@ -259,11 +281,25 @@ def config_check(
         f"state file:  {loaded.state_path}",
     ]
     for section, model in loaded.settings:
+        if section == "workspaces":
+            continue
         lines.append(f"\n[{section}]")
         for key, value in model:
             name = f"{section}.{key}"
             shown = _shown(name, labels if name == "notify.urls" else value, loaded)
             lines.append(f"{key} = {shown}    # from {loaded.sources.get(name, 'default')}")
+    for view in loaded.views:
+        late = view.settings.late
+        key = "(set, hidden)" if view.api_key is not None else "(not set)"
+        lines += [
+            f"\n[[workspaces]] {view.workspace}",
+            f"api_key = {key}    # from {view.api_key_source}",
+            f"base_url = {late.base_url}",
+            f"profile_id = {late.profile_id!r}, platforms = {late.platforms}",
+            f"interval = {view.settings.monitor.interval:g}s, "
+            f"max_requests_per_minute = {late.max_requests_per_minute}",
+            f"destinations = {by_workspace.get(view.workspace, [])}",
+        ]
     lines.append("\nconfiguration OK")
     out.write(REDACTOR.redact("\n".join(lines)) + "\n")
     return 0

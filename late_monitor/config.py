@@ -16,7 +16,7 @@ import tomllib
 import typing
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -44,6 +44,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 from late_monitor.errors import ConfigError
 from late_monitor.models import KNOWN_PLATFORMS
 from late_monitor.quiet import parse_days, parse_time
+from late_monitor.state import DEFAULT_WORKSPACE
 
 ENV_PREFIX = "LATE_MONITOR_"
 DEFAULT_BASE_URL = "https://zernio.com/api/v1"
@@ -223,14 +224,33 @@ class StateSettings(_Section):
     path: str = ""
 
 
+def _check_routes(value: dict[str, Any]) -> dict[str, Any]:
+    for key, tags in value.items():
+        if key == "profile":
+            if not isinstance(tags, dict) or not all(
+                isinstance(v, list) and all(isinstance(t, str) for t in v) for v in tags.values()
+            ):
+                raise ValueError(
+                    "profile routes are a table of profile name -> tags, e.g. "
+                    'profile."Acme Coffee" = ["acme-slack"]'
+                )
+        elif not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ValueError(f"{key}: a list of Apprise tags is expected")
+    return value
+
+
+RouteKey = Literal["info", "success", "warning", "failure", "profile"]
+
+
 class NotifySettings(_Section):
     urls: list[SecretStr] = Field(default_factory=list)
     config: str = ""
     group: Literal["cycle", "account"] = "cycle"
     retry_for: Duration = 86400.0
-    routes: dict[Literal["info", "success", "warning", "failure"], list[str]] = Field(
-        default_factory=dict
-    )
+    # notify type -> tags; `profile` is profile name -> tags (that profile's news goes there)
+    routes: Annotated[
+        dict[RouteKey, list[str] | dict[str, list[str]]], AfterValidator(_check_routes)
+    ] = Field(default_factory=dict)
     templates: str = ""  # a directory of Jinja2 templates overriding the built-in texts
 
 
@@ -288,6 +308,45 @@ class WebhooksSettings(_Section):
     poll_grace: Annotated[float, BeforeValidator(parse_duration), AfterValidator(_hour)] = 60.0
 
 
+_WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+def _check_workspace_name(value: str) -> str:
+    if not _WORKSPACE_NAME.match(value):
+        raise ValueError(
+            f"{value!r}: a workspace name is 1-40 letters, digits, '-' or '_' (it names the "
+            "workspace in messages, metrics, commands and its environment variable)"
+        )
+    return value
+
+
+class WorkspaceNotifySettings(_Section):
+    """A workspace's own destinations; without urls or config it uses the top-level [notify]."""
+
+    urls: list[SecretStr] = Field(default_factory=list)
+    config: str = ""
+    routes: Annotated[
+        dict[RouteKey, list[str] | dict[str, list[str]]], AfterValidator(_check_routes)
+    ] = Field(default_factory=dict)
+
+
+class WorkspaceSettings(_Section):
+    """One `[[workspaces]]` table: a Late API key and what to watch with it. Unset keys take
+    the value of `[late]` (and `[monitor] interval`, `[notify]`)."""
+
+    name: Annotated[str, AfterValidator(_check_workspace_name)]
+    api_key: SecretStr | None = None
+    api_key_file: str = ""
+    base_url: Annotated[str | None, AfterValidator(lambda v: v and _check_base_url(v))] = None
+    profile_id: str = ""
+    platforms: list[Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True)]] = (
+        Field(default_factory=list)
+    )
+    max_requests_per_minute: int | None = Field(default=None, gt=0)
+    interval: PositiveDuration | None = None
+    notify: WorkspaceNotifySettings = Field(default_factory=WorkspaceNotifySettings)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -313,6 +372,7 @@ class Settings(BaseSettings):
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    workspaces: list[WorkspaceSettings] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,14 +395,69 @@ class LoadedConfig:
     warnings: tuple[ConfigWarning, ...] = ()
     state_path: Path = Path("state.db")  # state.path, or the default for this environment
     webhook_secret: SecretStr | None = None  # webhooks.secret, its file or credential
+    # The workspace this configuration (or this view of it) watches; `views` are the
+    # [[workspaces]] tables, each a LoadedConfig whose [late] and [notify] are that
+    # workspace's (what it does not set comes from the top level).
+    workspace: str = DEFAULT_WORKSPACE
+    views: tuple[LoadedConfig, ...] = ()
+    label: str = ""  # how messages name the workspace: a [[workspaces]] view's name, else ""
+
+    @property
+    def workspaces(self) -> tuple[LoadedConfig, ...]:
+        """Every workspace to watch: the [[workspaces]] views, or this config as the one."""
+        return self.views or (self,)
+
+    @property
+    def named(self) -> bool:
+        """Whether workspaces are configured by name (messages then say which)."""
+        return bool(self.views)
+
+    def workspace_named(self, name: str | None) -> LoadedConfig:
+        """The view of workspace `name` (None: the only one); ConfigError naming the choices."""
+        if name is None:
+            if len(self.workspaces) > 1:
+                raise ConfigError(
+                    "several workspaces are configured; name one with -w/--workspace "
+                    f"({', '.join(v.workspace for v in self.workspaces)})"
+                )
+            return self.workspaces[0]
+        for view in self.workspaces:
+            if view.workspace.lower() == name.lower():
+                return view
+        raise ConfigError(
+            f"no workspace named {name!r}; configured: "
+            + ", ".join(v.workspace for v in self.workspaces)
+        )
 
     def require_api_key(self) -> str:
         if self.api_key is None or not self.api_key.get_secret_value():
+            if self.named:
+                problems = []
+                for view in self.views:
+                    try:
+                        view.require_api_key()
+                    except ConfigError as exc:
+                        problems += exc.problems
+                if problems:
+                    raise ConfigError(problems)
+                return self.views[0].require_api_key()
+            if self.label:
+                env = workspace_key_variable(self.workspace)
+                raise ConfigError(
+                    f"workspaces[{self.workspace}].api_key: no API key; set api_key or "
+                    f"api_key_file in its [[workspaces]] table, {env}, or the systemd "
+                    f"credential {CREDENTIAL_NAME}-{self.workspace}"
+                )
             raise ConfigError(
                 "late.api_key: no API key; set LATE_API_KEY, late.api_key, late.api_key_file "
                 f"or the systemd credential {CREDENTIAL_NAME}"
             )
         return self.api_key.get_secret_value()
+
+
+def workspace_key_variable(name: str) -> str:
+    """The environment variable holding workspace `name`'s API key."""
+    return f"{ENV_PREFIX}WORKSPACES__{re.sub(r'[^A-Z0-9]', '_', name.upper())}__API_KEY"
 
 
 class _EnvSource(EnvSettingsSource):
@@ -540,6 +655,8 @@ def _our_environment(
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX):
             continue
+        if upper.startswith(f"{ENV_PREFIX}WORKSPACES__"):
+            continue  # a workspace's API key: read by _workspace_views, never a setting
         if upper not in known and not upper.startswith(tuple(prefixes)):
             close = difflib.get_close_matches(upper, sorted(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -601,6 +718,7 @@ def load_settings(
     sources = {
         f"{section}.{key}": _origin((section, key), data, path, env)
         for section in Settings.model_fields
+        if section != "workspaces"
         for key in type(getattr(settings, section)).model_fields
     }
     sources["late.api_key"] = api_key_source
@@ -649,7 +767,7 @@ def load_settings(
                 "not this machine sends the API key unencrypted; use https://",
             )
         )
-    return LoadedConfig(
+    loaded = LoadedConfig(
         settings=settings,
         path=path if data or named else None,
         api_key=api_key,
@@ -663,6 +781,126 @@ def load_settings(
         ),
         webhook_secret=webhook_secret,
     )
+    if settings.workspaces:
+        views, more = _workspace_views(loaded, full)
+        loaded = replace(loaded, views=views, warnings=(*loaded.warnings, *more))
+    return loaded
+
+
+def _workspace_views(
+    loaded: LoadedConfig, environ: Mapping[str, str]
+) -> tuple[tuple[LoadedConfig, ...], list[ConfigWarning]]:
+    """Each [[workspaces]] table as a LoadedConfig of its own: [late] and [notify] merged
+    with the table's keys, its own API key."""
+    settings, where = loaded.settings, str(loaded.path or "configuration")
+    seen: dict[str, str] = {}
+    problems: list[str] = []
+    views = []
+    for index, table in enumerate(settings.workspaces):
+        folded = table.name.lower()
+        if folded in seen:
+            problems.append(
+                f"{where}: workspaces[{index}].name: {table.name!r} is already the name of "
+                f"another workspace ({seen[folded]!r}); names must differ (case aside)"
+            )
+            continue
+        seen[folded] = table.name
+        late = settings.late.model_copy(
+            update={
+                "base_url": table.base_url or settings.late.base_url,
+                "profile_id": table.profile_id,
+                "platforms": table.platforms,
+                "max_requests_per_minute": (
+                    table.max_requests_per_minute or settings.late.max_requests_per_minute
+                ),
+            }
+        )
+        notify = settings.notify
+        if table.notify.urls or table.notify.config:
+            notify = notify.model_copy(
+                update={
+                    "urls": table.notify.urls,
+                    "config": table.notify.config,
+                    "routes": table.notify.routes,
+                }
+            )
+        elif table.notify.routes:
+            notify = notify.model_copy(update={"routes": table.notify.routes})
+        monitor = settings.monitor
+        if table.interval is not None:
+            monitor = monitor.model_copy(update={"interval": table.interval})
+        try:
+            key, source = _workspace_key(table, environ, where, index)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        if key is None and loaded.api_key is not None:  # several profiles of one key
+            key, source = loaded.api_key, loaded.api_key_source
+        sources = dict(loaded.sources)
+        sources["late.api_key"] = source
+        sources["workspace"] = f"{where}: workspaces[{index}]"
+        views.append(
+            replace(
+                loaded,
+                settings=settings.model_copy(
+                    update={"late": late, "notify": notify, "monitor": monitor, "workspaces": []}
+                ),
+                api_key=key,
+                api_key_source=source,
+                sources=sources,
+                workspace=table.name,
+                label=table.name,
+            )
+        )
+    warnings = []
+    names = {_variable_part(view.workspace) for view in views}
+    for variable in environ:
+        upper = variable.upper()
+        if upper.startswith(f"{ENV_PREFIX}WORKSPACES__"):
+            part, _, rest = upper.removeprefix(f"{ENV_PREFIX}WORKSPACES__").partition("__")
+            if part not in names or rest != "API_KEY":
+                warnings.append(
+                    ConfigWarning(
+                        "unknown_variable_ignored",
+                        f"{variable}: not a late-monitor setting, ignored (a workspace's key "
+                        f"is {ENV_PREFIX}WORKSPACES__<NAME>__API_KEY, NAME one of the "
+                        "[[workspaces]] names)",
+                    )
+                )
+    if problems:
+        raise ConfigError(problems)
+    return tuple(views), warnings
+
+
+def _variable_part(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def _workspace_key(
+    table: WorkspaceSettings, environ: Mapping[str, str], where: str, index: int
+) -> tuple[SecretStr | None, str]:
+    """A workspace's API key: its variable, then api_key, api_key_file, the credential."""
+    variable = workspace_key_variable(table.name)
+    label = f"workspaces[{table.name}]"
+    for name, value in environ.items():
+        if name.upper() == variable and (key := _clean_key(value, name)):
+            return SecretStr(key), name
+    if table.api_key is not None and table.api_key_file:
+        raise ConfigError(f"{where}: {label}: api_key and api_key_file are both set; keep one")
+    if table.api_key is not None and (
+        key := _clean_key(table.api_key.get_secret_value(), f"{where}: {label}.api_key")
+    ):
+        return SecretStr(key), f"{where}: workspaces[{index}]"
+    if table.api_key_file:
+        key_file = Path(table.api_key_file).expanduser()
+        return SecretStr(_read_secret_file(key_file, f"{label}.api_key_file")), str(key_file)
+    if credentials := environ.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(credentials) / f"{CREDENTIAL_NAME}-{table.name}"
+        if credential.is_file():
+            return SecretStr(_read_secret_file(credential, "credential")), (
+                f"systemd credential {credential.name}"
+            )
+    return None, "unset"
 
 
 def _resolve_webhook_secret(

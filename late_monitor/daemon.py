@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +36,7 @@ from late_monitor.wiring import (
     notifier_from,
     setup_logging,
 )
+from late_monitor.workspace_watch import Budgets, watch_workspace
 
 log = structlog.get_logger("late_monitor.daemon")
 
@@ -43,8 +46,30 @@ WATCH_FIRST = 60.0  # seconds after start: the first look at Late's view of our 
 HISTORY_DAYS = 30
 
 
+@dataclass
+class Unit:
+    """One workspace the daemon watches: its configuration, its cycle's parts and its own
+    lock, so that one workspace's slow or failing cycle never holds back another's."""
+
+    loaded: LoadedConfig
+    deps: CycleDeps
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.workspace
+
+    @property
+    def job_id(self) -> str:
+        return f"poll:{self.name}"
+
+    @property
+    def interval(self) -> float:
+        return self.loaded.settings.monitor.interval
+
+
 class Daemon:
-    """Runs cycles on a schedule until told to stop.
+    """Runs cycles on a schedule until told to stop: one poll job per workspace.
 
     Shutdown, in order:
       1. STOPPING=1 to systemd; the poll and retry jobs are paused (no new cycle starts),
@@ -71,14 +96,27 @@ class Daemon:
         self._config_arg = config_arg
         self.clock = clock
         self.store = Store.open(loaded.state_path)
-        self.deps: CycleDeps = deps_from(
-            loaded, client=client_from(loaded), store=self.store, notifier=notifier, clock=clock
-        )
-        scope_of_state(self.deps)  # a state file of another scope: refused now, not each poll
+        self.units: dict[str, Unit] = {}
+        budgets = Budgets()
+        for index, view in enumerate(loaded.workspaces):
+            deps = deps_from(
+                view,
+                client=client_from(view),
+                store=self.store.scoped(view.workspace),
+                notifier=notifier if index == 0 else None,
+                clock=clock,
+            )
+            budgets.add(view.workspace, deps.client)
+            if index:
+                deps.heartbeat = None  # one dead-man's switch per daemon: the first workspace's
+            scope_of_state(deps)  # a state file of another scope: refused now, not each poll
+            self.units[view.workspace] = Unit(view, deps)
+        self.budgets = budgets
         self.systemd = SystemdNotifier(environ)
         self.metrics = Metrics()
-        self.liveness = Liveness(
-            interval=loaded.settings.monitor.interval, started=clock().timestamp()
+        self.liveness = Liveness(  # the shortest interval: /readyz must allow for the most eager
+            interval=min(unit.interval for unit in self.units.values()),
+            started=clock().timestamp(),
         )
         self.intake = Intake(
             secret=self._webhook_secret,
@@ -87,37 +125,55 @@ class Daemon:
             clock=clock,
         )
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self._busy = asyncio.Lock()
         self._stop = asyncio.Event()
         self._stop_requests = 0
         self._reloads: set[asyncio.Task[None]] = set()
 
+    @property
+    def deps(self) -> CycleDeps:
+        """The first workspace's parts: webhooks, reconnect links and the status page's."""
+        return next(iter(self.units.values())).deps
+
     # -- jobs ---------------------------------------------------------------------------
 
-    async def poll(self) -> None:
-        async with self._busy:
+    async def poll(self, workspace: str | None = None) -> None:
+        unit = self.units.get(workspace) if workspace else self.deps_unit
+        if unit is None:
+            return  # a reload removed the workspace
+        async with unit.busy:
             try:
-                result = await run_cycle(self.deps)
+                with structlog.contextvars.bound_contextvars(**self._bound(unit)):
+                    await watch_workspace(unit.deps)
+                    result = await run_cycle(unit.deps)
             except ConfigError as exc:
-                log.error("cycle_failed", error="; ".join(exc.problems))
+                log.error("cycle_failed", error="; ".join(exc.problems), **self._bound(unit))
                 return
             except LateMonitorError as exc:
-                log.error("cycle_failed", error=str(exc))
+                log.error("cycle_failed", error=str(exc), **self._bound(unit))
                 return
             except Exception:  # the daemon outlives a bug in one cycle; the log has the trace
-                log.exception("cycle_crashed")
+                log.exception("cycle_crashed", **self._bound(unit))
                 return
-        self._record(result)
-        if result.duration > self.liveness.interval:
+        self._record(unit, result)
+        interval = unit.loaded.settings.monitor.interval
+        if result.duration > interval:
             log.warning(
                 "cycle_slow",
                 duration_s=round(result.duration, 2),
-                interval_s=self.liveness.interval,
+                interval_s=interval,
                 hint="polls are skipped while a cycle runs; raise monitor.interval or "
                 "late.max_requests_per_minute",
+                **self._bound(unit),
             )
 
-    def _record(self, result: CycleResult) -> None:
+    @property
+    def deps_unit(self) -> Unit:
+        return next(iter(self.units.values()))
+
+    def _bound(self, unit: Unit) -> dict[str, str]:
+        return {"workspace": unit.name} if self.loaded.named else {}
+
+    def _record(self, unit: Unit, result: CycleResult) -> None:
         when = self.clock()
         now = when.timestamp()
         self.liveness.cycles += 1
@@ -125,41 +181,46 @@ class Daemon:
             self.liveness.last_success = now
         self.metrics.record(
             result,
-            destinations=self.deps.notifier.indexes(),
-            pending=self.store.pending_count(),
-            remaining=self.deps.client.budget.remaining,
+            destinations=unit.deps.notifier.indexes(),
+            pending=unit.deps.store.pending_count(),
+            remaining=unit.deps.client.budget.remaining,
             now=now,
+            workspace=unit.name,
         )
         counts = result.by_status
+        prefix = f"{unit.name}: " if self.loaded.named else ""
         self.systemd.status(
-            f"{result.accounts} accounts: {counts.get('healthy', 0)} healthy, "
+            f"{prefix}{result.accounts} accounts: {counts.get('healthy', 0)} healthy, "
             f"{counts.get('warning', 0)} warning, {counts.get('error', 0)} error; "
             f"last poll {result.outcome} at {when.astimezone(UTC):%H:%M:%S} UTC"
         )
 
     async def retry_outbox(self) -> None:
-        if self._busy.locked():
-            return  # the cycle delivers anyway
-        async with self._busy:
-            try:
-                deps = self.deps
-                release_due(deps.store, now=deps.clock())  # quiet hours over: the summary
-                delivery = await deliver_pending(
-                    deps.store,
-                    deps.notifier,
-                    retry_for=deps.retry_for,
-                    clock=deps.clock,
-                    lock_wait=deps.lock_wait,
-                )
-            except LateMonitorError as exc:
-                log.error("outbox_retry_failed", error=str(exc))
-                return
-        self.metrics.record_delivery(delivery, destinations=self.deps.notifier.indexes())
-        self.metrics.outbox_pending.set(self.store.pending_count())
+        for unit in list(self.units.values()):
+            if unit.busy.locked():
+                continue  # the cycle delivers anyway
+            async with unit.busy:
+                try:
+                    deps = unit.deps
+                    release_due(deps.store, now=deps.clock())  # quiet hours over: the summary
+                    delivery = await deliver_pending(
+                        deps.store,
+                        deps.notifier,
+                        retry_for=deps.retry_for,
+                        clock=deps.clock,
+                        lock_wait=deps.lock_wait,
+                    )
+                except LateMonitorError as exc:
+                    log.error("outbox_retry_failed", error=str(exc), **self._bound(unit))
+                    continue
+            self.metrics.record_delivery(
+                delivery, destinations=unit.deps.notifier.indexes(), workspace=unit.name
+            )
+            self.metrics.outbox_pending.labels(unit.name).set(unit.deps.store.pending_count())
 
     async def housekeeping(self) -> None:
         before = self.clock() - timedelta(days=HISTORY_DAYS)
-        async with self._busy:
+        async with self.deps_unit.busy:
             pruned = self.store.prune(before=before)
             webhooks = self.intake.prune()
         log.info("history_pruned", cycles=pruned, webhooks=webhooks, older_than_days=HISTORY_DAYS)
@@ -197,24 +258,37 @@ class Daemon:
 
     async def reconnect(self, token: str) -> Answer:
         """A reconnect link was opened: a fresh authUrl to redirect to, then a poll about a
-        minute later ([http] recheck_after) that reports the account's recovery."""
-        answer = await open_link(
-            token,
-            store=self.store,
-            client=self.deps.client,
-            base_url=self.deps.client.base_url,
-            now=self.clock(),
-        )
+        minute later ([http] recheck_after) that reports the account's recovery. Each
+        workspace signs its links with its own key: the one whose key fits answers."""
+        answer = Answer(400, "This reconnect link is not valid (it was changed or cut short).")
+        for unit in list(self.units.values()):
+            answer = await open_link(
+                token,
+                store=unit.deps.store,
+                client=unit.deps.client,
+                base_url=unit.deps.client.base_url,
+                now=self.clock(),
+            )
+            if answer.status != 400:
+                break
+        else:
+            return answer
         if answer.location:
             delay = self.loaded.settings.http.recheck_after
             self.scheduler.add_job(
                 self.poll,
                 DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=delay)),
-                id="recheck",
+                args=[unit.name],
+                id=f"recheck:{unit.name}",
                 replace_existing=True,
                 misfire_grace_time=int(max(delay, 60)),
             )
-            log.info("reconnect_recheck_scheduled", account_id=answer.account_id, in_s=delay)
+            log.info(
+                "reconnect_recheck_scheduled",
+                account_id=answer.account_id,
+                in_s=delay,
+                **self._bound(unit),
+            )
         return answer
 
     # -- signals and reload -------------------------------------------------------------
@@ -238,48 +312,99 @@ class Daemon:
         try:
             loaded = load_settings(self._config_arg)
             loaded.require_api_key()
-            notifier = notifier_from(loaded)
-            await check_destinations(loaded, notifier)
+            notifier = notifier_from(loaded.workspaces[0])
+            await check_destinations(loaded.workspaces[0], notifier)
         except ConfigError as exc:
             log.error("config_reload_failed", problems=exc.problems, kept="previous configuration")
             self.systemd.ready()
             return
-        async with self._busy:  # swap between cycles, never during one
-            old_client = self.deps.client
+        try:
+            notifiers = [notifier]
+            for view in loaded.workspaces[1:]:
+                notifiers.append(notifier_from(view))
+                await check_destinations(view, notifiers[-1])
+        except ConfigError as exc:
+            log.error("config_reload_failed", problems=exc.problems, kept="previous configuration")
+            self.systemd.ready()
+            return
+        async with contextlib.AsyncExitStack() as stack:  # swap between cycles, never in one
+            for unit in list(self.units.values()):
+                await stack.enter_async_context(unit.busy)
+            old = list(self.units.values())
             if loaded.settings.state.path != self.loaded.settings.state.path:
                 log.warning("config_reload_partial", ignored="state.path (needs a restart)")
             self.loaded = loaded
             setup_logging(loaded)
             for warning in loaded.warnings:
                 log.warning(warning.event, problem=warning.text)
-            self.deps = deps_from(
-                loaded,
-                client=client_from(loaded),
-                store=self.store,
-                notifier=notifier,
-                clock=self.clock,
-            )
+            budgets = Budgets()
+            units: dict[str, Unit] = {}
+            for index, (view, view_notifier) in enumerate(
+                zip(loaded.workspaces, notifiers, strict=True)
+            ):
+                deps = deps_from(
+                    view,
+                    client=client_from(view),
+                    store=self.store.scoped(view.workspace),
+                    notifier=view_notifier,
+                    clock=self.clock,
+                )
+                budgets.add(view.workspace, deps.client)
+                if index:
+                    deps.heartbeat = None
+                previous = self.units.get(view.workspace)
+                busy = previous.busy if previous else asyncio.Lock()
+                units[view.workspace] = Unit(view, deps, busy)
+            self.units, self.budgets = units, budgets
+            self.liveness.interval = min(u.interval for u in units.values())
+            self._schedule_polls(first=False)
             self._schedule_watch()
-            interval = loaded.settings.monitor.interval
-            if interval != self.liveness.interval:
-                self.liveness.interval = interval
-                self.scheduler.reschedule_job("poll", trigger=IntervalTrigger(seconds=interval))
-                self.scheduler.modify_job("poll", misfire_grace_time=_grace(interval))
-            await old_client.close()
+            for unit in old:
+                await unit.deps.client.close()
         log.info(
             "config_reloaded",
+            workspaces=len(self.units),
             destinations=len(notifier.destinations),
             interval_s=loaded.settings.monitor.interval,
         )
         self.systemd.ready()
 
+    def _schedule_polls(self, *, first: bool) -> None:
+        """One poll job per workspace, each on its own interval; a reload adds, reschedules
+        and removes them."""
+        wanted = {unit.job_id: unit for unit in self.units.values()}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("poll:") and job.id not in wanted:
+                job.remove()
+        for job_id, unit in wanted.items():
+            trigger = IntervalTrigger(seconds=unit.interval)
+            job = self.scheduler.get_job(job_id)
+            if job is not None:
+                if job.trigger.interval.total_seconds() != unit.interval:
+                    job.reschedule(trigger)
+                    job.modify(misfire_grace_time=_grace(unit.interval))
+                continue
+            # run times are APScheduler's, on its own wall clock: not the daemon's `clock`
+            self.scheduler.add_job(
+                self.poll,
+                trigger,
+                args=[unit.name],
+                id=job_id,
+                next_run_time=datetime.now(UTC),
+                misfire_grace_time=_grace(unit.interval),
+                max_instances=1,
+                coalesce=True,
+            )
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> int:
         try:  # before anything is scheduled: alerts that could go nowhere are a config error
-            await check_destinations(self.loaded, self.deps.notifier)
+            for unit in self.units.values():
+                await check_destinations(unit.loaded, unit.deps.notifier)
         except ConfigError:
-            await self.deps.client.close()
+            for unit in self.units.values():
+                await unit.deps.client.close()
             self.store.close()
             raise
         loop = asyncio.get_running_loop()
@@ -296,21 +421,14 @@ class Daemon:
                 reconnect=self.reconnect,
                 admin_token=_secret(self.loaded.settings.http.admin_token),
                 webhook=self.intake.handle,
+                workspaces=lambda: list(self.units) if self.loaded.named else [],
             )
             http = await start_server(app, listen)
             log.info("http_listening", listen=listen, webhooks=self._webhook_secret() is not None)
         intake = loop.create_task(self.intake.run())
-        interval = self.loaded.settings.monitor.interval
+        interval = self.liveness.interval
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True}
-        # run times are APScheduler's, on its own wall clock: not the daemon's `clock`
-        self.scheduler.add_job(
-            self.poll,
-            IntervalTrigger(seconds=interval),
-            id="poll",
-            next_run_time=datetime.now(UTC),
-            misfire_grace_time=_grace(interval),
-            **common,
-        )
+        self._schedule_polls(first=True)
         self.scheduler.add_job(
             self.retry_outbox,
             IntervalTrigger(seconds=min(OUTBOX_EVERY, interval)),
@@ -330,7 +448,12 @@ class Daemon:
         self.scheduler.start()
         watchdog = loop.create_task(self.systemd.watchdog())
         self.systemd.ready("first poll scheduled")
-        log.info("daemon_started", interval_s=interval, state=str(self.store.path))
+        log.info(
+            "daemon_started",
+            interval_s=interval,
+            state=str(self.store.path),
+            **({"workspaces": list(self.units)} if self.loaded.named else {}),
+        )
         try:
             await self._stop.wait()
         finally:
@@ -345,8 +468,9 @@ class Daemon:
         if http is not None:
             await http.cleanup()  # no new webhooks; those acknowledged are in the state file
         try:
-            async with asyncio.timeout(SHUTDOWN_GRACE), self._busy:
-                pass
+            async with asyncio.timeout(SHUTDOWN_GRACE), contextlib.AsyncExitStack() as stack:
+                for unit in self.units.values():
+                    await stack.enter_async_context(unit.busy)
         except TimeoutError:
             log.warning("shutdown_cycle_abandoned", grace_s=SHUTDOWN_GRACE)
         self.scheduler.shutdown(wait=False)
@@ -354,7 +478,8 @@ class Daemon:
         intake.cancel()
         await asyncio.gather(intake, return_exceptions=True)
         await self.intake.close()
-        await self.deps.client.close()
+        for unit in self.units.values():
+            await unit.deps.client.close()
         self.store.close()
         log.info("daemon_stopped")
 
@@ -369,8 +494,9 @@ def _grace(interval: float) -> int:
 
 def run_daemon(loaded: LoadedConfig, *, config_arg: str | None) -> int:
     async def main() -> int:
-        notifier = notifier_from(loaded)
-        await check_destinations(loaded, notifier)  # before the state file is created
-        return await Daemon(loaded, config_arg=config_arg, notifier=notifier).run()
+        notifiers = [notifier_from(view) for view in loaded.workspaces]
+        for view, notifier in zip(loaded.workspaces, notifiers, strict=True):
+            await check_destinations(view, notifier)  # before the state file is created
+        return await Daemon(loaded, config_arg=config_arg, notifier=notifiers[0]).run()
 
     return asyncio.run(main())

@@ -54,6 +54,9 @@ class Kind(StrEnum):
     WEBHOOK_FAILING = "webhook_failing"
     WEBHOOK_DISABLED = "webhook_disabled"
     WEBHOOK_RESTORED = "webhook_restored"
+    BLIND_SPOT = "blind_spot"  # profiles the workspace's key cannot see, or over the limit
+    KEY_EXPIRING = "key_expiring"  # the monitor's own API key
+    KEY_WRITABLE = "key_writable"  # the monitor's key could be read-only
 
 
 @dataclass(frozen=True, slots=True)

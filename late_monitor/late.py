@@ -31,6 +31,7 @@ from late_monitor.errors import (
 from late_monitor.health_list import HealthParser
 from late_monitor.impact import PAGE_SIZE, Page, parse_page
 from late_monitor.models import Body, Detail, Snapshot, bad_payload, parse_detail
+from late_monitor.workspace_facts import KeyInfo
 
 if TYPE_CHECKING:  # the webhook calls import it: a poll never needs it (~10 ms at start)
     from late_monitor.webhooks import LateWebhook
@@ -281,6 +282,22 @@ class LateClient:
         if hook is None:
             raise self._masked_error(bad_payload(body, status, "webhook without an _id"))
         return hook
+
+    async def workspace_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """The JSON of one of the workspace's own listings (`/profiles`, `/api-keys`,
+        `/users`), read by workspace_facts; any answer but a JSON object is an error."""
+        status, body = await self._get(path, params or {})
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise self._masked_error(bad_payload(body, status, "not a JSON object"))
+        return data
+
+    def owns(self, key: KeyInfo) -> bool:
+        """Whether `key`, as /api-keys lists it, is the one this client sends."""
+        return key.matches(self._api_key)
 
     async def _get(self, path: str, params: Mapping[str, str]) -> tuple[int, Body]:
         return await self._call("GET", path, params)

@@ -58,6 +58,9 @@ _API_TITLES = {
     Kind.WEBHOOK_FAILING: "Late's webhook deliveries are failing",
     Kind.WEBHOOK_DISABLED: "Late's webhook is off: polling only",
     Kind.WEBHOOK_RESTORED: "Late's webhook delivers again",
+    Kind.BLIND_SPOT: "some accounts are not watched",
+    Kind.KEY_EXPIRING: "late-monitor's API key expires",
+    Kind.KEY_WRITABLE: "late-monitor's API key could be read-only",
 }
 
 
@@ -124,6 +127,8 @@ class Notifier:
         timeout: float = 30.0,
         body_limits: Mapping[str, int] | None = None,
         templates: str = "",
+        workspace: str = "",
+        profile_routes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._urls = list(urls)
         self._body_limits = {**_BODY_LIMITS, **(body_limits or {})}  # schema -> characters
@@ -136,6 +141,12 @@ class Notifier:
         self._single: dict[str, Any] = {}
         self._learned: dict[str, int] = {}  # destination key -> the size it took after a 4xx
         self.renderer = Renderer(templates)  # a broken templates directory: ConfigError now
+        self.workspace = workspace  # named in every title ("" for the implicit one)
+        # profile name -> tags: that profile's news goes there instead of its type's route
+        self._profile_routes = {
+            name.casefold(): tuple(tags) for name, tags in (profile_routes or {}).items()
+        }
+        self.profiles: Mapping[str, str] = {}  # profile id -> name, from Late's /v1/profiles
 
     @property
     def configured(self) -> bool:
@@ -195,7 +206,11 @@ class Notifier:
                     f"notify.config: {self._config_path} gives no destination (empty, or "
                     "not an Apprise YAML/TEXT config)"
                 )
-        for notify_type, tags in sorted(self._routes.items()):
+        routes = [
+            *sorted(self._routes.items()),
+            *((f"profile.{name!r}", tags) for name, tags in sorted(self._profile_routes.items())),
+        ]
+        for notify_type, tags in routes:
             for tag in tags:
                 if next(iter(self._apprise.find(tag=[tag], match_always=False)), None) is None:
                     problems.append(
@@ -215,6 +230,24 @@ class Notifier:
         """The destinations a message of this type goes to (Apprise's own tag matching)."""
         tags = self._routes.get(notify_type)
         return self.tagged(*tags) if tags else self.destinations
+
+    def routed_event(self, event: Event) -> list[Destination]:
+        """Where an event goes: its profile's route when it has one, else its type's, less
+        the destinations a profile route names (they hear of their profile alone)."""
+        if not self._profile_routes:
+            return self.routed(event.notify_type)
+        if event.account is not None and event.account.profile_id:
+            name = self.profiles.get(event.account.profile_id, event.account.profile_id)
+            tags = self._profile_routes.get(name.casefold())
+            if tags:
+                return self.tagged(*tags)
+        claimed = {
+            d.key
+            for tags in self._profile_routes.values()
+            for d in self.tagged(*tags)
+            if "always" not in d.tags
+        }
+        return [d for d in self.routed(event.notify_type) if d.key not in claimed]
 
     def tagged(self, *tags: str) -> list[Destination]:
         """Destinations matching any of the tags, or tagged `always` (Apprise's matching)."""
@@ -242,7 +275,7 @@ class Notifier:
         for group in groups:
             per_destination: dict[str, list[Event]] = defaultdict(list)
             for event in group:
-                for destination in self.routed(event.notify_type):
+                for destination in self.routed_event(event):
                     per_destination[destination.key].append(event)
             by_content: dict[tuple[str, tuple[int, ...]], list[str]] = defaultdict(list)
             for key, routed in per_destination.items():
@@ -252,8 +285,16 @@ class Notifier:
             for (style, content), keys in by_content.items():
                 chosen = [index[i] for i in content]
                 title, entries, notify_type = digest(
-                    chosen, details or {}, extras, style=style, renderer=self.renderer
+                    chosen,
+                    details or {},
+                    extras,
+                    style=style,
+                    renderer=self.renderer,
+                    profiles=self.profiles,
+                    workspace=self.workspace,
                 )
+                if self.workspace and self.workspace not in title:
+                    title = f"[{self.workspace}] {title}"  # a custom title template forgot it
                 messages.append(
                     PlannedMessage(
                         notify_type=notify_type,
@@ -425,6 +466,8 @@ def digest(
     *,
     style: str = "text",
     renderer: Renderer | None = None,
+    profiles: Mapping[str, str] | None = None,
+    workspace: str = "",
 ) -> tuple[str, tuple[Entry, ...], str]:
     """Title, the body's entries (one per account, the API's first) and Apprise type, in
     the destination's style."""
@@ -483,6 +526,7 @@ def digest(
                 "details": detailed,
             },
             "events": [event_context(e) for e in ordered],
+            "workspace": workspace,
         },
     )
     entries = [
@@ -506,7 +550,11 @@ def digest(
     for account_id, evs in by_account.items():
         kind = worst_kind(evs)
         context = account_context(
-            evs, details.get(account_id), extras.get(account_id), str(worst_type(evs))
+            evs,
+            details.get(account_id),
+            extras.get(account_id),
+            str(worst_type(evs)),
+            profiles=profiles,
         )
         context["format"] = FORMAT_OF_STYLE[style]
         entries.append(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 REFRESH_SECONDS = 30
 # Reload on a timer unless the viewer is typing in a form (a plain meta refresh would lose it).
@@ -57,6 +58,8 @@ class Viewer:
     csrf: str = ""
     message: str = ""
     error: bool = False
+    workspace: str = ""  # the workspace shown, when [[workspaces]] are configured
+    workspaces: tuple[str, ...] = ()
 
 
 def _when(value: str | None) -> str:
@@ -77,7 +80,23 @@ def _group_of(account: Mapping[str, Any]) -> str:
 
 
 def _csrf(viewer: Viewer) -> str:
-    return f'<input type="hidden" name="csrf" value="{_e(viewer.csrf)}">'
+    """The fields every action form carries: its CSRF token and the workspace shown."""
+    field = f'<input type="hidden" name="csrf" value="{_e(viewer.csrf)}">'
+    if viewer.workspace:
+        field += f'<input type="hidden" name="workspace" value="{_e(viewer.workspace)}">'
+    return field
+
+
+def _workspace_nav(viewer: Viewer) -> str:
+    if not viewer.workspaces:
+        return ""
+    links = " · ".join(
+        f"<b>{_e(name)}</b>"
+        if name == viewer.workspace
+        else f"<a href='/?workspace={quote(name)}'>{_e(name)}</a>"
+        for name in viewer.workspaces
+    )
+    return f"<p class='summary'>Workspaces: {links}</p>"
 
 
 def _account_row(a: Mapping[str, Any], viewer: Viewer, group: str) -> str:
@@ -279,7 +298,8 @@ def render_page(report: Mapping[str, Any], viewer: Viewer) -> str:
         f"<title>late-monitor: {counts['error']} error, {counts['warning']} warning</title>"
         f"<noscript><meta http-equiv='refresh' content='{REFRESH_SECONDS}'></noscript>"
         f"<style>{_STYLE}</style><script>{REFRESH_SCRIPT}</script></head><body>"
-        f"<h1>late-monitor</h1><p class='summary'>{summary}"
+        f"<h1>late-monitor{' / ' + _e(viewer.workspace) if viewer.workspace else ''}</h1>"
+        f"{_workspace_nav(viewer)}<p class='summary'>{summary}"
         f"<span class='muted'>as of {_e(_when(report.get('generated_at')))}; refreshes "
         f"every {REFRESH_SECONDS} s</span></p>{message}{api_line}{_controls(viewer)}"
         f"{_accounts(accounts, viewer)}"

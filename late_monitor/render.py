@@ -326,7 +326,12 @@ def when(value: datetime | None) -> str:
 
 
 def account_context(
-    events: Sequence[Event], detail: Detail | None, extras: Extras | None, worst: str
+    events: Sequence[Event],
+    detail: Detail | None,
+    extras: Extras | None,
+    worst: str,
+    *,
+    profiles: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What an account's entry template gets (README: "Templates")."""
     first = events[0]
@@ -370,6 +375,8 @@ def account_context(
             "can_post": state.can_post,
             "since": state.since,
             "profile_id": state.profile_id or "",
+            # the profile's name from Late's /v1/profiles, when known ("" otherwise)
+            "profile": (profiles or {}).get(state.profile_id or "", ""),
             "healthy": state.healthy,
         },
         "change": change,

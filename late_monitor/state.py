@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 HEALTHY = "healthy"
+DEFAULT_WORKSPACE = "default"  # the one implicit workspace of a config without [[workspaces]]
 _RANK = {"healthy": 0, "warning": 1, "error": 2}
 
 

@@ -49,10 +49,10 @@ from late_monitor.messages import (
 )
 from late_monitor.quiet import HeldMessage, summary
 from late_monitor.silences import Ack, Silence
-from late_monitor.state import AccountState, ApiHealth
+from late_monitor.state import DEFAULT_WORKSPACE, AccountState, ApiHealth
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_MS = 30_000  # how long a write waits for another process's transaction
 INTAKE_BUSY_MS = 1_000  # ... when a webhook delivery is waiting for its answer
 
@@ -140,6 +140,40 @@ _CONTROL_TABLES = (
     )""",
 )
 
+# v6: workspaces (issue 15). Per-account rows are keyed by (workspace, account id), a cycle,
+# a message and its outbox rows belong to one workspace; what a file of an earlier release
+# holds is the implicit workspace's, 'default'. SQLite cannot change a primary key, so the two
+# keyed tables are rebuilt. (Meta keys of a named workspace carry its name as a prefix.)
+_WORKSPACES = (
+    """CREATE TABLE accounts_v6 (
+        workspace TEXT NOT NULL DEFAULT 'default',
+        account_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (workspace, account_id)
+    )""",
+    "INSERT INTO accounts_v6 (workspace, account_id, status, data) "
+    "SELECT 'default', account_id, status, data FROM accounts",
+    "DROP TABLE accounts",
+    "ALTER TABLE accounts_v6 RENAME TO accounts",
+    """CREATE TABLE acks_v6 (
+        workspace TEXT NOT NULL DEFAULT 'default',
+        account_id TEXT NOT NULL,
+        condition TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (workspace, account_id)
+    )""",
+    "INSERT INTO acks_v6 (workspace, account_id, condition, reason, created_by, created_at) "
+    "SELECT 'default', account_id, condition, reason, created_by, created_at FROM acks",
+    "DROP TABLE acks",
+    "ALTER TABLE acks_v6 RENAME TO acks",
+    "ALTER TABLE cycles ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
+    "ALTER TABLE messages ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
+    "ALTER TABLE outbox ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
+)
+
 # schema version -> statements that bring a file of that version to the next one, in place
 _MIGRATIONS = {
     # v2: a message's entries (one per account, for merging held messages into one digest)
@@ -188,6 +222,7 @@ _MIGRATIONS = {
     3: _WEBHOOK_EVENTS,
     # v5: silences and acks (operator control)
     4: _CONTROL_TABLES,
+    5: _WORKSPACES,
 }
 
 
@@ -245,19 +280,59 @@ def _decode_state(text: str) -> AccountState:
     return AccountState(**data)
 
 
-class Store:
-    """One late-monitor state file. Open it with `Store.open(path)`."""
+class _Locks:
+    """The cycle lock and the one writer: one per process and file, shared by every
+    workspace's view of it."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    def __init__(self) -> None:
+        self.fd: int | None = None  # the cycle lock, while any task of ours holds it
+        self.holders = 0
+        self.taking = asyncio.Lock()
+        self.writer = asyncio.Lock()
+
+
+class Store:
+    """One late-monitor state file, seen from one workspace. Open it with `Store.open(path)`
+    (the implicit workspace, 'default'); `scoped(name)` is another workspace's view, on the
+    same connection and locks. The outbox, cycles, states, acks and the API's health are a
+    workspace's own; silences and webhook deliveries are the file's."""
+
+    def __init__(
+        self,
+        path: Path,
+        connection: sqlite3.Connection,
+        *,
+        workspace: str = DEFAULT_WORKSPACE,
+        locks: _Locks | None = None,
+    ) -> None:
         self.path = path
+        self.workspace = workspace
         self._db = connection
-        self._lock_fd: int | None = None  # the cycle lock, while any task of ours holds it
-        self._holders = 0
-        self._taking = asyncio.Lock()
-        self._writer = asyncio.Lock()
+        self._locks = locks or _Locks()
+        self._views: dict[str, Store] = {workspace: self}
         # The states as last loaded or committed by this connection, valid while no other
         # connection has committed (PRAGMA data_version): a daemon decodes them only once.
         self._cache: tuple[int, dict[str, AccountState]] | None = None
+
+    def scoped(self, workspace: str) -> Store:
+        """The view of workspace `workspace` (the same object each time)."""
+        view = self._views.get(workspace)
+        if view is None:
+            view = Store(self.path, self._db, workspace=workspace, locks=self._locks)
+            view._views = self._views
+            self._views[workspace] = view
+        return view
+
+    def _key(self, key: str) -> str:
+        """A meta key of this workspace: the implicit one's are the file's plain keys."""
+        return key if self.workspace == DEFAULT_WORKSPACE else f"{self.workspace}:{key}"
+
+    def workspaces(self) -> list[str]:
+        """The workspaces this file holds accounts or cycles of."""
+        rows = self._db.execute(
+            "SELECT workspace FROM accounts UNION SELECT workspace FROM cycles ORDER BY 1"
+        ).fetchall()
+        return [row[0] for row in rows]
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> Store:
@@ -344,25 +419,29 @@ class Store:
         version = self.data_version()
         if self._cache is not None and self._cache[0] == version:
             return self._cache[1]
-        rows = self._db.execute("SELECT data FROM accounts").fetchall()
+        rows = self._db.execute(
+            "SELECT data FROM accounts WHERE workspace = ?", (self.workspace,)
+        ).fetchall()
         states = {state.account_id: state for state in (_decode_state(r[0]) for r in rows)}
         self._cache = (version, states)
         return states
 
     def load_api_health(self) -> ApiHealth:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'api'").fetchone()
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (self._key("api"),)
+        ).fetchone()
         return ApiHealth(**json.loads(row[0])) if row else ApiHealth()
 
     def read_meta(self, key: str) -> Any:
         """A JSON value kept beside the states (e.g. the scope the file was written for)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (self._key(key),)).fetchone()
         return json.loads(row[0]) if row else None
 
     def write_meta(self, key: str, value: Any) -> None:
         self._write(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, json.dumps(value)),
+            (self._key(key), json.dumps(value)),
         )
 
     def meta_setdefault(self, key: str, value: Any) -> Any:
@@ -373,7 +452,7 @@ class Store:
             return found  # no write (and no wait for another process's) once it exists
         self._write(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
-            (key, json.dumps(value)),
+            (self._key(key), json.dumps(value)),
         )
         return self.read_meta(key)
 
@@ -402,27 +481,29 @@ class Store:
         removed = frozenset(removed)
         try:
             with self._transaction() as db:
+                workspace = self.workspace
                 db.executemany(
-                    "INSERT INTO accounts (account_id, status, data) VALUES (?, ?, ?) "
-                    "ON CONFLICT(account_id) DO UPDATE SET status = excluded.status, "
-                    "data = excluded.data",
+                    "INSERT INTO accounts (workspace, account_id, status, data) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT(workspace, account_id) DO UPDATE SET "
+                    "status = excluded.status, data = excluded.data",
                     (
-                        (key, states[key].status, _encode_state(states[key]))
+                        (workspace, key, states[key].status, _encode_state(states[key]))
                         for key in changed
                         if key in states
                     ),
                 )
                 db.executemany(
-                    "DELETE FROM accounts WHERE account_id = ?", ((key,) for key in removed)
+                    "DELETE FROM accounts WHERE workspace = ? AND account_id = ?",
+                    ((workspace, key) for key in removed),
                 )
                 db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('api', ?) "
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (json.dumps(asdict(api)),),
+                    (self._key("api"), json.dumps(asdict(api))),
                 )
                 cycle_id = db.execute(
                     "INSERT INTO cycles (started_at, finished_at, outcome, accounts, events, "
-                    "messages, requests, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "messages, requests, error, workspace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.started_at.timestamp(),
                         now,
@@ -432,12 +513,13 @@ class Store:
                         len(messages),
                         record.requests,
                         record.error,
+                        workspace,
                     ),
                 ).lastrowid
                 for message in messages:
                     message_id = db.execute(
                         "INSERT INTO messages (cycle_id, created_at, notify_type, title, body, "
-                        "accounts, entries) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "accounts, entries, workspace) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             cycle_id,
                             now,
@@ -446,14 +528,23 @@ class Store:
                             message.body,
                             json.dumps(message.accounts),
                             _encode_entries(message.entries),
+                            workspace,
                         ),
                     ).lastrowid
                     held = message.held_until
                     db.executemany(
                         "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
-                        "created_at, state) VALUES (?, ?, ?, ?, ?, ?)",
+                        "created_at, state, workspace) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (
-                            (message_id, key, label, held or now, now, HELD if held else PENDING)
+                            (
+                                message_id,
+                                key,
+                                label,
+                                held or now,
+                                now,
+                                HELD if held else PENDING,
+                                workspace,
+                            )
                             for key, label in message.destinations
                         ),
                     )
@@ -534,25 +625,31 @@ class Store:
             "o.next_attempt_at, m.notify_type, m.title, m.body, o.state, m.cycle_id, "
             "o.unanswered, m.entries, o.last_error FROM outbox o "
             "JOIN messages m ON m.id = o.message_id "
-            f"WHERE o.state IN {_OPEN} ORDER BY o.destination, o.id"
+            f"WHERE o.state IN {_OPEN} AND o.workspace = ? ORDER BY o.destination, o.id",
+            (self.workspace,),
         ).fetchall()
         return [_outbox_row(row) for row in rows]
 
     def pending_count(self) -> int:
         """Rows not delivered yet, set aside ones included."""
         return int(
-            self._db.execute(f"SELECT count(*) FROM outbox WHERE state IN {_OPEN}").fetchone()[0]
+            self._db.execute(
+                f"SELECT count(*) FROM outbox WHERE state IN {_OPEN} AND workspace = ?",
+                (self.workspace,),
+            ).fetchone()[0]
         )
 
     def next_attempt_at(self) -> float | None:
         row = self._db.execute(
-            f"SELECT min(next_attempt_at) FROM outbox WHERE state IN {_OPEN}"
+            f"SELECT min(next_attempt_at) FROM outbox WHERE state IN {_OPEN} AND workspace = ?",
+            (self.workspace,),
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
     def oldest_pending(self) -> float:
         row = self._db.execute(
-            f"SELECT min(created_at) FROM outbox WHERE state IN {_OPEN}"
+            f"SELECT min(created_at) FROM outbox WHERE state IN {_OPEN} AND workspace = ?",
+            (self.workspace,),
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else float("inf")
 
@@ -600,9 +697,9 @@ class Store:
             for key, label in to:
                 inserted = db.execute(
                     "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
-                    "created_at) SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM outbox "
-                    "WHERE message_id = ? AND destination = ?)",
-                    (message_id, key, label, now, created_at, message_id, key),
+                    "created_at, workspace) SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 "
+                    "FROM outbox WHERE message_id = ? AND destination = ?)",
+                    (message_id, key, label, now, created_at, self.workspace, message_id, key),
                 ).rowcount
                 if inserted:
                     added.append(label)
@@ -642,23 +739,24 @@ class Store:
     async def holding(self, wait: float) -> AsyncIterator[None]:
         """The cycle lock, shared by this process's tasks: a webhook processed while a cycle
         polls needs no second flock (which would wait for the cycle), another process does."""
-        async with self._taking:
-            if self._holders == 0:
-                self._lock_fd = await self.lock(wait)
-            self._holders += 1
+        locks = self._locks
+        async with locks.taking:
+            if locks.holders == 0:
+                locks.fd = await self.lock(wait)
+            locks.holders += 1
         try:
             yield
         finally:
-            self._holders -= 1
-            if self._holders == 0 and self._lock_fd is not None:
-                self.release_lock(self._lock_fd)
-                self._lock_fd = None
+            locks.holders -= 1
+            if locks.holders == 0 and locks.fd is not None:
+                self.release_lock(locks.fd)
+                locks.fd = None
 
     @contextlib.asynccontextmanager
     async def writing(self, wait: float) -> AsyncIterator[None]:
         """The cycle lock and this process's one writer: load the states, decide, commit and
         deliver without another task's commit in between."""
-        async with self.holding(wait), self._writer:
+        async with self.holding(wait), self._locks.writer:
             yield
 
     def prune(self, *, before: datetime) -> int:
@@ -684,8 +782,8 @@ class Store:
         """The last cycles, newest first; `started_at` and `finished_at` in epoch seconds."""
         cursor = self._db.execute(
             "SELECT id, started_at, finished_at, outcome, accounts, events, messages, requests, "
-            "error FROM cycles ORDER BY id DESC LIMIT ?",
-            (limit,),
+            "error FROM cycles WHERE workspace = ? ORDER BY id DESC LIMIT ?",
+            (self.workspace, limit),
         )
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -697,8 +795,9 @@ class Store:
         cursor = self._db.execute(
             "SELECT o.id, o.message_id, o.label, o.state, o.attempts, o.next_attempt_at, "
             "o.last_error, o.finished_at, m.notify_type, m.title FROM outbox o "
-            f"JOIN messages m ON m.id = o.message_id WHERE o.state IN ({marks}) ORDER BY o.id",
-            states,
+            f"JOIN messages m ON m.id = o.message_id WHERE o.state IN ({marks}) "
+            "AND o.workspace = ? ORDER BY o.id",
+            (*states, self.workspace),
         )
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -784,8 +883,8 @@ class Store:
 
     def add_ack(self, ack: Ack) -> None:
         self._write(
-            "INSERT INTO acks (account_id, condition, reason, created_by, created_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(account_id) DO UPDATE SET "
+            "INSERT INTO acks (account_id, condition, reason, created_by, created_at, workspace) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(workspace, account_id) DO UPDATE SET "
             "condition = excluded.condition, reason = excluded.reason, "
             "created_by = excluded.created_by, created_at = excluded.created_at",
             (
@@ -794,12 +893,15 @@ class Store:
                 ack.reason,
                 ack.created_by,
                 ack.created_at.timestamp(),
+                self.workspace,
             ),
         )
 
     def load_acks(self) -> dict[str, Ack]:
         rows = self._db.execute(
-            "SELECT account_id, condition, reason, created_by, created_at FROM acks"
+            "SELECT account_id, condition, reason, created_by, created_at FROM acks "
+            "WHERE workspace = ?",
+            (self.workspace,),
         ).fetchall()
         return {
             row[0]: Ack(
@@ -813,7 +915,10 @@ class Store:
         }
 
     def remove_acks(self, account_ids: Iterable[str]) -> None:
-        self._write_many("DELETE FROM acks WHERE account_id = ?", [(a,) for a in account_ids])
+        self._write_many(
+            "DELETE FROM acks WHERE workspace = ? AND account_id = ?",
+            [(self.workspace, a) for a in account_ids],
+        )
 
     def held_rows(self) -> list[dict[str, Any]]:
         """Messages kept back by quiet hours, oldest first."""
@@ -823,16 +928,17 @@ class Store:
         """Held rows whose quiet hours are over become ONE pending summary per destination
         (the held rows are marked released in the same transaction). Returns the summaries."""
         stamp = now.timestamp()
-        due = f"FROM outbox WHERE state = '{HELD}' AND next_attempt_at <= ?"
-        if not self._db.execute(f"SELECT 1 {due} LIMIT 1", (stamp,)).fetchone():
+        due = f"FROM outbox WHERE state = '{HELD}' AND next_attempt_at <= ? AND workspace = ?"
+        if not self._db.execute(f"SELECT 1 {due} LIMIT 1", (stamp, self.workspace)).fetchone():
             return 0  # the usual case, without a write transaction
         by_destination: dict[str, list[tuple[Any, ...]]] = {}
         with self._transaction() as db:  # read again inside: two processes never both release
             rows = db.execute(
                 "SELECT o.id, o.destination, o.label, m.created_at, m.notify_type, m.title, "
                 "m.body FROM outbox o JOIN messages m ON m.id = o.message_id "
-                f"WHERE o.state = '{HELD}' AND o.next_attempt_at <= ? ORDER BY o.id",
-                (stamp,),
+                f"WHERE o.state = '{HELD}' AND o.next_attempt_at <= ? AND o.workspace = ? "
+                "ORDER BY o.id",
+                (stamp, self.workspace),
             ).fetchall()
             for row in rows:
                 by_destination.setdefault(row[1], []).append(row)
@@ -842,13 +948,13 @@ class Store:
                 )
                 message_id = db.execute(
                     "INSERT INTO messages (cycle_id, created_at, notify_type, title, body, "
-                    "accounts) VALUES (NULL, ?, ?, ?, ?, '[]')",
-                    (stamp, notify_type, title, body),
+                    "accounts, workspace) VALUES (NULL, ?, ?, ?, ?, '[]', ?)",
+                    (stamp, notify_type, title, body, self.workspace),
                 ).lastrowid
                 db.execute(
                     "INSERT INTO outbox (message_id, destination, label, next_attempt_at, "
-                    "created_at) VALUES (?, ?, ?, ?, ?)",
-                    (message_id, key, group[0][2], stamp, stamp),
+                    "created_at, workspace) VALUES (?, ?, ?, ?, ?, ?)",
+                    (message_id, key, group[0][2], stamp, stamp, self.workspace),
                 )
                 db.executemany(
                     f"UPDATE outbox SET state = '{RELEASED}', finished_at = ?, last_error = ? "
@@ -928,7 +1034,12 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock
         if version == 0:
-            for statement in (*_SCHEMA.split(";"), *_WEBHOOK_EVENTS, *_CONTROL_TABLES):
+            for statement in (
+                *_SCHEMA.split(";"),
+                *_WEBHOOK_EVENTS,
+                *_CONTROL_TABLES,
+                *_WORKSPACES,
+            ):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")

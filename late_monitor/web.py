@@ -3,7 +3,7 @@ and the status page (`/` and its actions, admin.py) (aiohttp)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,6 +48,7 @@ def build_app(
     reconnect: Callable[[str], Awaitable[Answer]] | None = None,
     admin_token: str = "",
     webhook: Handler | None = None,
+    workspaces: Callable[[], Sequence[str]] = tuple,
 ) -> web.Application:
     """The endpoints; `clock` is the daemon's, the one its liveness timestamps come from.
     `webhook` takes Late's deliveries at POST /webhooks/late (intake.Intake.handle)."""
@@ -80,7 +81,18 @@ def build_app(
         )
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(status_report(store(), now=clock()))
+        names = list(workspaces())
+        if not names:
+            return web.json_response(status_report(store(), now=clock()))
+        wanted = request.query.get("workspace")
+        if wanted is not None:
+            if wanted not in names:
+                raise web.HTTPNotFound(text=f"no workspace named {wanted!r}")
+            names = [wanted]
+        reports = {name: status_report(store().scoped(name), now=clock()) for name in names}
+        if wanted is not None:
+            return web.json_response({"workspace": wanted, **reports[wanted]})
+        return web.json_response({"workspaces": reports})
 
     async def reconnect_handler(request: web.Request) -> web.Response:
         assert reconnect is not None
@@ -98,7 +110,7 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status)
-    add_page_routes(app, store=store, clock=clock, admin_token=admin_token)
+    add_page_routes(app, store=store, clock=clock, admin_token=admin_token, workspaces=workspaces)
     if webhook is not None:
         app.router.add_post(WEBHOOK_PATH, webhook)
         app.router.add_post(WEBHOOK_PATH + "/", webhook)  # as a proxy or a person may write it

@@ -46,12 +46,17 @@ def notifier_from(loaded: LoadedConfig) -> Notifier:
     the file, the line and where `notify.templates` was set."""
     notify = loaded.settings.notify
     try:
+        profile_routes = notify.routes.get("profile")
         return Notifier(
             urls=[url.get_secret_value() for url in notify.urls],
             config_path=notify.config,
-            routes={str(key): value for key, value in notify.routes.items()},
+            routes={
+                str(key): value for key, value in notify.routes.items() if isinstance(value, list)
+            },
             group=notify.group,
             templates=notify.templates,
+            workspace=loaded.label,
+            profile_routes=profile_routes if isinstance(profile_routes, dict) else None,
         )
     except ConfigError as exc:
         raise ConfigError([_where(loaded, problem) for problem in exc.problems]) from None
@@ -160,6 +165,8 @@ def _where(loaded: LoadedConfig, problem: str) -> str:
     source = loaded.sources.get(key, "default")
     if source == "default":
         source = str(loaded.path) if loaded.path else ""
+    if loaded.label:
+        problem = f"workspaces[{loaded.label}]: {problem}"
     return f"{source}: {problem}" if source else problem
 
 

@@ -64,7 +64,7 @@ async def test_history_is_pruned_and_liveness_stamped_by_the_daemons_clock(
     assert len(sink.received) == 1
     assert daemon.liveness.last_success == clock.now.timestamp()
     stamped = daemon.metrics.registry.get_sample_value(
-        "late_monitor_last_successful_poll_timestamp_seconds"
+        "late_monitor_last_successful_poll_timestamp_seconds", {"workspace": "default"}
     )
     assert stamped == clock.now.timestamp()
     cycles = daemon.store.recent_cycles()

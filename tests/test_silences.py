@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
@@ -21,7 +22,10 @@ from late_monitor.status import status_report
 from late_monitor.store import Store
 from tests.support.clock import T0, Clock, clocked_daemon
 from tests.support.process import run_cli
+from tests.support.schema import assert_schema_is_fresh
 from tests.support.sink import Sink
+
+CORPUS = Path(__file__).parent / "corpus"
 
 QUIET = {"monitor": {"detail": "never", "remind_every": "24h"}}
 
@@ -373,6 +377,7 @@ async def test_silences_from_the_cli_are_shared_by_every_process_using_the_state
     [
         (3, ("silences", "acks", "webhook_events")),  # what 0.1.0 wrote
         (4, ("silences", "acks")),  # with webhooks, before operator control
+        (5, ()),  # with operator control, before workspaces
     ],
 )
 def test_an_older_state_file_is_migrated_and_keeps_its_accounts(
@@ -380,27 +385,11 @@ def test_an_older_state_file_is_migrated_and_keeps_its_accounts(
 ) -> None:
     """A file written before operator control gets the silences and acks tables in place."""
     path = tmp_path / f"v{version}.db"
-    store = Store.open(path)
-    store.close()
+    shutil.copy(CORPUS / "state-v5.db", path)  # written by the release before workspaces
     with sqlite3.connect(path) as db:  # back to what that version wrote
+        db.execute("DELETE FROM acks")
         for table in newer_tables:
             db.execute(f"DROP TABLE {table}")
-        db.execute(
-            "INSERT INTO accounts VALUES ('acc_1', 'error', ?)",
-            (
-                json.dumps(
-                    {
-                        "account_id": "acc_1",
-                        "platform": "tiktok",
-                        "username": "@t",
-                        "status": "error",
-                        "needs_reconnect": True,
-                        "can_post": False,
-                        "since": T0.isoformat(),
-                    }
-                ),
-            ),
-        )
         db.execute(f"PRAGMA user_version = {version}")
     store = Store.open(path)
     try:
@@ -410,8 +399,4 @@ def test_an_older_state_file_is_migrated_and_keeps_its_accounts(
         assert store.load_silences() == []
     finally:
         store.close()
-    fresh = tmp_path / "fresh.db"
-    Store.open(fresh).close()
-    with sqlite3.connect(path) as old, sqlite3.connect(fresh) as new:
-        schema = "SELECT name, sql FROM sqlite_master ORDER BY name"
-        assert old.execute(schema).fetchall() == new.execute(schema).fetchall()
+    assert_schema_is_fresh(path, tmp_path)

@@ -74,6 +74,11 @@ class Simulator:
         self.posts: list[SimPost] = []  # scheduled posts, served by GET /v1/posts
         self.auth_urls: list[str] = []  # every authUrl GET /v1/connect/{platform} gave
         self.webhooks = Webhooks()
+        # The workspace's own listings (/v1/profiles, /v1/api-keys, /v1/users): profile id ->
+        # {"name", "isOverLimit"}, and the key in use as /v1/api-keys shows it.
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.key_info: dict[str, Any] = {"scope": "full", "permission": "read", "expiresAt": None}
+        self.user_id = "6507a1b2c3d4e5f6a7b8c9d0"
         self.base_url = ""
         self.port = 0
 
@@ -253,6 +258,9 @@ class Simulator:
         for method in ("GET", "POST", "PUT", "DELETE"):
             app.router.add_route(method, "/api/v1/webhooks/settings", self._webhook_settings)
         app.router.add_post("/api/v1/webhooks/test", self._webhook_test)
+        app.router.add_get("/api/v1/profiles", self._profiles)
+        app.router.add_get("/api/v1/api-keys", self._api_keys)
+        app.router.add_get("/api/v1/users", self._users)
         # Control endpoints for benchmarks and demos driving a simulator in another process.
         app.router.add_post("/_sim/churn", self._churn)
         app.router.add_get("/_sim/stats", self._stats)
@@ -496,6 +504,62 @@ class Simulator:
         self.requests.append((time.time(), request.path, answer.status))
         answer.headers.update(headers)
         return answer
+
+    async def _profiles(self, request: web.Request) -> web.StreamResponse:
+        early, headers = await self._gate(request)
+        if early is not None:
+            return early
+        self.requests.append((time.time(), request.path, 200))
+        over = request.query.get("includeOverLimit") == "true"
+        profiles = [
+            {"_id": pid, "name": p.get("name", pid), "color": "#ffeda0", "isDefault": False}
+            | ({"isOverLimit": bool(p.get("isOverLimit"))} if over else {})
+            for pid, p in self.profiles.items()
+            if over or not p.get("isOverLimit")
+        ]
+        return web.json_response({"profiles": profiles}, headers=headers)
+
+    async def _api_keys(self, request: web.Request) -> web.StreamResponse:
+        early, headers = await self._gate(request)
+        if early is not None:
+            return early
+        self.requests.append((time.time(), request.path, 200))
+        info = self.key_info
+        ours = {
+            "id": "6507a1b2c3d4e5f6a7b8c9d1",
+            "name": info.get("name", "late-monitor"),
+            "keyPreview": f"{self.api_key[:11]}...{self.api_key[-8:]}",
+            "expiresAt": info.get("expiresAt"),
+            "createdAt": "2024-01-15T10:30:00Z",
+            "scope": info.get("scope", "full"),
+            "profileIds": [
+                {"_id": pid, "name": self.profiles.get(pid, {}).get("name", pid), "color": "#fff"}
+                for pid in info.get("profileIds", [])
+            ],
+            "permission": info.get("permission", "read-write"),
+        }
+        other: dict[str, Any] = {  # another key of the same user, never ours
+            "id": "6507a1b2c3d4e5f6a7b8c9d2",
+            "name": "Production",
+            "keyPreview": "sk_99999999...99999999",
+            "expiresAt": None,
+            "createdAt": "2024-01-15T10:30:00Z",
+            "scope": "full",
+            "profileIds": [],
+            "permission": "read-write",
+        }
+        return web.json_response({"apiKeys": [other, ours]}, headers=headers)
+
+    async def _users(self, request: web.Request) -> web.StreamResponse:
+        early, headers = await self._gate(request)
+        if early is not None:
+            return early
+        self.requests.append((time.time(), request.path, 200))
+        user = {"_id": self.user_id, "name": "Owner", "email": "owner@example.com"}
+        return web.json_response(
+            {"currentUserId": self.user_id, "users": [user | {"role": "owner", "isRoot": True}]},
+            headers=headers,
+        )
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         early, headers = await self._gate(request)
