@@ -1,13 +1,13 @@
 """The late-monitor benchmark: every figure of the README's performance table, in one run.
 
-    python3 bench/run.py                  # everything, ~14 minutes on 2 cores
+    python3 bench/run.py                  # every section but sweep, ~14 minutes on 2 cores
     python3 bench/run.py --quick          # small sizes: checks every bench still works (CI)
     python3 bench/run.py --only once,cold # some sections (names below)
     python3 bench/run.py --pg-url postgresql://bench@127.0.0.1/bench   # adds PostgreSQL
 
 Sections, each measured from outside (its own processes, so each peak RSS is its own):
   steady     the daemon's warm cycle (bench/cycle_bench.py) at 1,000 / 10,000 / 50,000
-  sweep      a full detail sweep of 1,000 accounts at 600 requests/min
+  sweep      a full detail sweep of 1,000 accounts at 600 requests/min (only with --only)
   once       `run --once`, a fresh process per run, at 100 / 10,000 / 50,000 (bench/once.py)
   cold       cold `run --once` (100 accounts, one message) against the import floor
   webhooks   time to notify through a webhook, one at a time and at 200/s (bench/webhooks.py)
@@ -229,19 +229,28 @@ def postgres_supported() -> bool:
 
 
 def workspaces(quick: bool) -> dict[str, Any]:
-    """100 workspaces of 500 accounts in one daemon: CPU per round and RSS (issue 15). Runs
-    when this build's config accepts `[[workspaces]]`; a bench/workspaces.py that starts the
-    simulator with one key per workspace and a daemon over all of them plugs in here."""
+    """Many workspaces in one daemon: CPU per round and RSS (issue 15; bench/workspaces.py),
+    at 10 and 100 workspaces of 500 accounts. Runs when this build has `[[workspaces]]`."""
     if not workspaces_supported():
         return {"skipped": "this build's config has no [[workspaces]]"}
-    if not (HERE / "workspaces.py").exists():
-        return {"skipped": "[[workspaces]] exists but bench/workspaces.py does not yet"}
-    count, size = (3, 50) if quick else (100, 500)
-    rows = [
-        bench("workspaces.py", "--workspaces", str(n), "--accounts", str(size))
-        for n in ((1, count) if quick else (10, count))
-    ]
-    return {"sizes": rows}
+    # (workspaces, accounts each, rounds, interval: long enough for a round of them all)
+    sizes = [(2, 100, 2, 3)] if quick else [(10, 500, 3, 10), (100, 500, 3, 30)]
+    return {
+        "sizes": [
+            bench(
+                "workspaces.py",
+                "--workspaces",
+                str(count),
+                "--accounts",
+                str(accounts),
+                "--rounds",
+                str(rounds),
+                "--interval",
+                str(interval),
+            )
+            for count, accounts, rounds, interval in sizes
+        ]
+    }
 
 
 def postgres(url: str, quick: bool) -> dict[str, Any]:
@@ -344,12 +353,21 @@ def targets_table(results: dict[str, Any]) -> str:
             f"| <= 30 s | {first} (run {i['run_s']:.0f} s, {i['messages']} messages, "
             f"{i['detail_requests']} detail requests) |"
         )
+    for w in (results.get("workspaces") or {}).get("sizes", []):
+        rows.append(
+            f"| {w['workspaces']} workspaces of {w['accounts_each']} accounts in one daemon "
+            "(1% change per round) | - | CPU per round "
+            f"{w['cpu_per_round_median_s']} s (rounds: {w['cpu_per_round_s']}); RSS "
+            f"{w['rss_mb']:.0f} MB, peak {w['peak_rss_mb']:.0f} MB |"
+        )
+    for p in (results.get("postgres") or {}).get("sizes", []):
+        rows.append(
+            f"| cycle CPU at {p['accounts']:,} accounts, PostgreSQL against SQLite | <= 1.5x | "
+            f"{p['postgres_cpu_s']:.3f} s / {p['sqlite_cpu_s']:.3f} s = {p['ratio']:.2f}x |"
+        )
     for name in ("workspaces", "postgres"):
-        section = results.get(name) or {}
-        if "skipped" in section:
+        if "skipped" in (section := results.get(name) or {}):
             rows.append(f"| {name} | - | not measured: {section['skipped']} |")
-        for r in section.get("sizes", []):
-            rows.append(f"| {name} | - | {json.dumps(r)} |")
     return "\n".join(rows)
 
 
@@ -383,6 +401,8 @@ def check_quick(results: dict[str, Any]) -> None:
     for i in results["incident"]:
         assert i["first_message_s"] is not None, i
         assert i["messages"] >= 1, i
+    for w in results["workspaces"].get("sizes", []):
+        assert w["messages"] >= w["workspaces"], w  # news in every workspace, each told
 
 
 def main() -> None:
@@ -398,11 +418,12 @@ def main() -> None:
         help="a throwaway PostgreSQL database for the postgres section",
     )
     args = parser.parse_args()
-    only = set(args.only.split(",")) - {""} if args.only else set(SECTIONS)
+    only = set(args.only.split(",")) - {""} if args.only else set(SECTIONS) - {"sweep"}
     if unknown := only - set(SECTIONS):
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     if args.quick:
         only.discard("sweep")
+    everything = only == set(SECTIONS) - {"sweep"}
     quick = args.quick
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -446,7 +467,7 @@ def main() -> None:
             "once",
             lambda: once([100, 1000] if quick else [100, 10000, 50000], 1 if quick else 3),
         ),
-        ("cold", "cold_start", lambda: cold_start(2 if quick else 10)),
+        ("cold", "cold_start", lambda: cold_start(1 if quick else 10)),
         (
             "webhooks",
             "webhooks",
@@ -477,7 +498,7 @@ def main() -> None:
     (out / ("quick.json" if quick else "latest.json")).write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"\n{results['date']}, {results['bench_wall_s']:.0f} s in all.")
-    if quick and only == set(SECTIONS) - {"sweep"}:
+    if quick and everything:
         check_quick(results)
 
 
