@@ -14,27 +14,72 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
-from bench.pg_state import backend_cpu, pg_schema
 from late_monitor.backends import open_store
 from late_monitor.config import load_settings
 from late_monitor.cycle import CycleResult, run_cycle
 from late_monitor.simulator import DEFAULT_KEY
 from late_monitor.wiring import client_from, deps_from, setup_logging
+
+
+# PostgreSQL (--state-url): a schema made for one run, and the CPU its backends spent
+@contextlib.contextmanager
+def pg_schema(url: str) -> Iterator[str]:
+    """A URL whose tables land in a fresh schema of `url`'s database, dropped afterwards;
+    "" (SQLite) passes through."""
+    if not url:
+        yield ""
+        return
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{separator}options={quote(f'-csearch_path={schema}', safe='')}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def backend_cpu(url: str) -> float:
+    """CPU seconds (user + system) of late-monitor's backends on a server on this machine."""
+    if not url:
+        return 0.0
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'late-monitor'"
+            ).fetchall()
+        ]
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -213,7 +258,9 @@ if __name__ == "__main__":
         "--posts", type=float, default=0.0, help="scheduled posts per account in the next 72 h"
     )
     parser.add_argument("--impact-pages", type=int, default=10, help="impact.max_pages")
-    parser.add_argument("--state-url", default="", help="keep the state in this PostgreSQL")
+    parser.add_argument(
+        "--state-url", default="", help="[state] url: PostgreSQL instead of a SQLite file"
+    )
     os.environ.pop("LATE_API_KEY", None)
     started = time.perf_counter()
     arguments = parser.parse_args()
