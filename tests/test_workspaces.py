@@ -120,6 +120,11 @@ def test_a_config_without_workspaces_is_one_implicit_workspace(tmp_path: Path) -
             {},
             "workspaces[1].name: 'ACME' is already the name of another workspace ('acme')",
         ),
+        (  # both would read LATE_MONITOR_WORKSPACES__A_B__API_KEY: one client's key for two
+            [{"name": "a-b", "api_key": "a"}, {"name": "a_b", "api_key": "b"}],
+            {},
+            "workspaces[1].name: 'a_b' is already the name of another workspace ('a-b')",
+        ),
         ([{"name": "acme co", "api_key": "a"}], {}, "workspaces.0.name: 'acme co': a workspace"),
         (
             [{"name": "acme", "api_key": "a", "api_key_file": "/k"}],
