@@ -143,7 +143,7 @@ class Daemon:
         async with unit.busy:
             try:
                 with structlog.contextvars.bound_contextvars(**self._bound(unit)):
-                    await watch_workspace(unit.deps)
+                    await watch_workspace(unit.deps, self.budgets, unit.name)
                     result = await run_cycle(unit.deps)
             except ConfigError as exc:
                 log.error("cycle_failed", error="; ".join(exc.problems), **self._bound(unit))

@@ -66,6 +66,8 @@ async def watch_workspace(
     record: dict[str, Any] = deps.store.read_meta(META_KEY) or {}
     if record.get("profiles") and not deps.notifier.profiles:
         deps.notifier.profiles = dict(record["profiles"])
+    if budgets is not None and isinstance(record.get("user"), str):
+        budgets.learned(workspace, record["user"])  # known from an earlier look (a restart)
     now = deps.clock()
     if now.timestamp() - float(record.get("checked_at", 0.0)) < REFRESH_EVERY:
         return
@@ -80,7 +82,7 @@ async def watch_workspace(
     key = next((k for k in keys or () if deps.client.owns(k)), None)
     try:
         async with deps.store.writing(deps.lock_wait):
-            await _tell(deps, record, profiles, key, now=now, requests=requests)
+            await _tell(deps, record, profiles, key, user, now=now, requests=requests)
     except LateMonitorError as exc:
         log.warning("workspace_watch_not_recorded", error=str(exc))
 
@@ -90,6 +92,7 @@ async def _tell(
     record: dict[str, Any],
     profiles: list[Profile] | None,
     key: KeyInfo | None,
+    user: str | None,
     *,
     now: datetime,
     requests: int,
@@ -119,6 +122,8 @@ async def _tell(
             requests=deps.client.requests - requests,
         )
     record.update(told=told, checked_at=now.timestamp())
+    if user:
+        record["user"] = user
     deps.store.write_meta(META_KEY, record)
     log.info(
         "workspace_watched",

@@ -575,3 +575,35 @@ async def test_two_workspaces_of_one_user_share_its_budget_and_cron_runs_them_al
         assert sim.count("/profiles") == 2  # once an hour per workspace, not per run
     finally:
         await sim.stop()
+
+
+async def test_the_daemon_shares_one_users_budget_and_remembers_it_across_a_restart(
+    tmp_path: Path, base_env: dict[str, str], sink: Sink, sink2: Sink
+) -> None:
+    """Two workspaces of one Late user in the daemon (not only `run --once`): they share a
+    budget from the first look, and again after a restart within the hour (no new look)."""
+    sim = Simulator(make_accounts(4))
+    await sim.start()
+    try:
+        config = write(
+            tmp_path / "c.toml",
+            {
+                "late": {"api_key": DEFAULT_KEY, "base_url": sim.base_url},
+                "monitor": {"interval": "1h", "detail": "never"},
+                "state": {"path": str(tmp_path / "state.db")},
+                "log": {"level": "info", "format": "json"},
+            },
+            [
+                {"name": "two", "profile_id": "prof_2", "notify": {"urls": [sink.url()]}},
+                {"name": "three", "profile_id": "prof_3", "notify": {"urls": [sink2.url()]}},
+            ],
+        )
+        for _ in range(2):  # the second start finds the look less than an hour old
+            async with daemon(config, base_env, tmp_path) as running:
+                await running.until(lambda: running.count("poll_completed") >= 2, limit=30)
+                running.process.terminate()
+                assert await running.wait() == 0
+            assert running.count("budget_shared") == 1, "".join(running.lines)
+        assert sim.count("/users") == 2  # one look per workspace, by the first process
+    finally:
+        await sim.stop()
