@@ -607,3 +607,26 @@ async def test_the_daemon_shares_one_users_budget_and_remembers_it_across_a_rest
         assert sim.count("/users") == 2  # one look per workspace, by the first process
     finally:
         await sim.stop()
+
+
+async def test_check_gives_every_workspace_the_same_timeout_at_once(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator]
+) -> None:
+    """`check -t 2` over three workspaces whose APIs all hang answers UNKNOWN within about
+    2 s, not 3 x 2 s: Nagios kills a plugin that outlives its own timeout."""
+    for sim in sims.values():
+        sim.inject(Fault(kind="hang", count=100))
+    config = write(
+        tmp_path / "c.toml",
+        {"state": {"path": str(tmp_path / "state.db")}},
+        [
+            {"name": name, "base_url": sim.base_url, "api_key": sim.api_key}
+            for name, sim in sims.items()
+        ],
+    )
+    started = asyncio.get_running_loop().time()
+    ran = await run_cli("check", "-t", "2", "--config", str(config), env=base_env, cwd=tmp_path)
+    took = asyncio.get_running_loop().time() - started
+    assert ran.code == 3, ran.output
+    assert ran.stdout.count("no answer from the Late API within 2s") == 3, ran.output
+    assert took < 5.5, took  # 2 s and the interpreter's start; apart, over 6 s
