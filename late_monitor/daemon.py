@@ -128,6 +128,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stop_requests = 0
         self._reloads: set[asyncio.Task[None]] = set()
+        self._retiring: list[Unit] = []  # replaced by a reload, their last cycle still running
 
     @property
     def deps(self) -> CycleDeps:
@@ -141,6 +142,11 @@ class Daemon:
         if unit is None:
             return  # a reload removed the workspace
         async with unit.busy:
+            # a reload may have replaced (or removed) the workspace while this waited; its
+            # new Unit shares the lock held here
+            if (current := self.units.get(unit.name)) is None or current.busy is not unit.busy:
+                return
+            unit = current
             try:
                 with structlog.contextvars.bound_contextvars(**self._bound(unit)):
                     await watch_workspace(unit.deps, self.budgets, unit.name)
@@ -327,40 +333,40 @@ class Daemon:
             log.error("config_reload_failed", problems=exc.problems, kept="previous configuration")
             self.systemd.ready()
             return
-        async with contextlib.AsyncExitStack() as stack:  # swap between cycles, never in one
-            for unit in list(self.units.values()):
-                await stack.enter_async_context(unit.busy)
-            old = list(self.units.values())
-            if loaded.settings.state.path != self.loaded.settings.state.path:
-                log.warning("config_reload_partial", ignored="state.path (needs a restart)")
-            self.loaded = loaded
-            setup_logging(loaded)
-            for warning in loaded.warnings:
-                log.warning(warning.event, problem=warning.text)
-            budgets = Budgets()
-            units: dict[str, Unit] = {}
-            for index, (view, view_notifier) in enumerate(
-                zip(loaded.workspaces, notifiers, strict=True)
-            ):
-                deps = deps_from(
-                    view,
-                    client=client_from(view),
-                    store=self.store.scoped(view.workspace),
-                    notifier=view_notifier,
-                    clock=self.clock,
-                )
-                budgets.add(view.workspace, deps.client)
-                if index:
-                    deps.heartbeat = None
-                previous = self.units.get(view.workspace)
-                busy = previous.busy if previous else asyncio.Lock()
-                units[view.workspace] = Unit(view, deps, busy)
-            self.units, self.budgets = units, budgets
-            self.liveness.interval = min(u.interval for u in units.values())
-            self._schedule_polls(first=False)
-            self._schedule_watch()
-            for unit in old:
-                await unit.deps.client.close()
+        # No waiting for cycles: one hanging workspace must not hold back the reload, nor the
+        # others' polls meanwhile. A running cycle finishes with the parts it started with;
+        # the workspace's next cycle (which waits for it: same lock) takes the new ones.
+        old = list(self.units.values())
+        if loaded.settings.state.path != self.loaded.settings.state.path:
+            log.warning("config_reload_partial", ignored="state.path (needs a restart)")
+        self.loaded = loaded
+        setup_logging(loaded)
+        for warning in loaded.warnings:
+            log.warning(warning.event, problem=warning.text)
+        budgets = Budgets()
+        units: dict[str, Unit] = {}
+        for index, (view, view_notifier) in enumerate(
+            zip(loaded.workspaces, notifiers, strict=True)
+        ):
+            deps = deps_from(
+                view,
+                client=client_from(view),
+                store=self.store.scoped(view.workspace),
+                notifier=view_notifier,
+                clock=self.clock,
+            )
+            budgets.add(view.workspace, deps.client)
+            if index:
+                deps.heartbeat = None
+            previous = self.units.get(view.workspace)
+            busy = previous.busy if previous else asyncio.Lock()
+            units[view.workspace] = Unit(view, deps, busy)
+        self.units, self.budgets = units, budgets
+        self.liveness.interval = min(u.interval for u in units.values())
+        self._schedule_polls(first=False)
+        self._schedule_watch()
+        for unit in old:
+            self._retire(unit)
         log.info(
             "config_reloaded",
             workspaces=len(self.units),
@@ -368,6 +374,21 @@ class Daemon:
             interval_s=loaded.settings.monitor.interval,
         )
         self.systemd.ready()
+
+    def _retire(self, unit: Unit) -> None:
+        """Close a replaced Unit's Late session once its running cycle (if any) is over."""
+
+        async def close() -> None:
+            try:
+                async with unit.busy:
+                    await unit.deps.client.close()
+            finally:
+                self._retiring.remove(unit)
+
+        self._retiring.append(unit)
+        task = asyncio.get_running_loop().create_task(close())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     def _schedule_polls(self, *, first: bool) -> None:
         """One poll job per workspace, each on its own interval; a reload adds, reschedules
@@ -469,7 +490,7 @@ class Daemon:
             await http.cleanup()  # no new webhooks; those acknowledged are in the state file
         try:
             async with asyncio.timeout(SHUTDOWN_GRACE), contextlib.AsyncExitStack() as stack:
-                for unit in self.units.values():
+                for unit in [*self.units.values(), *self._retiring]:
                     await stack.enter_async_context(unit.busy)
         except TimeoutError:
             log.warning("shutdown_cycle_abandoned", grace_s=SHUTDOWN_GRACE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import sqlite3
 import urllib.parse
 import urllib.request
@@ -630,3 +631,39 @@ async def test_check_gives_every_workspace_the_same_timeout_at_once(
     assert ran.code == 3, ran.output
     assert ran.stdout.count("no answer from the Late API within 2s") == 3, ran.output
     assert took < 5.5, took  # 2 s and the interpreter's start; apart, over 6 s
+
+
+def polls_of(running: Any, workspace: str) -> int:
+    return sum(
+        '"event": "poll_completed"' in line and f'"workspace": "{workspace}"' in line
+        for line in running.lines
+    )
+
+
+async def test_a_reload_while_one_workspaces_api_hangs_holds_back_no_other(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """alpha's API hangs (each request until late.timeout, three tries); a SIGHUP then must
+    not stop beta's polls until alpha's cycle gives up, and a workspace the reload removes
+    is polled no more."""
+    sims["alpha"].inject(Fault(kind="hang", count=100_000))
+    tables = [
+        {"name": name, "base_url": sims[name].base_url, "api_key": sims[name].api_key}
+        for name in ("alpha", "beta", "gamma")
+    ]
+    top: dict[str, dict[str, Any]] = {
+        "late": {"timeout": "20s", "max_requests_per_minute": 6000},
+        "monitor": {"interval": "1s", "detail": "never"},
+        "notify": {"urls": [sink.url()]},
+        "state": {"path": str(tmp_path / "state.db")},
+        "log": {"level": "info", "format": "json"},
+    }
+    config = write(tmp_path / "c.toml", top, [dict(t) for t in tables])
+    async with daemon(config, base_env, tmp_path) as running:
+        await running.until(lambda: polls_of(running, "beta") >= 2, limit=20)
+        write(tmp_path / "c.toml", top, [dict(t) for t in tables[:2]])  # gamma goes
+        running.signal(signal.SIGHUP)
+        await running.until(lambda: running.count("config_reloaded") == 1, limit=10)
+        before = polls_of(running, "beta"), polls_of(running, "gamma")
+        await running.until(lambda: polls_of(running, "beta") >= before[0] + 3, limit=10)
+        assert polls_of(running, "gamma") == before[1]
