@@ -281,14 +281,15 @@ def _decode_state(text: str) -> AccountState:
 
 
 class _Locks:
-    """The cycle lock and the one writer: one per process and file, shared by every
-    workspace's view of it."""
+    """The cycle lock (one per process and file, shared by every workspace's view of it)
+    and each workspace's one writer: a workspace's slow delivery or detail calls, made
+    while its writer is held, must not hold back another's commit."""
 
     def __init__(self) -> None:
         self.fd: int | None = None  # the cycle lock, while any task of ours holds it
         self.holders = 0
         self.taking = asyncio.Lock()
-        self.writer = asyncio.Lock()
+        self.writers: dict[str, asyncio.Lock] = {}
 
 
 class Store:
@@ -754,9 +755,10 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def writing(self, wait: float) -> AsyncIterator[None]:
-        """The cycle lock and this process's one writer: load the states, decide, commit and
-        deliver without another task's commit in between."""
-        async with self.holding(wait), self._locks.writer:
+        """The cycle lock and this workspace's one writer in the process: load the states,
+        decide, commit and deliver without another task's commit in between."""
+        writer = self._locks.writers.setdefault(self.workspace, asyncio.Lock())
+        async with self.holding(wait), writer:
             yield
 
     def prune(self, *, before: datetime) -> int:

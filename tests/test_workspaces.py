@@ -667,3 +667,39 @@ async def test_a_reload_while_one_workspaces_api_hangs_holds_back_no_other(
         before = polls_of(running, "beta"), polls_of(running, "gamma")
         await running.until(lambda: polls_of(running, "beta") >= before[0] + 3, limit=10)
         assert polls_of(running, "gamma") == before[1]
+
+
+async def test_one_workspaces_hanging_destination_delays_no_others_alert(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink, sink2: Sink
+) -> None:
+    """alpha's destination takes every message and never answers (15 s a try); beta's news,
+    at the same moment, reaches beta's sink within a few seconds, not after alpha's sends."""
+    sink.hang = 20
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "late": {"max_requests_per_minute": 6000},
+            "monitor": {"interval": "1s", "detail": "never"},
+            "state": {"path": str(tmp_path / "state.db")},
+            "log": {"level": "info", "format": "json"},
+        },
+        [
+            {
+                "name": name,
+                "base_url": sims[name].base_url,
+                "api_key": sims[name].api_key,
+                "notify": {"urls": [own.url()]},
+            }
+            for name, own in (("alpha", sink), ("beta", sink2))
+        ],
+    )
+    async with daemon(config, base_env, tmp_path) as running:
+        await running.until(lambda: polls_of(running, "beta") >= 2, limit=20)
+        sims["alpha"].break_account("acc_00000")
+        await running.until(lambda: sink.posts >= 1, limit=10)  # alpha's send now hangs
+        sims["beta"].break_account("acc_00000")
+        broke = asyncio.get_running_loop().time()
+        await running.until(lambda: len(sink2.received) >= 1, limit=30)
+        took = asyncio.get_running_loop().time() - broke
+    assert sink2.titles() == ["Late [beta]: 1 account needs attention"]
+    assert took < 6, took
