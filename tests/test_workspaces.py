@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from late_monitor.config import load_settings
+from late_monitor.control import add_silence
+from late_monitor.daemon import Daemon
 from late_monitor.errors import ConfigError
 from late_monitor.events import Kind
 from late_monitor.messages import CycleRecord
@@ -26,6 +28,7 @@ from late_monitor.simulator.faults import Fault
 from late_monitor.state import AccountState, ApiHealth
 from late_monitor.store import Store
 from late_monitor.workspace_facts import KeyInfo, Profile, parse_keys, parse_profiles, review
+from tests.support.clock import Clock
 from tests.support.config import toml_value
 from tests.support.process import daemon, free_port, run_cli
 from tests.support.sink import Sink
@@ -703,3 +706,60 @@ async def test_one_workspaces_hanging_destination_delays_no_others_alert(
         took = asyncio.get_running_loop().time() - broke
     assert sink2.titles() == ["Late [beta]: 1 account needs attention"]
     assert took < 6, took
+
+
+async def test_a_silence_that_ends_reannounces_in_every_workspace_it_held_back(
+    tmp_path: Path, sims: dict[str, Simulator], sink: Sink, sink2: Sink
+) -> None:
+    """Silences are the daemon's: one over acc_00001 holds back alpha's and beta's; when it
+    ends, each workspace announces its own still-broken account, not only the first to poll."""
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "late": {"max_requests_per_minute": 6000},
+            "monitor": {"detail": "never", "remind_every": "24h"},
+            "state": {"path": str(tmp_path / "state.db")},
+        },
+        [
+            {
+                "name": name,
+                "base_url": sims[name].base_url,
+                "api_key": sims[name].api_key,
+                "notify": {"urls": [own.url()]},
+            }
+            for name, own in (("alpha", sink), ("beta", sink2))
+        ],
+    )
+    clock = Clock()
+    daemon = Daemon(load_settings(str(config), environ={}), config_arg=str(config), clock=clock)
+    try:
+        for name in ("alpha", "beta"):
+            await daemon.poll(name)
+        add_silence(
+            daemon.store,
+            matchers={"account": ["acc_00001"]},
+            ends_at=clock.now + timedelta(hours=2),
+            reason="migrating",
+            created_by="alice",
+            now=clock.now,
+        )
+        for name in ("alpha", "beta"):
+            sims[name].break_account("acc_00001")
+        clock.advance(minutes=5)
+        for name in ("alpha", "beta"):
+            await daemon.poll(name)
+        assert sink.received == sink2.received == []
+        clock.advance(hours=2)
+        for name in ("alpha", "beta"):
+            await daemon.poll(name)
+        assert sink.titles() == ["Late [alpha]: 1 account needs attention"]
+        assert sink2.titles() == ["Late [beta]: 1 account needs attention"]
+        assert "silence #1 ended" in sink2.received[0]["message"]
+        clock.advance(minutes=5)
+        for name in ("alpha", "beta"):
+            await daemon.poll(name)
+        assert len(sink.received) == len(sink2.received) == 1  # once each
+    finally:
+        for unit in daemon.units.values():
+            await unit.deps.client.close()
+        daemon.store.close()
