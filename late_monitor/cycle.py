@@ -430,6 +430,24 @@ async def record_and_send(
     return messages, delivery
 
 
+async def tell_news(
+    deps: CycleDeps, events: Sequence[Event], *, outcome: str, started: datetime, requests: int
+) -> None:
+    """News that no poll brings (a look at Late's webhook or at the workspace's own account):
+    recorded against the states as they are, and sent. The caller holds `store.writing`."""
+    await record_and_send(
+        deps,
+        events,
+        {},
+        states=deps.store.load_states(),
+        changed=(),
+        api=deps.store.load_api_health(),
+        outcome=outcome,
+        started=started,
+        requests=requests,
+    )
+
+
 async def _plan(
     deps: CycleDeps,
     events: Sequence[Event],

@@ -20,7 +20,7 @@ from datetime import datetime
 import structlog
 from aiohttp import web
 
-from late_monitor.cycle import CycleDeps, record_and_send
+from late_monitor.cycle import CycleDeps, record_and_send, tell_news
 from late_monitor.errors import LateApiError, LateMonitorError
 from late_monitor.events import Event
 from late_monitor.hook_rules import checked, disconnected, webhook_watch
@@ -361,17 +361,7 @@ class Intake:
                 record.get("told", ""), ours, name=name, failures_before=record.get("failures", 0)
             )
             if events:
-                await record_and_send(
-                    deps,
-                    events,
-                    {},
-                    states=deps.store.load_states(),
-                    changed=(),
-                    api=deps.store.load_api_health(),
-                    outcome="webhook_watch",
-                    started=now,
-                    requests=1,
-                )
+                await tell_news(deps, events, outcome="webhook_watch", started=now, requests=1)
             deps.store.write_meta(
                 WATCH_KEY,
                 {

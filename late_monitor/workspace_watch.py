@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from late_monitor.cycle import CycleDeps, record_and_send
+from late_monitor.cycle import CycleDeps, tell_news
 from late_monitor.errors import LateApiError, LateMonitorError
 from late_monitor.late import LateClient
 from late_monitor.workspace_facts import (
@@ -110,13 +110,9 @@ async def _tell(
         deps.notifier.profiles = names
         record["profiles"] = names
     if events:
-        await record_and_send(
+        await tell_news(
             deps,
             events,
-            {},
-            states=deps.store.load_states(),
-            changed=(),
-            api=deps.store.load_api_health(),
             outcome="workspace_watch",
             started=now,
             requests=deps.client.requests - requests,

@@ -22,6 +22,7 @@ from late_monitor.status import status_report
 from late_monitor.store import Store
 from tests.support.clock import T0, Clock, clocked_daemon
 from tests.support.process import run_cli
+from tests.support.schema import assert_schema_is_fresh
 from tests.support.sink import Sink
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -398,8 +399,4 @@ def test_an_older_state_file_is_migrated_and_keeps_its_accounts(
         assert store.load_silences() == []
     finally:
         store.close()
-    fresh = tmp_path / "fresh.db"
-    Store.open(fresh).close()
-    with sqlite3.connect(path) as old, sqlite3.connect(fresh) as new:
-        schema = "SELECT name, sql FROM sqlite_master ORDER BY name"
-        assert old.execute(schema).fetchall() == new.execute(schema).fetchall()
+    assert_schema_is_fresh(path, tmp_path)

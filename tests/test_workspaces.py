@@ -7,7 +7,6 @@ import asyncio
 import json
 import shutil
 import signal
-import sqlite3
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from late_monitor.workspace_facts import KeyInfo, Profile, parse_keys, parse_pro
 from tests.support.clock import Clock
 from tests.support.config import toml_value
 from tests.support.process import daemon, free_port, run_cli
+from tests.support.schema import assert_schema_is_fresh
 from tests.support.sink import Sink
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -194,12 +194,7 @@ def test_a_state_file_of_the_previous_release_is_migrated_into_the_default_works
         assert store.workspaces() == ["default"]
     finally:
         store.close()
-    fresh = tmp_path / "fresh.db"
-    Store.open(fresh).close()
-    with sqlite3.connect(path) as old, sqlite3.connect(fresh) as new:
-        schema = "SELECT name, sql FROM sqlite_master ORDER BY name"
-        assert old.execute(schema).fetchall() == new.execute(schema).fetchall()
-        assert old.execute("PRAGMA user_version").fetchone() == (6,)
+    assert_schema_is_fresh(path, tmp_path)
 
 
 def test_workspaces_keep_the_same_account_id_apart(tmp_path: Path) -> None:
