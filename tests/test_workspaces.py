@@ -322,6 +322,12 @@ def test_blind_spots_and_a_writable_key_are_told_once() -> None:
     # a listing that failed changes nothing; a new over-limit profile is news again
     told, events = review(told, key=None, profiles=None, now=NOW, thresholds=())
     assert events == []
+    # one listing failing, then back: the other's blind spot is not told again, nor this one's
+    for seen_key, seen_profiles in ((None, profiles), (scoped, None)):
+        told, events = review(told, key=seen_key, profiles=seen_profiles, now=NOW, thresholds=())
+        assert events == [], seen_key
+        told, events = review(told, key=scoped, profiles=profiles, now=NOW, thresholds=())
+        assert events == [], seen_key
     more = [*profiles, Profile("p3", "Third", over_limit=True)]
     told, events = review(told, key=scoped, profiles=more, now=NOW, thresholds=())
     assert [e.kind for e in events] == [Kind.BLIND_SPOT]
