@@ -160,7 +160,8 @@ class Daemon:
             except Exception:  # the daemon outlives a bug in one cycle; the log has the trace
                 log.exception("cycle_crashed", **self._bound(unit))
                 return
-        self._record(unit, result)
+        if unit.name in self.units:  # not a workspace a reload removed meanwhile
+            self._record(unit, result)
         interval = unit.loaded.settings.monitor.interval
         if result.duration > interval:
             log.warning(
@@ -367,6 +368,8 @@ class Daemon:
         self._schedule_watch()
         for unit in old:
             self._retire(unit)
+            if unit.name not in units:
+                self.metrics.forget(unit.name)
         log.info(
             "config_reloaded",
             workspaces=len(self.units),

@@ -764,3 +764,43 @@ async def test_a_silence_that_ends_reannounces_in_every_workspace_it_held_back(
         for unit in daemon.units.values():
             await unit.deps.client.close()
         daemon.store.close()
+
+
+async def test_a_workspace_removed_by_a_reload_leaves_no_stale_gauges(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """After a reload drops gamma, /metrics stops showing its last success, accounts and
+    outbox: an alert on `time() - last_successful_poll` would otherwise fire for it forever."""
+    port = free_port()
+    tables = [
+        {"name": name, "base_url": sims[name].base_url, "api_key": sims[name].api_key}
+        for name in ("beta", "gamma")
+    ]
+    top: dict[str, dict[str, Any]] = {
+        "late": {"max_requests_per_minute": 6000},
+        "monitor": {"interval": "1s", "detail": "never"},
+        "notify": {"urls": [sink.url()]},
+        "state": {"path": str(tmp_path / "state.db")},
+        "http": {"listen": f"127.0.0.1:{port}"},
+        "log": {"level": "info", "format": "json"},
+    }
+    config = write(tmp_path / "c.toml", top, [dict(t) for t in tables])
+    async with daemon(config, base_env, tmp_path) as running:
+        await running.until(lambda: polls_of(running, "gamma") >= 1, limit=20)
+        assert 'workspace="gamma"' in (await fetch(port, "/metrics")).decode()
+        write(tmp_path / "c.toml", top, [dict(tables[0])])
+        running.signal(signal.SIGHUP)
+        await running.until(lambda: running.count("config_reloaded") == 1, limit=10)
+        polled = polls_of(running, "beta")
+        await running.until(lambda: polls_of(running, "beta") > polled, limit=10)
+        metrics = (await fetch(port, "/metrics")).decode()
+    gauges = (
+        "late_monitor_accounts{",
+        "late_monitor_unreadable_accounts{",
+        "late_monitor_outbox_pending{",
+        "late_monitor_late_ratelimit_remaining{",
+        "late_monitor_last_successful_poll_timestamp_seconds{",
+    )
+    assert [line for line in metrics.splitlines() if line.startswith(gauges)]  # beta's
+    stale = [line for line in metrics.splitlines() if line.startswith(gauges) and "gamma" in line]
+    assert stale == []
