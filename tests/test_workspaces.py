@@ -804,3 +804,31 @@ async def test_a_workspace_removed_by_a_reload_leaves_no_stale_gauges(
     assert [line for line in metrics.splitlines() if line.startswith(gauges)]  # beta's
     stale = [line for line in metrics.splitlines() if line.startswith(gauges) and "gamma" in line]
     assert stale == []
+
+
+async def test_a_workspace_whose_scope_differs_from_its_state_is_named_with_the_way_out(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """The single form's state becomes the 'default' workspace's; a [[workspaces]] table
+    named default pointing elsewhere is refused naming that workspace, and the way out is
+    another name (state.path is every workspace's)."""
+    top: dict[str, dict[str, Any]] = {
+        "late": {"api_key": sims["alpha"].api_key, "base_url": sims["alpha"].base_url},
+        "notify": {"urls": [sink.url()]},
+        "state": {"path": str(tmp_path / "state.db")},
+        "monitor": {"detail": "never"},
+    }
+    single = write(tmp_path / "single.toml", top, [])
+    ran = await run_cli("run", "--once", "--config", str(single), env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    tables = [
+        {"name": "default", "base_url": sims["beta"].base_url, "api_key": sims["beta"].api_key},
+        {"name": "gamma", "base_url": sims["gamma"].base_url, "api_key": sims["gamma"].api_key},
+    ]
+    multi = write(tmp_path / "multi.toml", top, tables)
+    ran = await run_cli("run", "--once", "--config", str(multi), env=base_env, cwd=tmp_path)
+    assert ran.code == 2, ran.output
+    (line,) = [line for line in ran.stderr.splitlines() if "was written for" in line]
+    assert line.startswith("late-monitor: workspace default: state file "), line
+    assert "give the workspace another name" in line, line
+    assert "own state.path" not in line, line
