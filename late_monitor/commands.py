@@ -194,7 +194,8 @@ def send_test_notification(
         destinations = notifier.tagged(tag) if tag else notifier.destinations
         if not destinations:
             raise ConfigError(f"--tag {tag}: no destination has this tag")
-        title = "Late monitor: test notification"
+        named = f" [{loaded.label}]" if loaded.label else ""  # a shared channel: which one
+        title = f"Late monitor{named}: test notification"
         body = (
             "This is a test from late-monitor. If you can read this, this destination "
             "will receive account-health alerts."

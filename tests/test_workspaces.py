@@ -832,3 +832,22 @@ async def test_a_workspace_whose_scope_differs_from_its_state_is_named_with_the_
     assert line.startswith("late-monitor: workspace default: state file "), line
     assert "give the workspace another name" in line, line
     assert "own state.path" not in line, line
+
+
+async def test_test_notify_says_which_workspaces_destinations_it_tries(
+    tmp_path: Path, base_env: dict[str, str], sink: Sink, sink2: Sink
+) -> None:
+    """Two workspaces whose destinations include the agency's channel: each test message
+    there says which workspace's configuration reached it."""
+    config = write(
+        tmp_path / "c.toml",
+        {"notify": {"urls": [sink.url()]}, "state": {"path": str(tmp_path / "state.db")}},
+        [
+            {"name": "acme", "api_key": "sk_acme_0123456789"},
+            {"name": "bolt", "api_key": "sk_bolt_0123456789", "notify": {"urls": [sink2.url()]}},
+        ],
+    )
+    ran = await run_cli("test-notify", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    assert sink.titles() == ["Late monitor [acme]: test notification"]
+    assert sink2.titles() == ["Late monitor [bolt]: test notification"]
