@@ -273,6 +273,11 @@ def config_check(
         except ConfigError as exc:
             problems += exc.problems
     labels = by_workspace.get(loaded.workspace, [])
+    top = loaded.settings.notify
+    for view in loaded.views:  # [notify] as loaded by a workspace that falls back to it
+        if (view.settings.notify.urls, view.settings.notify.config) == (top.urls, top.config):
+            labels = by_workspace.get(view.workspace, labels)
+            break
     for warning in loaded.warnings:
         err.write(REDACTOR.redact(f"late-monitor: warning: {warning.text}") + "\n")
     if problems:

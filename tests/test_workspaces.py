@@ -851,3 +851,22 @@ async def test_test_notify_says_which_workspaces_destinations_it_tries(
     assert ran.code == 0, ran.output
     assert sink.titles() == ["Late monitor [acme]: test notification"]
     assert sink2.titles() == ["Late monitor [bolt]: test notification"]
+
+
+async def test_config_check_shows_the_top_level_destinations_workspaces_fall_back_to(
+    tmp_path: Path, base_env: dict[str, str], sink: Sink, sink2: Sink
+) -> None:
+    config = write(
+        tmp_path / "c.toml",
+        {"notify": {"urls": [sink.url("AGENCYTOKEN01")]}},
+        [
+            {"name": "acme", "api_key": "sk_acme_0123456789"},
+            {"name": "bolt", "api_key": "sk_bolt_0123456789", "notify": {"urls": [sink2.url()]}},
+        ],
+    )
+    ran = await run_cli("config", "check", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    notify = ran.stdout.split("[notify]\n", 1)[1]
+    urls = notify.splitlines()[0]
+    assert urls.startswith(f'urls = ["json://127.0.0.1:{sink.port}/hook/***"]'), urls
+    assert "AGENCYTOKEN01" not in ran.output
