@@ -109,6 +109,13 @@ async def _tell(
         names = {p.id: p.name for p in profiles}
         deps.notifier.profiles = names
         record["profiles"] = names
+        if unmatched := deps.notifier.unmatched_profile_routes(names.values()):
+            log.warning(  # its news goes to the other destinations: its channel hears nothing
+                "profile_route_unmatched",
+                problem=f"notify.routes.profile: {', '.join(map(repr, unmatched))} names no "
+                "profile of this workspace in Late (renamed?); that profile's news goes to the "
+                f"other destinations. Profiles: {', '.join(sorted(names.values())) or 'none'}",
+            )
     if events:
         await tell_news(
             deps,

@@ -870,3 +870,36 @@ async def test_config_check_shows_the_top_level_destinations_workspaces_fall_bac
     urls = notify.splitlines()[0]
     assert urls.startswith(f'urls = ["json://127.0.0.1:{sink.port}/hook/***"]'), urls
     assert "AGENCYTOKEN01" not in ran.output
+
+
+async def test_a_profile_route_that_names_no_profile_is_warned_about(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """The client renamed its profile in Late: the route by the old name matches nothing,
+    so its channel would hear nothing more; the look at the workspace says so."""
+    gamma = sims["gamma"]
+    gamma.profiles = {"prof_1": {"name": "Acme Coffee Co"}, "prof_2": {"name": "Bolt Bikes"}}
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "monitor": {"detail": "never"},
+            "state": {"path": str(tmp_path / "state.db")},
+            "log": {"level": "info", "format": "json"},
+        },
+        [
+            {
+                "name": "gamma",
+                "base_url": gamma.base_url,
+                "api_key": gamma.api_key,
+                "notify": {
+                    "urls": [sink.url()],
+                    "routes": {"profile": {"Acme Coffee": ["all"], "bolt bikes": ["all"]}},
+                },
+            }
+        ],
+    )
+    ran = await run_cli("run", "--once", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    (line,) = [json.loads(x) for x in ran.stdout.splitlines() if "profile_route_unmatched" in x]
+    assert "'Acme Coffee'" in line["problem"], line
+    assert "'bolt bikes'" not in line["problem"], line  # matches, case aside
