@@ -203,27 +203,30 @@ class Daemon:
         )
 
     async def retry_outbox(self) -> None:
-        for unit in list(self.units.values()):
-            if unit.busy.locked():
-                continue  # the cycle delivers anyway
-            async with unit.busy:
-                try:
-                    deps = unit.deps
-                    release_due(deps.store, now=deps.clock())  # quiet hours over: the summary
-                    delivery = await deliver_pending(
-                        deps.store,
-                        deps.notifier,
-                        retry_for=deps.retry_for,
-                        clock=deps.clock,
-                        lock_wait=deps.lock_wait,
-                    )
-                except LateMonitorError as exc:
-                    log.error("outbox_retry_failed", error=str(exc), **self._bound(unit))
-                    continue
-            self.metrics.record_delivery(
-                delivery, destinations=unit.deps.notifier.indexes(), workspace=unit.name
-            )
-            self.metrics.outbox_pending.labels(unit.name).set(unit.deps.store.pending_count())
+        """Each workspace's outbox at once: one's destination that hangs holds back no other's."""
+        await asyncio.gather(*(self._retry_outbox(unit) for unit in list(self.units.values())))
+
+    async def _retry_outbox(self, unit: Unit) -> None:
+        if unit.busy.locked():
+            return  # the cycle delivers anyway
+        async with unit.busy:
+            try:
+                deps = unit.deps
+                release_due(deps.store, now=deps.clock())  # quiet hours over: the summary
+                delivery = await deliver_pending(
+                    deps.store,
+                    deps.notifier,
+                    retry_for=deps.retry_for,
+                    clock=deps.clock,
+                    lock_wait=deps.lock_wait,
+                )
+            except LateMonitorError as exc:
+                log.error("outbox_retry_failed", error=str(exc), **self._bound(unit))
+                return
+        self.metrics.record_delivery(
+            delivery, destinations=unit.deps.notifier.indexes(), workspace=unit.name
+        )
+        self.metrics.outbox_pending.labels(unit.name).set(unit.deps.store.pending_count())
 
     async def housekeeping(self) -> None:
         before = self.clock() - timedelta(days=HISTORY_DAYS)

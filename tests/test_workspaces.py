@@ -903,3 +903,51 @@ async def test_a_profile_route_that_names_no_profile_is_warned_about(
     (line,) = [json.loads(x) for x in ran.stdout.splitlines() if "profile_route_unmatched" in x]
     assert "'Acme Coffee'" in line["problem"], line
     assert "'bolt bikes'" not in line["problem"], line  # matches, case aside
+
+
+async def test_one_workspaces_hanging_destination_holds_back_no_others_retry(
+    tmp_path: Path, sims: dict[str, Simulator], sink: Sink, sink2: Sink
+) -> None:
+    """The outbox job retries each workspace's undelivered messages at once: beta's retry
+    does not wait for alpha's destination, which takes every message and never answers."""
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "late": {"max_requests_per_minute": 6000},
+            "monitor": {"detail": "never"},
+            "state": {"path": str(tmp_path / "state.db")},
+        },
+        [
+            {
+                "name": name,
+                "base_url": sims[name].base_url,
+                "api_key": sims[name].api_key,
+                "notify": {"urls": [own.url()]},
+            }
+            for name, own in (("alpha", sink), ("beta", sink2))
+        ],
+    )
+    clock = Clock()
+    daemon = Daemon(load_settings(str(config), environ={}), config_arg=str(config), clock=clock)
+    try:
+        sink.fail_status = sink2.fail_status = 500
+        for name in ("alpha", "beta"):
+            sims[name].break_account("acc_00001")
+            await daemon.poll(name)  # each message waits in its outbox
+        assert sink.received == sink2.received == []
+        sink.fail_status, sink.hang = None, 20
+        sink2.fail_status = None
+        clock.advance(minutes=10)
+        retry = asyncio.create_task(daemon.retry_outbox())
+        started = asyncio.get_running_loop().time()
+        while not sink2.received and asyncio.get_running_loop().time() - started < 30:
+            await asyncio.sleep(0.05)
+        took = asyncio.get_running_loop().time() - started
+        assert sink2.titles() == ["Late [beta]: 1 account needs attention"]
+        assert took < 5, took
+        sink.hang = 0
+        await retry
+    finally:
+        for unit in daemon.units.values():
+            await unit.deps.client.close()
+        daemon.store.close()
