@@ -951,3 +951,25 @@ async def test_one_workspaces_hanging_destination_holds_back_no_others_retry(
         for unit in daemon.units.values():
             await unit.deps.client.close()
         daemon.store.close()
+
+
+async def test_every_workspaces_key_is_masked_like_the_single_key(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """A proxy that redirects to a URL carrying the key: the single form's key is masked in
+    what is printed and logged, and so is each workspace's."""
+    alpha = sims["alpha"]
+    alpha.inject(Fault(kind="redirect", location=f"http://127.0.0.1:1/{alpha.api_key}/x", count=9))
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "notify": {"urls": [sink.url()]},
+            "state": {"path": str(tmp_path / "state.db")},
+            "log": {"level": "debug", "format": "json"},
+        },
+        [{"name": "alpha", "base_url": alpha.base_url, "api_key": alpha.api_key}],
+    )
+    ran = await run_cli("run", "--once", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 1, ran.output
+    assert "redirect to http://127.0.0.1:1/***/x" in ran.stderr, ran.output
+    assert alpha.api_key not in ran.output
