@@ -130,6 +130,8 @@ def phase_summary(results: list[CycleResult]) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.state_url:  # the PostgreSQL backend (issue 16) opens its storage here when it lands
+        raise SystemExit("cycle_bench: --state-url needs the PostgreSQL storage of issue 16")
     sim, base = start_simulator(args.accounts, args.latency, args.rate_limit, args.posts)
     runner, sink_port, received = await start_sink()
     tmp = Path(tempfile.mkdtemp(prefix="late-monitor-bench-"))
@@ -200,6 +202,9 @@ if __name__ == "__main__":
         "--posts", type=float, default=0.0, help="scheduled posts per account in the next 72 h"
     )
     parser.add_argument("--impact-pages", type=int, default=10, help="impact.max_pages")
+    parser.add_argument(
+        "--state-url", default="", help="[state] url: PostgreSQL instead of a SQLite file"
+    )
     os.environ.pop("LATE_API_KEY", None)
     started = time.perf_counter()
     result = asyncio.run(main(parser.parse_args()))

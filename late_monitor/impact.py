@@ -7,6 +7,7 @@ Late has no accountId filter on the listing, so posts are matched on `platforms[
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -44,7 +45,10 @@ class _PostsPage(TypedDict, total=False):
     pagination: Annotated[_Pagination, OrDefault({})]
 
 
-_PAGE = TypeAdapter(_PostsPage)
+@functools.cache
+def _page_adapter() -> TypeAdapter[_PostsPage]:
+    """Built on the first listing: a cycle with no failing account lists nothing."""
+    return TypeAdapter(_PostsPage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,7 @@ UNKNOWN = Impact(known=False)
 def parse_page(body: Body, *, status: int = 200) -> Page:
     """A `GET /posts` page; raise BadPayload when it has no `posts` array."""
     try:
-        payload = _PAGE.validate_json(body)
+        payload = _page_adapter().validate_json(body)
     except ValidationError as exc:
         raise bad_payload(body, status, describe(exc)) from None
     if "posts" not in payload:

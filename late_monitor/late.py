@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
@@ -31,8 +31,10 @@ from late_monitor.errors import (
 from late_monitor.health_list import HealthParser
 from late_monitor.impact import PAGE_SIZE, Page, parse_page
 from late_monitor.models import Body, Detail, Snapshot, bad_payload, parse_detail
-from late_monitor.webhooks import LateWebhook, parse_webhook
 from late_monitor.workspace_facts import KeyInfo
+
+if TYPE_CHECKING:  # the webhook calls import it: a poll never needs it (~10 ms at start)
+    from late_monitor.webhooks import LateWebhook
 
 log = structlog.get_logger("late_monitor.late")
 
@@ -264,12 +266,16 @@ class LateClient:
 
     async def webhooks(self) -> list[LateWebhook]:
         """The webhooks configured for the key's user (`GET /webhooks/settings`)."""
+        from late_monitor.webhooks import parse_webhook
+
         status, body = await self._get("/webhooks/settings", {})
         payload = _json_object(body, status, "webhooks")
         return [hook for raw in payload["webhooks"] if (hook := parse_webhook(raw))]
 
     async def save_webhook(self, settings: Mapping[str, object]) -> LateWebhook:
         """Create a webhook (POST), or update one when `settings` has its `_id` (PUT)."""
+        from late_monitor.webhooks import parse_webhook
+
         method = "PUT" if "_id" in settings else "POST"
         status, body = await self._call(method, "/webhooks/settings", {}, settings)
         hook = parse_webhook(_json_object(body, status, "webhook")["webhook"])
