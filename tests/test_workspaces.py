@@ -451,7 +451,7 @@ async def test_one_daemon_keeps_three_workspaces_apart(
         await running.until(lambda: len(sink2.received) >= 1, limit=20)
         metrics = await fetch(port, "/metrics")
         overall = json.loads(await fetch(port, "/status"))
-        one = json.loads(await fetch(port, "/status?workspace=gamma"))
+        one = json.loads(await fetch(port, "/status?workspace=GAMMA"))  # case aside
         page = (await fetch(port, "/?workspace=beta")).decode()
         acked = json.loads(
             await fetch(
