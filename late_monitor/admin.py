@@ -92,11 +92,12 @@ def add_routes(
         names = list(workspaces())
         if not names:
             return ""
-        if name not in names:
-            if name:
-                raise web.HTTPNotFound(text=f"no workspace named {name!r}")
+        if not name:
             return names[0]
-        return name
+        found = next((n for n in names if n.casefold() == name.casefold()), None)
+        if found is None:  # names compare as on the command line: case aside
+            raise web.HTTPNotFound(text=f"no workspace named {name!r}")
+        return found
 
     def viewer(request: web.Request, message: str = "", error: bool = False) -> Viewer:
         cookie = request.cookies.get(COOKIE)

@@ -86,19 +86,19 @@ def run_check(
     """Poll within `timeout` seconds; UNKNOWN for a bad config, a rejected key or no answer."""
     if loaded is None:
         return UNKNOWN, f"LATE UNKNOWN - bad configuration: {config_error}"
+    return asyncio.run(_check(loaded, within=timeout))
+
+
+async def _check(loaded: LoadedConfig, *, within: float) -> tuple[int, str]:
     try:
         loaded.require_api_key()
     except ConfigError as exc:
         return UNKNOWN, f"LATE UNKNOWN - bad configuration: {exc.problems[0]}"
-
-    async def bounded() -> Snapshot:
-        async with asyncio.timeout(timeout):
-            return await _poll(loaded)
-
     try:
-        snapshot = asyncio.run(bounded())
+        async with asyncio.timeout(within):
+            snapshot = await _poll(loaded)
     except TimeoutError:
-        return UNKNOWN, f"LATE UNKNOWN - no answer from the Late API within {timeout:g}s"
+        return UNKNOWN, f"LATE UNKNOWN - no answer from the Late API within {within:g}s"
     except AuthRejected as exc:
         return UNKNOWN, f"LATE UNKNOWN - API key rejected: {exc}"
     except BadPayload as exc:
@@ -131,7 +131,14 @@ def run_checks(
     apiece): the worst state, a first line naming each workspace's, then their outputs."""
     if loaded is None or not loaded.named:
         return run_check(loaded, timeout=timeout, config_error=config_error)
-    results = [(view.workspace, *run_check(view, timeout=timeout)) for view in loaded.workspaces]
+
+    async def each() -> list[tuple[int, str]]:
+        return await asyncio.gather(*(_check(v, within=timeout) for v in loaded.workspaces))
+
+    results = [
+        (view.workspace, *outcome)
+        for view, outcome in zip(loaded.workspaces, asyncio.run(each()), strict=True)
+    ]
     code = next(state for state in _WORST if any(r[1] == state for r in results))
     summary = ", ".join(f"{name} {_NAMES[state]}" for name, state, _ in results)
     lines = [f"LATE {_NAMES[code]} - {len(results)} workspaces: {summary}"]

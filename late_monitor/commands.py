@@ -194,7 +194,8 @@ def send_test_notification(
         destinations = notifier.tagged(tag) if tag else notifier.destinations
         if not destinations:
             raise ConfigError(f"--tag {tag}: no destination has this tag")
-        title = "Late monitor: test notification"
+        named = f" [{loaded.label}]" if loaded.label else ""  # a shared channel: which one
+        title = f"Late monitor{named}: test notification"
         body = (
             "This is a test from late-monitor. If you can read this, this destination "
             "will receive account-health alerts."
@@ -272,6 +273,11 @@ def config_check(
         except ConfigError as exc:
             problems += exc.problems
     labels = by_workspace.get(loaded.workspace, [])
+    top = loaded.settings.notify
+    for view in loaded.views:  # [notify] as loaded by a workspace that falls back to it
+        if (view.settings.notify.urls, view.settings.notify.config) == (top.urls, top.config):
+            labels = by_workspace.get(view.workspace, labels)
+            break
     for warning in loaded.warnings:
         err.write(REDACTOR.redact(f"late-monitor: warning: {warning.text}") + "\n")
     if problems:

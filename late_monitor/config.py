@@ -817,11 +817,12 @@ def _workspace_views(
     problems: list[str] = []
     views = []
     for index, table in enumerate(settings.workspaces):
-        folded = table.name.lower()
+        folded = _variable_part(table.name)  # "a-b" and "a_b" would share a key variable
         if folded in seen:
             problems.append(
                 f"{where}: workspaces[{index}].name: {table.name!r} is already the name of "
-                f"another workspace ({seen[folded]!r}); names must differ (case aside)"
+                f"another workspace ({seen[folded]!r}); names must differ (case, '-' and '_' "
+                "aside: both would read the same environment variable)"
             )
             continue
         seen[folded] = table.name

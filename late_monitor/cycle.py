@@ -131,7 +131,10 @@ def scope_of_state(deps: CycleDeps) -> tuple[Scope, Scope | None, bool]:
         base_url=deps.client.base_url, profile_id=deps.profile_id, platforms=deps.platforms
     )
     recorded = Scope.load(deps.store.read_meta("scope"))
-    return scope, recorded, check_scope(recorded, scope, path=str(deps.store.path))
+    narrowed = check_scope(
+        recorded, scope, path=str(deps.store.path), workspace=deps.notifier.workspace
+    )
+    return scope, recorded, narrowed
 
 
 async def run_cycle(deps: CycleDeps, *, dry_run: bool = False) -> CycleResult:

@@ -131,6 +131,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stop_requests = 0
         self._reloads: set[asyncio.Task[None]] = set()
+        self._retiring: list[Unit] = []  # replaced by a reload, their last cycle still running
 
     @property
     def deps(self) -> CycleDeps:
@@ -144,12 +145,17 @@ class Daemon:
         if unit is None:
             return  # a reload removed the workspace
         async with unit.busy:
+            # a reload may have replaced (or removed) the workspace while this waited; its
+            # new Unit shares the lock held here
+            if (current := self.units.get(unit.name)) is None or current.busy is not unit.busy:
+                return
+            unit = current
             try:
                 with structlog.contextvars.bound_contextvars(**self._bound(unit)):
                     if not self.store.leader:  # a standby asks Late nothing: lead first
                         async with unit.deps.store.holding(unit.deps.lock_wait):
                             pass
-                    await watch_workspace(unit.deps)
+                    await watch_workspace(unit.deps, self.budgets, unit.name)
                     result = await run_cycle(unit.deps)
             except NotLeader as exc:  # a standby (PostgreSQL): another replica polls
                 self._note_leader(lost=isinstance(exc, LeadershipLost))
@@ -167,7 +173,8 @@ class Daemon:
                 log.exception("cycle_crashed", **self._bound(unit))
                 return
         self._note_leader()
-        self._record(unit, result)
+        if unit.name in self.units:  # not a workspace a reload removed meanwhile
+            self._record(unit, result)
         interval = unit.loaded.settings.monitor.interval
         if result.duration > interval:
             log.warning(
@@ -225,29 +232,32 @@ class Daemon:
                 await self.poll(unit.name)
 
     async def retry_outbox(self) -> None:
+        """Each workspace's outbox at once: one's destination that hangs holds back no other's."""
         if not self.store.leader:
             return  # a standby delivers nothing
-        for unit in list(self.units.values()):
-            if unit.busy.locked():
-                continue  # the cycle delivers anyway
-            async with unit.busy:
-                try:
-                    deps = unit.deps
-                    release_due(deps.store, now=deps.clock())  # quiet hours over: the summary
-                    delivery = await deliver_pending(
-                        deps.store,
-                        deps.notifier,
-                        retry_for=deps.retry_for,
-                        clock=deps.clock,
-                        lock_wait=deps.lock_wait,
-                    )
-                except LateMonitorError as exc:
-                    log.error("outbox_retry_failed", error=str(exc), **self._bound(unit))
-                    continue
-            self.metrics.record_delivery(
-                delivery, destinations=unit.deps.notifier.indexes(), workspace=unit.name
-            )
-            self.metrics.outbox_pending.labels(unit.name).set(unit.deps.store.pending_count())
+        await asyncio.gather(*(self._retry_outbox(unit) for unit in list(self.units.values())))
+
+    async def _retry_outbox(self, unit: Unit) -> None:
+        if unit.busy.locked():
+            return  # the cycle delivers anyway
+        async with unit.busy:
+            try:
+                deps = unit.deps
+                release_due(deps.store, now=deps.clock())  # quiet hours over: the summary
+                delivery = await deliver_pending(
+                    deps.store,
+                    deps.notifier,
+                    retry_for=deps.retry_for,
+                    clock=deps.clock,
+                    lock_wait=deps.lock_wait,
+                )
+            except LateMonitorError as exc:
+                log.error("outbox_retry_failed", error=str(exc), **self._bound(unit))
+                return
+        self.metrics.record_delivery(
+            delivery, destinations=unit.deps.notifier.indexes(), workspace=unit.name
+        )
+        self.metrics.outbox_pending.labels(unit.name).set(unit.deps.store.pending_count())
 
     async def housekeeping(self) -> None:
         before = self.clock() - timedelta(days=HISTORY_DAYS)
@@ -358,40 +368,42 @@ class Daemon:
             log.error("config_reload_failed", problems=exc.problems, kept="previous configuration")
             self.systemd.ready()
             return
-        async with contextlib.AsyncExitStack() as stack:  # swap between cycles, never in one
-            for unit in list(self.units.values()):
-                await stack.enter_async_context(unit.busy)
-            old = list(self.units.values())
-            if loaded.settings.state != self.loaded.settings.state:
-                log.warning("config_reload_partial", ignored="[state] (needs a restart)")
-            self.loaded = loaded
-            setup_logging(loaded)
-            for warning in loaded.warnings:
-                log.warning(warning.event, problem=warning.text)
-            budgets = Budgets()
-            units: dict[str, Unit] = {}
-            for index, (view, view_notifier) in enumerate(
-                zip(loaded.workspaces, notifiers, strict=True)
-            ):
-                deps = deps_from(
-                    view,
-                    client=client_from(view),
-                    store=self.store.scoped(view.workspace),
-                    notifier=view_notifier,
-                    clock=self.clock,
-                )
-                budgets.add(view.workspace, deps.client)
-                if index:
-                    deps.heartbeat = None
-                previous = self.units.get(view.workspace)
-                busy = previous.busy if previous else asyncio.Lock()
-                units[view.workspace] = Unit(view, deps, busy)
-            self.units, self.budgets = units, budgets
-            self.liveness.interval = min(u.interval for u in units.values())
-            self._schedule_polls(first=False)
-            self._schedule_watch()
-            for unit in old:
-                await unit.deps.client.close()
+        # No waiting for cycles: one hanging workspace must not hold back the reload, nor the
+        # others' polls meanwhile. A running cycle finishes with the parts it started with;
+        # the workspace's next cycle (which waits for it: same lock) takes the new ones.
+        old = list(self.units.values())
+        if loaded.settings.state != self.loaded.settings.state:
+            log.warning("config_reload_partial", ignored="[state] (needs a restart)")
+        self.loaded = loaded
+        setup_logging(loaded)
+        for warning in loaded.warnings:
+            log.warning(warning.event, problem=warning.text)
+        budgets = Budgets()
+        units: dict[str, Unit] = {}
+        for index, (view, view_notifier) in enumerate(
+            zip(loaded.workspaces, notifiers, strict=True)
+        ):
+            deps = deps_from(
+                view,
+                client=client_from(view),
+                store=self.store.scoped(view.workspace),
+                notifier=view_notifier,
+                clock=self.clock,
+            )
+            budgets.add(view.workspace, deps.client)
+            if index:
+                deps.heartbeat = None
+            previous = self.units.get(view.workspace)
+            busy = previous.busy if previous else asyncio.Lock()
+            units[view.workspace] = Unit(view, deps, busy)
+        self.units, self.budgets = units, budgets
+        self.liveness.interval = min(u.interval for u in units.values())
+        self._schedule_polls(first=False)
+        self._schedule_watch()
+        for unit in old:
+            self._retire(unit)
+            if unit.name not in units:
+                self.metrics.forget(unit.name)
         log.info(
             "config_reloaded",
             workspaces=len(self.units),
@@ -399,6 +411,21 @@ class Daemon:
             interval_s=loaded.settings.monitor.interval,
         )
         self.systemd.ready()
+
+    def _retire(self, unit: Unit) -> None:
+        """Close a replaced Unit's Late session once its running cycle (if any) is over."""
+
+        async def close() -> None:
+            try:
+                async with unit.busy:
+                    await unit.deps.client.close()
+            finally:
+                self._retiring.remove(unit)
+
+        self._retiring.append(unit)
+        task = asyncio.get_running_loop().create_task(close())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     def _schedule_polls(self, *, first: bool) -> None:
         """One poll job per workspace, each on its own interval; a reload adds, reschedules
@@ -508,7 +535,7 @@ class Daemon:
             await http.cleanup()  # no new webhooks; those acknowledged are in the state file
         try:
             async with asyncio.timeout(SHUTDOWN_GRACE), contextlib.AsyncExitStack() as stack:
-                for unit in self.units.values():
+                for unit in [*self.units.values(), *self._retiring]:
                     await stack.enter_async_context(unit.busy)
         except TimeoutError:
             log.warning("shutdown_cycle_abandoned", grace_s=SHUTDOWN_GRACE)

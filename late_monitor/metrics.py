@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -107,6 +108,15 @@ class Metrics:
             _WS,
             registry=r,
         )
+
+    def forget(self, workspace: str) -> None:
+        """Drop the gauges of a workspace a reload removed: its last success would otherwise
+        look older every minute, and its accounts would count for ever."""
+        for gauge in (self.last_success, self.unreadable, self.outbox_pending, self.rate_remaining):
+            with contextlib.suppress(KeyError):
+                gauge.remove(workspace)
+        for status, platform in self._account_series.pop(workspace, set()):
+            self.accounts.remove(workspace, status, platform)
 
     def record(
         self,

@@ -13,7 +13,7 @@ import hashlib
 import importlib
 import re
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -146,6 +146,7 @@ class Notifier:
         self._profile_routes = {
             name.casefold(): tuple(tags) for name, tags in (profile_routes or {}).items()
         }
+        self._route_names = tuple(profile_routes or ())  # as written, for warnings
         self.profiles: Mapping[str, str] = {}  # profile id -> name, from Late's /v1/profiles
 
     @property
@@ -230,6 +231,11 @@ class Notifier:
         """The destinations a message of this type goes to (Apprise's own tag matching)."""
         tags = self._routes.get(notify_type)
         return self.tagged(*tags) if tags else self.destinations
+
+    def unmatched_profile_routes(self, names: Iterable[str]) -> list[str]:
+        """The profile routes naming none of `names` (Late's profiles: one renamed?)."""
+        known = {name.casefold() for name in names}
+        return sorted(route for route in self._route_names if route.casefold() not in known)
 
     def routed_event(self, event: Event) -> list[Destination]:
         """Where an event goes: its profile's route when it has one, else its type's, less

@@ -73,13 +73,21 @@ def canonical_api(base_url: str) -> str:
     return f"{host}{port}{path}"
 
 
-def check_scope(recorded: Scope | None, current: Scope, *, path: str) -> bool:
+def check_scope(recorded: Scope | None, current: Scope, *, path: str, workspace: str = "") -> bool:
     """Whether `current` may use a state file written for `recorded`; True when it narrows
-    it (the caller then forgets the accounts left out). Raises StateError otherwise."""
+    it (the caller then forgets the accounts left out). Raises StateError otherwise.
+    `workspace`: a [[workspaces]] name, whose state is its own part of the one file."""
     if recorded is None or recorded == current:
         return False
     if current.within(recorded):
         return True
+    if workspace:
+        raise ScopeConflict(
+            f"workspace {workspace}: state file {path} was written for it with "
+            f"{recorded.describe()}; it now watches {current.describe()}. If it is another "
+            "Late account, give the workspace another name (its state starts afresh): two "
+            "scopes under one name would report each other's accounts as removed"
+        )
     raise ScopeConflict(
         f"state file {path} was written for {recorded.describe()}; this configuration "
         f"watches {current.describe()}. Give it its own state.path (or delete the file to "

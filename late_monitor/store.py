@@ -31,7 +31,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -280,15 +280,19 @@ def _decode_state(text: str) -> AccountState:
     return AccountState(**data)
 
 
+SETTLED_META = "silences_settled"  # a named workspace's silences whose end it acted upon
+
+
 class _Locks:
-    """The cycle lock and the one writer: one per process and file, shared by every
-    workspace's view of it."""
+    """The cycle lock (one per process and file, shared by every workspace's view of it)
+    and each workspace's one writer: a workspace's slow delivery or detail calls, made
+    while its writer is held, must not hold back another's commit."""
 
     def __init__(self) -> None:
         self.fd: int | None = None  # the cycle lock, while any task of ours holds it
         self.holders = 0
         self.taking = asyncio.Lock()
-        self.writer = asyncio.Lock()
+        self.writers: dict[str, asyncio.Lock] = {}
 
 
 class Store:
@@ -756,9 +760,10 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def writing(self, wait: float) -> AsyncIterator[None]:
-        """The cycle lock and this process's one writer: load the states, decide, commit and
-        deliver without another task's commit in between."""
-        async with self.holding(wait), self._locks.writer:
+        """The cycle lock and this workspace's one writer in the process: load the states,
+        decide, commit and deliver without another task's commit in between."""
+        writer = self._locks.writers.setdefault(self.workspace, asyncio.Lock())
+        async with self.holding(wait), writer:
             yield
 
     def prune(self, *, before: datetime) -> int:
@@ -831,12 +836,18 @@ class Store:
         return silence_id
 
     def load_silences(self) -> list[Silence]:
-        """Every silence on record (active, future and ended ones), oldest first."""
+        """Every silence on record (active, future and ended ones), oldest first. Silences
+        are the file's, but a named workspace settles their end for itself: each re-announces
+        what a silence held back of its own accounts."""
         rows = self._db.execute(
             "SELECT id, matchers, reason, created_by, created_at, ends_at, expired_at, "
             "silenced, suppressed, settled FROM silences ORDER BY id"
         ).fetchall()
-        return [_silence(row) for row in rows]
+        silences = [_silence(row) for row in rows]
+        if self.workspace == DEFAULT_WORKSPACE:
+            return silences
+        mine = set(self.read_meta(SETTLED_META) or ())
+        return [replace(silence, settled=silence.id in mine) for silence in silences]
 
     def expire_silence(self, silence_id: int, *, now: datetime) -> Silence | None:
         """End a silence now (kept on record); None if there is no such silence."""
@@ -871,6 +882,9 @@ class Store:
     def settle_silences(self, ids: Sequence[int], *, prune_before: datetime) -> None:
         """Mark ended silences as acted upon; forget those that ended before `prune_before`."""
         cutoff = prune_before.timestamp()
+        if self.workspace != DEFAULT_WORKSPACE:
+            self._settle_own(ids, cutoff)
+            return
         old = "settled = 1 AND min(ends_at, coalesce(expired_at, ends_at)) < ?"
         if (
             not ids
@@ -882,6 +896,26 @@ class Store:
         with self._transaction() as db:
             db.executemany("UPDATE silences SET settled = 1 WHERE id = ?", ((i,) for i in ids))
             db.execute(f"DELETE FROM silences WHERE {old}", (cutoff,))
+
+    def _settle_own(self, ids: Sequence[int], cutoff: float) -> None:
+        """A named workspace's settle_silences: the ids it acted upon kept in its meta."""
+        old = "min(ends_at, coalesce(expired_at, ends_at)) < ?"
+        if (
+            not ids
+            and not self._db.execute(
+                f"SELECT 1 FROM silences WHERE {old} LIMIT 1", (cutoff,)
+            ).fetchone()
+        ):
+            return  # the usual cycle: nothing to write
+        mine = set(self.read_meta(SETTLED_META) or ()) | set(ids)
+        with self._transaction() as db:
+            db.execute(f"DELETE FROM silences WHERE {old}", (cutoff,))
+            existing = {row[0] for row in db.execute("SELECT id FROM silences")}
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (self._key(SETTLED_META), json.dumps(sorted(mine & existing))),
+            )
 
     def add_ack(self, ack: Ack) -> None:
         self._write(

@@ -85,10 +85,11 @@ def build_app(
         if not names:
             return web.json_response(status_report(store(), now=clock()))
         wanted = request.query.get("workspace")
-        if wanted is not None:
-            if wanted not in names:
+        if wanted is not None:  # case aside, as the command line's -w
+            found = next((n for n in names if n.casefold() == wanted.casefold()), None)
+            if found is None:
                 raise web.HTTPNotFound(text=f"no workspace named {wanted!r}")
-            names = [wanted]
+            names = [wanted := found]
         reports = {name: status_report(store().scoped(name), now=clock()) for name in names}
         if wanted is not None:
             return web.json_response({"workspace": wanted, **reports[wanted]})

@@ -235,9 +235,13 @@ def setup_logging(
         level=level if level and settings.log.level != "debug" else settings.log.level,
         fmt=settings.log.format,
         stream=stream if stream is not None else sys.stdout,
-        secrets=[
+        secrets=[  # every workspace's key, not only [late]'s
             secret.get_secret_value()
-            for secret in (loaded.api_key, loaded.webhook_secret)
+            for secret in (
+                loaded.api_key,
+                loaded.webhook_secret,
+                *(view.api_key for view in loaded.views),
+            )
             if secret is not None
         ],
         urls=[url.get_secret_value() for url in settings.notify.urls],

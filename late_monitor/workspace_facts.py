@@ -139,14 +139,23 @@ def review(
 ) -> tuple[dict[str, Any], list[Event]]:
     """The events this look at the workspace brings, and what to remember as told.
 
-    `told` holds: `blind` (a fingerprint of the blind spots last told), `writable` (the
-    read-only note was given), `expires` (the key's expiry date warned about) and `warned`
-    (the thresholds crossed for it). `profiles` None: the listing failed, blind spots of
-    profiles are left as they were."""
+    `told` holds: `blind` (a fingerprint of the blind spots last told), `spots` (them, by
+    source: `key` and `profiles`), `writable` (the read-only note was given), `expires` (the
+    key's expiry date warned about) and `warned` (the thresholds crossed for it). `profiles`
+    or `key` None: that listing failed (or the key is not in it), its blind spots are left
+    as they were."""
     record = dict(told)
     events: list[Event] = []
-    spots = blind_spots(key, profiles or ())
+    # a listing that failed (None) keeps its part of the blind spots as last seen: a flapping
+    # /v1/api-keys or /v1/profiles must not tell the other's blind spots again
+    known = record.get("spots") or {}
+    key_spots = blind_spots(key, ()) if key is not None else list(known.get("key", []))
+    profile_spots = (
+        blind_spots(None, profiles) if profiles is not None else list(known.get("profiles", []))
+    )
+    spots = [*key_spots, *profile_spots]
     if profiles is not None or key is not None:
+        record["spots"] = {"key": key_spots, "profiles": profile_spots}
         fingerprint = hashlib.sha256("\n".join(spots).encode()).hexdigest()[:16] if spots else ""
         if fingerprint != record.get("blind", ""):
             if spots:

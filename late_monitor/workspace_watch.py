@@ -66,6 +66,8 @@ async def watch_workspace(
     record: dict[str, Any] = deps.store.read_meta(META_KEY) or {}
     if record.get("profiles") and not deps.notifier.profiles:
         deps.notifier.profiles = dict(record["profiles"])
+    if budgets is not None and isinstance(record.get("user"), str):
+        budgets.learned(workspace, record["user"])  # known from an earlier look (a restart)
     now = deps.clock()
     if now.timestamp() - float(record.get("checked_at", 0.0)) < REFRESH_EVERY:
         return
@@ -80,7 +82,7 @@ async def watch_workspace(
     key = next((k for k in keys or () if deps.client.owns(k)), None)
     try:
         async with deps.store.writing(deps.lock_wait):
-            await _tell(deps, record, profiles, key, now=now, requests=requests)
+            await _tell(deps, record, profiles, key, user, now=now, requests=requests)
     except LateMonitorError as exc:
         log.warning("workspace_watch_not_recorded", error=str(exc))
 
@@ -90,6 +92,7 @@ async def _tell(
     record: dict[str, Any],
     profiles: list[Profile] | None,
     key: KeyInfo | None,
+    user: str | None,
     *,
     now: datetime,
     requests: int,
@@ -106,6 +109,13 @@ async def _tell(
         names = {p.id: p.name for p in profiles}
         deps.notifier.profiles = names
         record["profiles"] = names
+        if unmatched := deps.notifier.unmatched_profile_routes(names.values()):
+            log.warning(  # its news goes to the other destinations: its channel hears nothing
+                "profile_route_unmatched",
+                problem=f"notify.routes.profile: {', '.join(map(repr, unmatched))} names no "
+                "profile of this workspace in Late (renamed?); that profile's news goes to the "
+                f"other destinations. Profiles: {', '.join(sorted(names.values())) or 'none'}",
+            )
     if events:
         await tell_news(
             deps,
@@ -115,6 +125,8 @@ async def _tell(
             requests=deps.client.requests - requests,
         )
     record.update(told=told, checked_at=now.timestamp())
+    if user:
+        record["user"] = user
     deps.store.write_meta(META_KEY, record)
     log.info(
         "workspace_watched",

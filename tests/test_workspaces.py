@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 from late_monitor.config import load_settings
+from late_monitor.control import add_silence
+from late_monitor.daemon import Daemon
 from late_monitor.errors import ConfigError
 from late_monitor.events import Kind
 from late_monitor.messages import CycleRecord
@@ -24,6 +27,7 @@ from late_monitor.simulator.faults import Fault
 from late_monitor.state import AccountState, ApiHealth
 from late_monitor.store import Store
 from late_monitor.workspace_facts import KeyInfo, Profile, parse_keys, parse_profiles, review
+from tests.support.clock import Clock
 from tests.support.config import toml_value
 from tests.support.process import daemon, free_port, run_cli
 from tests.support.schema import assert_schema_is_fresh
@@ -119,6 +123,11 @@ def test_a_config_without_workspaces_is_one_implicit_workspace(tmp_path: Path) -
             [{"name": "acme", "api_key": "a"}, {"name": "ACME", "api_key": "b"}],
             {},
             "workspaces[1].name: 'ACME' is already the name of another workspace ('acme')",
+        ),
+        (  # both would read LATE_MONITOR_WORKSPACES__A_B__API_KEY: one client's key for two
+            [{"name": "a-b", "api_key": "a"}, {"name": "a_b", "api_key": "b"}],
+            {},
+            "workspaces[1].name: 'a_b' is already the name of another workspace ('a-b')",
         ),
         ([{"name": "acme co", "api_key": "a"}], {}, "workspaces.0.name: 'acme co': a workspace"),
         (
@@ -313,6 +322,12 @@ def test_blind_spots_and_a_writable_key_are_told_once() -> None:
     # a listing that failed changes nothing; a new over-limit profile is news again
     told, events = review(told, key=None, profiles=None, now=NOW, thresholds=())
     assert events == []
+    # one listing failing, then back: the other's blind spot is not told again, nor this one's
+    for seen_key, seen_profiles in ((None, profiles), (scoped, None)):
+        told, events = review(told, key=seen_key, profiles=seen_profiles, now=NOW, thresholds=())
+        assert events == [], seen_key
+        told, events = review(told, key=scoped, profiles=profiles, now=NOW, thresholds=())
+        assert events == [], seen_key
     more = [*profiles, Profile("p3", "Third", over_limit=True)]
     told, events = review(told, key=scoped, profiles=more, now=NOW, thresholds=())
     assert [e.kind for e in events] == [Kind.BLIND_SPOT]
@@ -436,7 +451,7 @@ async def test_one_daemon_keeps_three_workspaces_apart(
         await running.until(lambda: len(sink2.received) >= 1, limit=20)
         metrics = await fetch(port, "/metrics")
         overall = json.loads(await fetch(port, "/status"))
-        one = json.loads(await fetch(port, "/status?workspace=gamma"))
+        one = json.loads(await fetch(port, "/status?workspace=GAMMA"))  # case aside
         page = (await fetch(port, "/?workspace=beta")).decode()
         acked = json.loads(
             await fetch(
@@ -565,3 +580,398 @@ async def test_two_workspaces_of_one_user_share_its_budget_and_cron_runs_them_al
         assert sim.count("/profiles") == 2  # once an hour per workspace, not per run
     finally:
         await sim.stop()
+
+
+async def test_the_daemon_shares_one_users_budget_and_remembers_it_across_a_restart(
+    tmp_path: Path, base_env: dict[str, str], sink: Sink, sink2: Sink
+) -> None:
+    """Two workspaces of one Late user in the daemon (not only `run --once`): they share a
+    budget from the first look, and again after a restart within the hour (no new look)."""
+    sim = Simulator(make_accounts(4))
+    await sim.start()
+    try:
+        config = write(
+            tmp_path / "c.toml",
+            {
+                "late": {"api_key": DEFAULT_KEY, "base_url": sim.base_url},
+                "monitor": {"interval": "1h", "detail": "never"},
+                "state": {"path": str(tmp_path / "state.db")},
+                "log": {"level": "info", "format": "json"},
+            },
+            [
+                {"name": "two", "profile_id": "prof_2", "notify": {"urls": [sink.url()]}},
+                {"name": "three", "profile_id": "prof_3", "notify": {"urls": [sink2.url()]}},
+            ],
+        )
+        for _ in range(2):  # the second start finds the look less than an hour old
+            async with daemon(config, base_env, tmp_path) as running:
+                await running.until(lambda: running.count("poll_completed") >= 2, limit=30)
+                running.process.terminate()
+                assert await running.wait() == 0
+            assert running.count("budget_shared") == 1, "".join(running.lines)
+        assert sim.count("/users") == 2  # one look per workspace, by the first process
+    finally:
+        await sim.stop()
+
+
+async def test_check_gives_every_workspace_the_same_timeout_at_once(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator]
+) -> None:
+    """`check -t 2` over three workspaces whose APIs all hang answers UNKNOWN within about
+    2 s, not 3 x 2 s: Nagios kills a plugin that outlives its own timeout."""
+    for sim in sims.values():
+        sim.inject(Fault(kind="hang", count=100))
+    config = write(
+        tmp_path / "c.toml",
+        {"state": {"path": str(tmp_path / "state.db")}},
+        [
+            {"name": name, "base_url": sim.base_url, "api_key": sim.api_key}
+            for name, sim in sims.items()
+        ],
+    )
+    started = asyncio.get_running_loop().time()
+    ran = await run_cli("check", "-t", "2", "--config", str(config), env=base_env, cwd=tmp_path)
+    took = asyncio.get_running_loop().time() - started
+    assert ran.code == 3, ran.output
+    assert ran.stdout.count("no answer from the Late API within 2s") == 3, ran.output
+    assert took < 5.5, took  # 2 s and the interpreter's start; apart, over 6 s
+
+
+def polls_of(running: Any, workspace: str) -> int:
+    return sum(
+        '"event": "poll_completed"' in line and f'"workspace": "{workspace}"' in line
+        for line in running.lines
+    )
+
+
+async def test_a_reload_while_one_workspaces_api_hangs_holds_back_no_other(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """alpha's API hangs (each request until late.timeout, three tries); a SIGHUP then must
+    not stop beta's polls until alpha's cycle gives up, and a workspace the reload removes
+    is polled no more."""
+    sims["alpha"].inject(Fault(kind="hang", count=100_000))
+    tables = [
+        {"name": name, "base_url": sims[name].base_url, "api_key": sims[name].api_key}
+        for name in ("alpha", "beta", "gamma")
+    ]
+    top: dict[str, dict[str, Any]] = {
+        "late": {"timeout": "20s", "max_requests_per_minute": 6000},
+        "monitor": {"interval": "1s", "detail": "never"},
+        "notify": {"urls": [sink.url()]},
+        "state": {"path": str(tmp_path / "state.db")},
+        "log": {"level": "info", "format": "json"},
+    }
+    config = write(tmp_path / "c.toml", top, [dict(t) for t in tables])
+    async with daemon(config, base_env, tmp_path) as running:
+        await running.until(lambda: polls_of(running, "beta") >= 2, limit=20)
+        write(tmp_path / "c.toml", top, [dict(t) for t in tables[:2]])  # gamma goes
+        running.signal(signal.SIGHUP)
+        await running.until(lambda: running.count("config_reloaded") == 1, limit=10)
+        before = polls_of(running, "beta"), polls_of(running, "gamma")
+        await running.until(lambda: polls_of(running, "beta") >= before[0] + 3, limit=10)
+        assert polls_of(running, "gamma") == before[1]
+
+
+async def test_one_workspaces_hanging_destination_delays_no_others_alert(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink, sink2: Sink
+) -> None:
+    """alpha's destination takes every message and never answers (15 s a try); beta's news,
+    at the same moment, reaches beta's sink within a few seconds, not after alpha's sends."""
+    sink.hang = 20
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "late": {"max_requests_per_minute": 6000},
+            "monitor": {"interval": "1s", "detail": "never"},
+            "state": {"path": str(tmp_path / "state.db")},
+            "log": {"level": "info", "format": "json"},
+        },
+        [
+            {
+                "name": name,
+                "base_url": sims[name].base_url,
+                "api_key": sims[name].api_key,
+                "notify": {"urls": [own.url()]},
+            }
+            for name, own in (("alpha", sink), ("beta", sink2))
+        ],
+    )
+    async with daemon(config, base_env, tmp_path) as running:
+        await running.until(lambda: polls_of(running, "beta") >= 2, limit=20)
+        sims["alpha"].break_account("acc_00000")
+        await running.until(lambda: sink.posts >= 1, limit=10)  # alpha's send now hangs
+        sims["beta"].break_account("acc_00000")
+        broke = asyncio.get_running_loop().time()
+        await running.until(lambda: len(sink2.received) >= 1, limit=30)
+        took = asyncio.get_running_loop().time() - broke
+    assert sink2.titles() == ["Late [beta]: 1 account needs attention"]
+    assert took < 6, took
+
+
+async def test_a_silence_that_ends_reannounces_in_every_workspace_it_held_back(
+    tmp_path: Path, sims: dict[str, Simulator], sink: Sink, sink2: Sink
+) -> None:
+    """Silences are the daemon's: one over acc_00001 holds back alpha's and beta's; when it
+    ends, each workspace announces its own still-broken account, not only the first to poll."""
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "late": {"max_requests_per_minute": 6000},
+            "monitor": {"detail": "never", "remind_every": "24h"},
+            "state": {"path": str(tmp_path / "state.db")},
+        },
+        [
+            {
+                "name": name,
+                "base_url": sims[name].base_url,
+                "api_key": sims[name].api_key,
+                "notify": {"urls": [own.url()]},
+            }
+            for name, own in (("alpha", sink), ("beta", sink2))
+        ],
+    )
+    clock = Clock()
+    daemon = Daemon(load_settings(str(config), environ={}), config_arg=str(config), clock=clock)
+    try:
+        for name in ("alpha", "beta"):
+            await daemon.poll(name)
+        add_silence(
+            daemon.store,
+            matchers={"account": ["acc_00001"]},
+            ends_at=clock.now + timedelta(hours=2),
+            reason="migrating",
+            created_by="alice",
+            now=clock.now,
+        )
+        for name in ("alpha", "beta"):
+            sims[name].break_account("acc_00001")
+        clock.advance(minutes=5)
+        for name in ("alpha", "beta"):
+            await daemon.poll(name)
+        assert sink.received == sink2.received == []
+        clock.advance(hours=2)
+        for name in ("alpha", "beta"):
+            await daemon.poll(name)
+        assert sink.titles() == ["Late [alpha]: 1 account needs attention"]
+        assert sink2.titles() == ["Late [beta]: 1 account needs attention"]
+        assert "silence #1 ended" in sink2.received[0]["message"]
+        clock.advance(minutes=5)
+        for name in ("alpha", "beta"):
+            await daemon.poll(name)
+        assert len(sink.received) == len(sink2.received) == 1  # once each
+    finally:
+        for unit in daemon.units.values():
+            await unit.deps.client.close()
+        daemon.store.close()
+
+
+async def test_a_workspace_removed_by_a_reload_leaves_no_stale_gauges(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """After a reload drops gamma, /metrics stops showing its last success, accounts and
+    outbox: an alert on `time() - last_successful_poll` would otherwise fire for it forever."""
+    port = free_port()
+    tables = [
+        {"name": name, "base_url": sims[name].base_url, "api_key": sims[name].api_key}
+        for name in ("beta", "gamma")
+    ]
+    top: dict[str, dict[str, Any]] = {
+        "late": {"max_requests_per_minute": 6000},
+        "monitor": {"interval": "1s", "detail": "never"},
+        "notify": {"urls": [sink.url()]},
+        "state": {"path": str(tmp_path / "state.db")},
+        "http": {"listen": f"127.0.0.1:{port}"},
+        "log": {"level": "info", "format": "json"},
+    }
+    config = write(tmp_path / "c.toml", top, [dict(t) for t in tables])
+    async with daemon(config, base_env, tmp_path) as running:
+        await running.until(lambda: polls_of(running, "gamma") >= 1, limit=20)
+        assert 'workspace="gamma"' in (await fetch(port, "/metrics")).decode()
+        write(tmp_path / "c.toml", top, [dict(tables[0])])
+        running.signal(signal.SIGHUP)
+        await running.until(lambda: running.count("config_reloaded") == 1, limit=10)
+        polled = polls_of(running, "beta")
+        await running.until(lambda: polls_of(running, "beta") > polled, limit=10)
+        metrics = (await fetch(port, "/metrics")).decode()
+    gauges = (
+        "late_monitor_accounts{",
+        "late_monitor_unreadable_accounts{",
+        "late_monitor_outbox_pending{",
+        "late_monitor_late_ratelimit_remaining{",
+        "late_monitor_last_successful_poll_timestamp_seconds{",
+    )
+    assert [line for line in metrics.splitlines() if line.startswith(gauges)]  # beta's
+    stale = [line for line in metrics.splitlines() if line.startswith(gauges) and "gamma" in line]
+    assert stale == []
+
+
+async def test_a_workspace_whose_scope_differs_from_its_state_is_named_with_the_way_out(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """The single form's state becomes the 'default' workspace's; a [[workspaces]] table
+    named default pointing elsewhere is refused naming that workspace, and the way out is
+    another name (state.path is every workspace's)."""
+    top: dict[str, dict[str, Any]] = {
+        "late": {"api_key": sims["alpha"].api_key, "base_url": sims["alpha"].base_url},
+        "notify": {"urls": [sink.url()]},
+        "state": {"path": str(tmp_path / "state.db")},
+        "monitor": {"detail": "never"},
+    }
+    single = write(tmp_path / "single.toml", top, [])
+    ran = await run_cli("run", "--once", "--config", str(single), env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    tables = [
+        {"name": "default", "base_url": sims["beta"].base_url, "api_key": sims["beta"].api_key},
+        {"name": "gamma", "base_url": sims["gamma"].base_url, "api_key": sims["gamma"].api_key},
+    ]
+    multi = write(tmp_path / "multi.toml", top, tables)
+    ran = await run_cli("run", "--once", "--config", str(multi), env=base_env, cwd=tmp_path)
+    assert ran.code == 2, ran.output
+    (line,) = [line for line in ran.stderr.splitlines() if "was written for" in line]
+    assert line.startswith("late-monitor: workspace default: state file "), line
+    assert "give the workspace another name" in line, line
+    assert "own state.path" not in line, line
+
+
+async def test_test_notify_says_which_workspaces_destinations_it_tries(
+    tmp_path: Path, base_env: dict[str, str], sink: Sink, sink2: Sink
+) -> None:
+    """Two workspaces whose destinations include the agency's channel: each test message
+    there says which workspace's configuration reached it."""
+    config = write(
+        tmp_path / "c.toml",
+        {"notify": {"urls": [sink.url()]}, "state": {"path": str(tmp_path / "state.db")}},
+        [
+            {"name": "acme", "api_key": "sk_acme_0123456789"},
+            {"name": "bolt", "api_key": "sk_bolt_0123456789", "notify": {"urls": [sink2.url()]}},
+        ],
+    )
+    ran = await run_cli("test-notify", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    assert sink.titles() == ["Late monitor [acme]: test notification"]
+    assert sink2.titles() == ["Late monitor [bolt]: test notification"]
+
+
+async def test_config_check_shows_the_top_level_destinations_workspaces_fall_back_to(
+    tmp_path: Path, base_env: dict[str, str], sink: Sink, sink2: Sink
+) -> None:
+    config = write(
+        tmp_path / "c.toml",
+        {"notify": {"urls": [sink.url("AGENCYTOKEN01")]}},
+        [
+            {"name": "acme", "api_key": "sk_acme_0123456789"},
+            {"name": "bolt", "api_key": "sk_bolt_0123456789", "notify": {"urls": [sink2.url()]}},
+        ],
+    )
+    ran = await run_cli("config", "check", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    notify = ran.stdout.split("[notify]\n", 1)[1]
+    urls = notify.splitlines()[0]
+    assert urls.startswith(f'urls = ["json://127.0.0.1:{sink.port}/hook/***"]'), urls
+    assert "AGENCYTOKEN01" not in ran.output
+
+
+async def test_a_profile_route_that_names_no_profile_is_warned_about(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """The client renamed its profile in Late: the route by the old name matches nothing,
+    so its channel would hear nothing more; the look at the workspace says so."""
+    gamma = sims["gamma"]
+    gamma.profiles = {"prof_1": {"name": "Acme Coffee Co"}, "prof_2": {"name": "Bolt Bikes"}}
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "monitor": {"detail": "never"},
+            "state": {"path": str(tmp_path / "state.db")},
+            "log": {"level": "info", "format": "json"},
+        },
+        [
+            {
+                "name": "gamma",
+                "base_url": gamma.base_url,
+                "api_key": gamma.api_key,
+                "notify": {
+                    "urls": [sink.url()],
+                    "routes": {"profile": {"Acme Coffee": ["all"], "bolt bikes": ["all"]}},
+                },
+            }
+        ],
+    )
+    ran = await run_cli("run", "--once", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 0, ran.output
+    (line,) = [json.loads(x) for x in ran.stdout.splitlines() if "profile_route_unmatched" in x]
+    assert "'Acme Coffee'" in line["problem"], line
+    assert "'bolt bikes'" not in line["problem"], line  # matches, case aside
+
+
+async def test_one_workspaces_hanging_destination_holds_back_no_others_retry(
+    tmp_path: Path, sims: dict[str, Simulator], sink: Sink, sink2: Sink
+) -> None:
+    """The outbox job retries each workspace's undelivered messages at once: beta's retry
+    does not wait for alpha's destination, which takes every message and never answers."""
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "late": {"max_requests_per_minute": 6000},
+            "monitor": {"detail": "never"},
+            "state": {"path": str(tmp_path / "state.db")},
+        },
+        [
+            {
+                "name": name,
+                "base_url": sims[name].base_url,
+                "api_key": sims[name].api_key,
+                "notify": {"urls": [own.url()]},
+            }
+            for name, own in (("alpha", sink), ("beta", sink2))
+        ],
+    )
+    clock = Clock()
+    daemon = Daemon(load_settings(str(config), environ={}), config_arg=str(config), clock=clock)
+    try:
+        sink.fail_status = sink2.fail_status = 500
+        for name in ("alpha", "beta"):
+            sims[name].break_account("acc_00001")
+            await daemon.poll(name)  # each message waits in its outbox
+        assert sink.received == sink2.received == []
+        sink.fail_status, sink.hang = None, 20
+        sink2.fail_status = None
+        clock.advance(minutes=10)
+        retry = asyncio.create_task(daemon.retry_outbox())
+        started = asyncio.get_running_loop().time()
+        for _ in range(600):  # up to 30 s
+            if sink2.received:
+                break
+            await asyncio.sleep(0.05)
+        took = asyncio.get_running_loop().time() - started
+        assert sink2.titles() == ["Late [beta]: 1 account needs attention"]
+        assert took < 5, took
+        sink.hang = 0
+        await retry
+    finally:
+        for unit in daemon.units.values():
+            await unit.deps.client.close()
+        daemon.store.close()
+
+
+async def test_every_workspaces_key_is_masked_like_the_single_key(
+    tmp_path: Path, base_env: dict[str, str], sims: dict[str, Simulator], sink: Sink
+) -> None:
+    """A proxy that redirects to a URL carrying the key: the single form's key is masked in
+    what is printed and logged, and so is each workspace's."""
+    alpha = sims["alpha"]
+    alpha.inject(Fault(kind="redirect", location=f"http://127.0.0.1:1/{alpha.api_key}/x", count=9))
+    config = write(
+        tmp_path / "c.toml",
+        {
+            "notify": {"urls": [sink.url()]},
+            "state": {"path": str(tmp_path / "state.db")},
+            "log": {"level": "debug", "format": "json"},
+        },
+        [{"name": "alpha", "base_url": alpha.base_url, "api_key": alpha.api_key}],
+    )
+    ran = await run_cli("run", "--once", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert ran.code == 1, ran.output
+    assert "redirect to http://127.0.0.1:1/***/x" in ran.stderr, ran.output
+    assert alpha.api_key not in ran.output
