@@ -1,6 +1,10 @@
 """One benchmark case in its own process (so peak RSS is this case's): the real cycle code.
 
     python3 bench/cycle_bench.py --accounts 10000 --cycles 5
+    python3 bench/cycle_bench.py --accounts 10000 --state-url postgresql:///postgres
+
+With `--state-url` the state is kept in PostgreSQL (a schema made for the run, then dropped);
+`server_cpu_s` is then the CPU the database's backends spent for us, beside our own `cpu_s`.
 
 Starts the simulator in a child process (`late-monitor simulate`), a json:// sink here, then
 runs `run_cycle` with the daemon's own wiring; prints one JSON object.
@@ -10,26 +14,72 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
+from late_monitor.backends import open_store
 from late_monitor.config import load_settings
 from late_monitor.cycle import CycleResult, run_cycle
 from late_monitor.simulator import DEFAULT_KEY
-from late_monitor.store import Store
 from late_monitor.wiring import client_from, deps_from, setup_logging
+
+
+# PostgreSQL (--state-url): a schema made for one run, and the CPU its backends spent
+@contextlib.contextmanager
+def pg_schema(url: str) -> Iterator[str]:
+    """A URL whose tables land in a fresh schema of `url`'s database, dropped afterwards;
+    "" (SQLite) passes through."""
+    if not url:
+        yield ""
+        return
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{separator}options={quote(f'-csearch_path={schema}', safe='')}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def backend_cpu(url: str) -> float:
+    """CPU seconds (user + system) of late-monitor's backends on a server on this machine."""
+    if not url:
+        return 0.0
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'late-monitor'"
+            ).fetchall()
+        ]
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -105,6 +155,7 @@ detail = "{args.detail}"
 detail_every = "0"
 [state]
 path = "{state}"
+url = "{args.state_url}"
 [impact]
 max_pages = {args.impact_pages}
 [notify]
@@ -130,8 +181,6 @@ def phase_summary(results: list[CycleResult]) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    if args.state_url:  # the PostgreSQL backend (issue 16) opens its storage here when it lands
-        raise SystemExit("cycle_bench: --state-url needs the PostgreSQL storage of issue 16")
     sim, base = start_simulator(args.accounts, args.latency, args.rate_limit, args.posts)
     runner, sink_port, received = await start_sink()
     tmp = Path(tempfile.mkdtemp(prefix="late-monitor-bench-"))
@@ -140,12 +189,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         config.write_text(config_text(base, tmp / "state.db", sink_port, args))
         loaded = load_settings(str(config), environ={})
         setup_logging(loaded, stream=sys.stderr)
-        store = Store.open(tmp / "state.db")
+        store = open_store(loaded)
         async with client_from(loaded) as client, aiohttp.ClientSession() as control:
             deps = deps_from(loaded, client=client, store=store)
+            first_server = backend_cpu(args.state_url)
             first = await run_cycle(deps)
+            first_server = backend_cpu(args.state_url) - first_server
             steady: list[CycleResult] = []
             changed: list[int] = []
+            server_before = backend_cpu(args.state_url)
             for cycle in range(args.cycles):
                 async with control.post(
                     f"{base}/_sim/churn", params={"fraction": str(args.churn), "seed": str(cycle)}
@@ -157,6 +209,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         posts_before = (await response.json())["posts"]
             async with control.get(f"{base}/_sim/stats") as response:
                 stats = await response.json()
+            server_cpu = (backend_cpu(args.state_url) - server_before) / max(args.cycles, 1)
         store.close()
         size = state_size(tmp)
         return {
@@ -169,8 +222,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_s": sum(first.cpu.values()),
                 "requests": first.requests,
                 "cpu_by_phase_s": dict(first.cpu),
+                "server_cpu_s": first_server if args.state_url else None,
             },
             "steady": phase_summary(steady) if steady else None,
+            "state": "postgresql" if args.state_url else "sqlite",
+            "server_cpu_s": server_cpu if args.state_url else None,
             "changed_per_cycle": statistics.median(changed) if changed else 0,
             "http_429": stats["by_status"].get("429", 0),
             # scheduled-post listing requests (impact) per steady cycle, measured at the simulator
@@ -207,6 +263,8 @@ if __name__ == "__main__":
     )
     os.environ.pop("LATE_API_KEY", None)
     started = time.perf_counter()
-    result = asyncio.run(main(parser.parse_args()))
+    arguments = parser.parse_args()
+    with pg_schema(arguments.state_url) as arguments.state_url:
+        result = asyncio.run(main(arguments))
     result["bench_wall_s"] = time.perf_counter() - started
     print(json.dumps(result))

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from late_monitor.backends import open_store
 from late_monitor.config import LoadedConfig, parse_duration
 from late_monitor.control import Refused, add_ack, add_silence, expire_silence
 from late_monitor.status import status_report
-from late_monitor.store import Store
+from late_monitor.storage import StateStore as Store
 
 SILENCE_EXAMPLE = """examples:
   late-monitor silence add --account acc_123 --for 2h --reason "migrating the page"
@@ -101,7 +102,7 @@ def render_silences(report: dict[str, Any]) -> str:
 
 
 def _open(loaded: LoadedConfig, *, create: bool = False) -> Store:
-    return Store.open(loaded.state_path, create=create)
+    return open_store(loaded, create=create)
 
 
 def _refused(what: str, exc: Exception, err: TextIO) -> int:

@@ -26,7 +26,7 @@ from late_monitor.config import parse_duration
 from late_monitor.control import Refused, add_ack, add_silence, expire_silence
 from late_monitor.page import CSP, Viewer, render_page
 from late_monitor.status import status_report
-from late_monitor.store import Store
+from late_monitor.storage import StateStore as Store
 
 log = structlog.get_logger("late_monitor.admin")
 

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, NoReturn
 import structlog
 
 from late_monitor import __version__
+from late_monitor.backends import open_store
 from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.cycle import run_cycle
 from late_monitor.errors import ConfigError, LateMonitorError
 from late_monitor.logs import REDACTOR
-from late_monitor.store import Store
+from late_monitor.storage import StateStore as Store
 from late_monitor.wiring import (
     check_destinations,
     client_from,
@@ -80,7 +81,7 @@ async def _run_once(loaded: LoadedConfig, *, dry_run: bool) -> int:
     notifiers = [notifier_from(view) for view in loaded.workspaces]
     for view, notifier in zip(loaded.workspaces, notifiers, strict=True):
         await check_destinations(view, notifier, dry_run=dry_run)
-    store = Store.open(loaded.state_path)
+    store = open_store(loaded)
     budgets = Budgets()
     try:
         outcomes = await asyncio.gather(
@@ -465,6 +466,9 @@ def build_parser() -> _Parser:
     from late_monitor.actions import add_parsers as add_operator_commands
 
     add_operator_commands(commands, config_option=_config_option, run=_operator)
+    from late_monitor.migrate import add_parser as add_migrate
+
+    add_migrate(commands, config_option=_config_option, run=_operator)
     return parser
 
 

@@ -9,11 +9,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from late_monitor.backends import open_store
 from late_monitor.config import LoadedConfig, format_duration
 from late_monitor.errors import ConfigError
 from late_monitor.logs import REDACTOR
 from late_monitor.status import status_report
-from late_monitor.store import Store
 from late_monitor.web import parse_listen
 from late_monitor.wiring import check_destinations, notifier_from
 
@@ -118,7 +118,7 @@ def print_status(
     """The state file's view: of the one workspace, or with [[workspaces]] of each (JSON:
     `{"workspaces": {name: report}}`), or of the one named with -w."""
     views = [loaded.workspace_named(workspace)] if workspace else list(loaded.workspaces)
-    store = Store.open(loaded.state_path, create=False)
+    store = open_store(loaded, create=False)
     try:
         reports = {v.workspace: status_report(store.scoped(v.workspace)) for v in views}
     finally:
@@ -146,7 +146,7 @@ def print_reconnect(loaded: LoadedConfig, account_id: str, *, out: TextIO = sys.
     from late_monitor.reconnect import CREDENTIAL_PLATFORMS, dashboard_url
     from late_monitor.wiring import client_from
 
-    store = Store.open(loaded.state_path, create=False)
+    store = open_store(loaded, create=False)
     try:
         state = store.scoped(loaded.workspace).load_states().get(account_id)
     finally:

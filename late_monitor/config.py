@@ -50,6 +50,7 @@ ENV_PREFIX = "LATE_MONITOR_"
 DEFAULT_BASE_URL = "https://zernio.com/api/v1"
 CREDENTIAL_NAME = "late-api-key"
 WEBHOOK_CREDENTIAL = "late-webhook-secret"
+STATE_CREDENTIAL = "late-state-password"
 MIN_WEBHOOK_SECRET = 16  # characters; a short secret can be guessed, and alerts forged
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -220,8 +221,25 @@ class MonitorSettings(_Section):
     quiet_hours: list[QuietHoursSettings] = Field(default_factory=list)
 
 
+def _check_state_url(url: str) -> str:
+    """A PostgreSQL URL with no password in it (it would show wherever the URL is shown)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"{parts.scheme or url!r}: only postgresql:// URLs are supported")
+    if parts.password or "password=" in parts.query:
+        raise ValueError(
+            "the URL holds a password; put it in state.password_file or the systemd "
+            f"credential {STATE_CREDENTIAL} instead"
+        )
+    return url
+
+
 class StateSettings(_Section):
     path: str = ""
+    url: Annotated[str, AfterValidator(_check_state_url)] = ""  # PostgreSQL: shared state, HA
+    password_file: str = ""
 
 
 def _check_routes(value: dict[str, Any]) -> dict[str, Any]:
@@ -395,6 +413,7 @@ class LoadedConfig:
     warnings: tuple[ConfigWarning, ...] = ()
     state_path: Path = Path("state.db")  # state.path, or the default for this environment
     webhook_secret: SecretStr | None = None  # webhooks.secret, its file or credential
+    state_password: SecretStr | None = None  # state.password_file or its credential
     # The workspace this configuration (or this view of it) watches; `views` are the
     # [[workspaces]] tables, each a LoadedConfig whose [late] and [notify] are that
     # workspace's (what it does not set comes from the top level).
@@ -780,6 +799,7 @@ def load_settings(
             else default_state_path(env)
         ),
         webhook_secret=webhook_secret,
+        state_password=_resolve_state_password(settings.state, full, sources),
     )
     if settings.workspaces:
         views, more = _workspace_views(loaded, full)
@@ -902,6 +922,24 @@ def _workspace_key(
                 f"systemd credential {credential.name}"
             )
     return None, "unset"
+
+
+def _resolve_state_password(
+    state: StateSettings, environ: Mapping[str, str], sources: Mapping[str, str]
+) -> SecretStr | None:
+    """The PostgreSQL password: state.password_file, else the systemd credential (else
+    libpq's own ways: ~/.pgpass, PGPASSWORD, peer or certificate authentication)."""
+    if not state.url:
+        return None
+    if state.password_file:
+        what = f"{sources.get('state.password_file', 'configuration')}: state.password_file"
+        path = Path(state.password_file).expanduser()
+        return SecretStr(_read_secret_file(path, what, "the database password"))
+    if credentials := environ.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(credentials) / STATE_CREDENTIAL
+        if credential.is_file():
+            return SecretStr(_read_secret_file(credential, "credential", "the database password"))
+    return None
 
 
 def _resolve_webhook_secret(

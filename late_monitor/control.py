@@ -27,7 +27,7 @@ from late_monitor.silences import (
     stale_acks,
 )
 from late_monitor.silences import screen as decide
-from late_monitor.store import Store
+from late_monitor.storage import StateStore as Store
 
 log = structlog.get_logger("late_monitor.control")
 

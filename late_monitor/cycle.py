@@ -54,7 +54,7 @@ from late_monitor.rules import (
 )
 from late_monitor.scope import Scope, check_scope
 from late_monitor.state import AccountState, ApiHealth
-from late_monitor.store import Store
+from late_monitor.storage import StateStore as Store
 
 log = structlog.get_logger("late_monitor.cycle")
 

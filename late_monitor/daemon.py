@@ -17,16 +17,16 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import SecretStr
 
+from late_monitor.backends import open_store
 from late_monitor.config import LoadedConfig, load_settings
 from late_monitor.control import release_due
 from late_monitor.cycle import CycleDeps, CycleResult, run_cycle, scope_of_state, utcnow
-from late_monitor.errors import ConfigError, LateMonitorError
+from late_monitor.errors import ConfigError, LateMonitorError, LeadershipLost, NotLeader
 from late_monitor.intake import Intake
 from late_monitor.metrics import Metrics
 from late_monitor.notify import Notifier
 from late_monitor.outbox import deliver_pending
 from late_monitor.reconnect import Answer, open_link
-from late_monitor.store import Store
 from late_monitor.systemd import SystemdNotifier
 from late_monitor.web import Liveness, build_app, start_server
 from late_monitor.wiring import (
@@ -42,6 +42,8 @@ log = structlog.get_logger("late_monitor.daemon")
 
 SHUTDOWN_GRACE = 20.0  # seconds an in-flight cycle gets to finish on SIGTERM
 OUTBOX_EVERY = 30.0
+REPLICAS_EVERY = 5.0  # PostgreSQL: a standby tries the leader lock, the leader looks for
+# webhooks another replica recorded, this often between polls
 WATCH_FIRST = 60.0  # seconds after start: the first look at Late's view of our webhook
 HISTORY_DAYS = 30
 
@@ -95,7 +97,7 @@ class Daemon:
         self.loaded = loaded
         self._config_arg = config_arg
         self.clock = clock
-        self.store = Store.open(loaded.state_path)
+        self.store = open_store(loaded, standby=True)
         self.units: dict[str, Unit] = {}
         budgets = Budgets()
         for index, view in enumerate(loaded.workspaces):
@@ -114,6 +116,7 @@ class Daemon:
         self.budgets = budgets
         self.systemd = SystemdNotifier(environ)
         self.metrics = Metrics()
+        self.metrics.set_leader(self.store.leader)
         self.liveness = Liveness(  # the shortest interval: /readyz must allow for the most eager
             interval=min(unit.interval for unit in self.units.values()),
             started=clock().timestamp(),
@@ -149,8 +152,17 @@ class Daemon:
             unit = current
             try:
                 with structlog.contextvars.bound_contextvars(**self._bound(unit)):
+                    if not self.store.leader:  # a standby asks Late nothing: lead first
+                        async with unit.deps.store.holding(unit.deps.lock_wait):
+                            pass
                     await watch_workspace(unit.deps, self.budgets, unit.name)
                     result = await run_cycle(unit.deps)
+            except NotLeader as exc:  # a standby (PostgreSQL): another replica polls
+                self._note_leader(lost=isinstance(exc, LeadershipLost))
+                if not isinstance(exc, LeadershipLost):  # standing by is this one's job: live
+                    self.liveness.last_success = self.clock().timestamp()
+                    self.liveness.cycles = max(self.liveness.cycles, 1)
+                return
             except ConfigError as exc:
                 log.error("cycle_failed", error="; ".join(exc.problems), **self._bound(unit))
                 return
@@ -160,6 +172,7 @@ class Daemon:
             except Exception:  # the daemon outlives a bug in one cycle; the log has the trace
                 log.exception("cycle_crashed", **self._bound(unit))
                 return
+        self._note_leader()
         if unit.name in self.units:  # not a workspace a reload removed meanwhile
             self._record(unit, result)
         interval = unit.loaded.settings.monitor.interval
@@ -179,6 +192,12 @@ class Daemon:
 
     def _bound(self, unit: Unit) -> dict[str, str]:
         return {"workspace": unit.name} if self.loaded.named else {}
+
+    def _note_leader(self, *, lost: bool = False) -> None:
+        leader = self.store.leader
+        if lost or leader != bool(self.metrics.leader_value):
+            log.info("leadership_changed", leader=leader, state=str(self.store.path))
+        self.metrics.set_leader(leader)
 
     def _record(self, unit: Unit, result: CycleResult) -> None:
         when = self.clock()
@@ -202,8 +221,20 @@ class Daemon:
             f"last poll {result.outcome} at {when.astimezone(UTC):%H:%M:%S} UTC"
         )
 
+    async def replicas(self) -> None:
+        """Between polls, a standby tries the leader lock (winning it polls at once), and the
+        leader acts on webhooks that Late delivered to another replica."""
+        if self.store.leader:
+            self.intake.wake()
+            return
+        for unit in list(self.units.values()):
+            if not unit.busy.locked():
+                await self.poll(unit.name)
+
     async def retry_outbox(self) -> None:
         """Each workspace's outbox at once: one's destination that hangs holds back no other's."""
+        if not self.store.leader:
+            return  # a standby delivers nothing
         await asyncio.gather(*(self._retry_outbox(unit) for unit in list(self.units.values())))
 
     async def _retry_outbox(self, unit: Unit) -> None:
@@ -341,8 +372,8 @@ class Daemon:
         # others' polls meanwhile. A running cycle finishes with the parts it started with;
         # the workspace's next cycle (which waits for it: same lock) takes the new ones.
         old = list(self.units.values())
-        if loaded.settings.state.path != self.loaded.settings.state.path:
-            log.warning("config_reload_partial", ignored="state.path (needs a restart)")
+        if loaded.settings.state != self.loaded.settings.state:
+            log.warning("config_reload_partial", ignored="[state] (needs a restart)")
         self.loaded = loaded
         setup_logging(loaded)
         for warning in loaded.warnings:
@@ -471,6 +502,14 @@ class Daemon:
             misfire_grace_time=3600,
             **common,
         )
+        if self.loaded.settings.state.url:
+            self.scheduler.add_job(
+                self.replicas,
+                IntervalTrigger(seconds=min(REPLICAS_EVERY, interval)),
+                id="replicas",
+                misfire_grace_time=int(REPLICAS_EVERY),
+                **common,
+            )
         self._schedule_watch()
         self.scheduler.start()
         watchdog = loop.create_task(self.systemd.watchdog())

@@ -10,6 +10,8 @@ LateMonitorError
 |   +-- Redirected            sent elsewhere: the key is not followed to another host
 +-- StateError                the state file is unusable (exit 2)
 |   +-- StateBusy             another process holds the state file (exit 1)
+|   |   +-- NotLeader         another replica holds the PostgreSQL leader lock (exit 1)
+|   |       +-- LeadershipLost  the leader lock's session ended under us: fenced (exit 1)
 |   +-- ScopeConflict         the state file watches another scope (exit 2)
 +-- DeliveryError             a destination did not accept a message: permanent (4xx), unanswered
                               (no answer within its read timeout: it may have arrived) or neither
@@ -76,6 +78,15 @@ class StateBusy(StateError):
     """Another late-monitor process is running a cycle on the same state file."""
 
     exit_code = 1
+
+
+class NotLeader(StateBusy):
+    """Another replica holds the leader lock on the shared PostgreSQL state: stand by."""
+
+
+class LeadershipLost(NotLeader):
+    """The session holding our leader lock is gone: nothing more is polled, written or sent
+    until the lock is taken again (a standby may hold it already)."""
 
 
 class DeliveryError(LateMonitorError):

@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 
 from late_monitor.cycle import CycleDeps, record_and_send, tell_news
-from late_monitor.errors import LateApiError, LateMonitorError
+from late_monitor.errors import LateApiError, LateMonitorError, NotLeader
 from late_monitor.events import Event
 from late_monitor.hook_rules import checked, disconnected, webhook_watch
 from late_monitor.metrics import Metrics
@@ -148,6 +148,10 @@ class Intake:
 
     # -- acting on deliveries -----------------------------------------------------------
 
+    def wake(self) -> None:
+        """Look for recorded deliveries now (another replica may have recorded some)."""
+        self._wake.set()
+
     async def run(self) -> None:
         """Act on recorded deliveries whenever one arrives (and once at start: what a
         previous process acknowledged but did not act on)."""
@@ -158,6 +162,8 @@ class Intake:
             started, acted = time.monotonic(), 0
             try:
                 acted = await self.process()
+            except NotLeader:
+                pass  # a standby replica: the leader acts on what this one recorded
             except LateMonitorError as exc:
                 log.error("webhooks_not_processed", error=str(exc))
                 await asyncio.sleep(1.0)

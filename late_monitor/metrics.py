@@ -89,6 +89,13 @@ class Metrics:
             ["platform", "cause"],
             registry=r,
         )
+        self.leader = Gauge(
+            "late_monitor_leader",
+            "1 while this process may poll and deliver (the leader on a shared PostgreSQL "
+            "state; always 1 on a SQLite file), 0 while it stands by",
+            registry=r,
+        )
+        self.leader_value = 0
         self.webhook_latency = Histogram(
             "late_monitor_webhook_processing_seconds",
             "From a webhook's receipt to its news committed and delivery attempted",
@@ -151,3 +158,7 @@ class Metrics:
             (self.sent if ok else self.failed).labels(workspace, index).inc(count)
         self.dropped.labels(workspace).inc(delivery.dropped)
         self.set_aside.labels(workspace).inc(delivery.set_aside)
+
+    def set_leader(self, leader: bool) -> None:
+        self.leader_value = int(leader)
+        self.leader.set(self.leader_value)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from late_monitor.silences import Silence, silenced_accounts
-from late_monitor.store import Store
+from late_monitor.storage import StateStore as Store
 
 
 def _iso(value: datetime | None) -> str | None:

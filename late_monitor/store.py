@@ -301,6 +301,8 @@ class Store:
     same connection and locks. The outbox, cycles, states, acks and the API's health are a
     workspace's own; silences and webhook deliveries are the file's."""
 
+    leader = True  # storage.StateStore: one file, no replicas; the cycle lock is per cycle
+
     def __init__(
         self,
         path: Path,

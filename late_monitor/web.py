@@ -15,7 +15,7 @@ from late_monitor.errors import ConfigError
 from late_monitor.metrics import Metrics
 from late_monitor.reconnect import Answer
 from late_monitor.status import status_report
-from late_monitor.store import Store
+from late_monitor.storage import StateStore as Store
 
 WEBHOOK_PATH = "/webhooks/late"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from late_monitor.backends import open_store
 from late_monitor.config import LoadedConfig, insecure_base_url, mask_url
 from late_monitor.errors import ConfigError, StateError
 from late_monitor.intake import WATCH_KEY
-from late_monitor.store import Store
 from late_monitor.web import WEBHOOK_PATH
 from late_monitor.webhooks import SUBSCRIBED, LateWebhook
 from late_monitor.wiring import client_from
@@ -86,7 +86,7 @@ def webhook_status(loaded: LoadedConfig, *, as_json: bool, out: TextIO = sys.std
     received: list[dict[str, Any]] = []
     watched: Any = None
     try:
-        store = Store.open(loaded.state_path, create=False)
+        store = open_store(loaded, create=False)
     except StateError:
         store = None
     if store is not None:

@@ -25,7 +25,7 @@ from late_monitor.logs import REDACTOR, configure_logging
 from late_monitor.notify import Notifier
 from late_monitor.quiet import QuietWindow, parse_days, parse_time
 from late_monitor.rules import Policy
-from late_monitor.store import Store
+from late_monitor.storage import StateStore as Store
 
 
 def policy_from(loaded: LoadedConfig) -> Policy:
@@ -252,6 +252,8 @@ def setup_logging(
 def control_secrets(loaded: LoadedConfig) -> None:
     """The admin token and the heartbeat URLs' tokens never reach a log or an error."""
     settings = loaded.settings
+    if loaded.state_password is not None:
+        REDACTOR.add(loaded.state_password.get_secret_value())
     if settings.http.admin_token is not None:
         REDACTOR.add(settings.http.admin_token.get_secret_value())
     for url in (settings.heartbeat.url, settings.heartbeat.fail_url):

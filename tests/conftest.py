@@ -11,6 +11,9 @@ import pytest
 
 from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
 from tests.support.config import write_config
+from tests.support.pg import ENV as PG_ENV
+from tests.support.pg import HOW as PG_HOW
+from tests.support.pg import pg_database, pg_url  # noqa: F401  (fixtures for the PostgreSQL tests)
 from tests.support.sink import Sink
 
 
@@ -73,3 +76,24 @@ def daemon_config(monitor_config):  # type: ignore[no-untyped-def]
         return monitor_config(**sections)  # type: ignore[no-any-return]
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a PostgreSQL server to use, its tests are deselected (one line says why,
+    below), not skipped one by one."""
+    if os.environ.get(PG_ENV):
+        return
+    needs = [
+        item
+        for item in items
+        if item.get_closest_marker("postgresql")
+        or "pg_database" in getattr(item, "fixturenames", ())
+    ]
+    if needs:
+        items[:] = [item for item in items if item not in set(needs)]
+        config.hook.pytest_deselected(items=needs)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not os.environ.get(PG_ENV):
+        terminalreporter.write_line(f"PostgreSQL tests deselected: {PG_HOW}")

@@ -266,5 +266,6 @@ def test_every_command_help_shows_an_example() -> None:
         "silence list",
         "silence expire",
         "ack",
+        "migrate",
     }
     assert [name for name, text in helps.items() if "example" not in text] == []

@@ -1,0 +1,328 @@
+"""One contract, two backends: every storage.StateStore method behaves the same on a SQLite file
+and on PostgreSQL (a schema of its own per test), so that the two cannot drift."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from late_monitor.errors import StateBusy
+from late_monitor.messages import CycleRecord, Entry, PlannedMessage
+from late_monitor.silences import Ack
+from late_monitor.state import AccountState, ApiHealth
+from late_monitor.storage import StateStore
+from late_monitor.store import Store
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+Opener = Callable[[], StateStore]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens another handle on the same state (as a second process would)."""
+    opened: list[StateStore] = []
+    if request.param == "sqlite":
+
+        def make() -> StateStore:
+            opened.append(Store.open(tmp_path / "state.db"))
+            return opened[-1]
+
+    else:
+        from late_monitor.pg_store import PgStore
+
+        url = request.getfixturevalue("pg_url")
+
+        def make() -> StateStore:
+            opened.append(PgStore.open(url))
+            return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(opener: Opener) -> StateStore:
+    return opener()
+
+
+def record(**kw: object) -> CycleRecord:
+    base: dict[str, object] = {
+        "started_at": T0,
+        "finished_at": T0,
+        "outcome": "ok",
+        "accounts": 1,
+        "events": 1,
+        "requests": 1,
+    }
+    base.update(kw)
+    return CycleRecord(**base)  # type: ignore[arg-type]
+
+
+def state(account_id: str = "a1", **kw: object) -> AccountState:
+    base: dict[str, object] = {
+        "account_id": account_id,
+        "platform": "twitter",
+        "username": "@a",
+        "status": "error",
+        "needs_reconnect": True,
+        "can_post": False,
+        "since": T0,
+        "token_expires_at": T0 + timedelta(days=3),
+        "issues": ("Token expired",),
+        "pending": ("healthy", False, True),
+        "pending_count": 1,
+        "token_warned": (604800.0,),
+        "missing_scopes": ("tweet.write",),
+        "detail_at": T0,
+        "last_notice_at": T0,
+    }
+    base.update(kw)
+    return AccountState(**base)  # type: ignore[arg-type]
+
+
+def commit(store: StateStore, *messages: PlannedMessage, **kw: object) -> int:
+    args: dict[str, object] = {
+        "states": {},
+        "changed": [],
+        "removed": [],
+        "api": ApiHealth(),
+        "messages": list(messages),
+        "record": record(),
+    }
+    args.update(kw)
+    return store.commit_cycle(**args)  # type: ignore[arg-type]
+
+
+def message(*keys: str, title: str = "Late: x", **kw: object) -> PlannedMessage:
+    return PlannedMessage(
+        "failure",
+        title,
+        "body",
+        tuple((k, f"json://{k}") for k in keys),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_states_api_health_and_cycles_round_trip_to_another_handle(opener: Opener) -> None:
+    first = opener()
+    cycle_id = commit(
+        first,
+        states={"a1": state(), "a2": state("a2", status="healthy")},
+        changed=["a1", "a2"],
+        api=ApiHealth(2, True, False, "e"),
+        record=record(error="boom", requests=3),
+    )
+    second = opener()
+    assert second.load_states() == {"a1": state(), "a2": state("a2", status="healthy")}
+    assert second.load_api_health() == ApiHealth(2, True, False, "e")
+    [cycle] = second.recent_cycles()
+    assert cycle["id"] == cycle_id
+    assert (cycle["requests"], cycle["error"], cycle["started_at"]) == (3, "boom", T0.timestamp())
+
+
+def test_removed_and_unchanged_accounts(store: StateStore) -> None:
+    commit(store, states={"a1": state(), "a2": state("a2")}, changed=["a1", "a2"])
+    commit(store, states={"a1": state(status="warning")}, changed=[], removed=["a2"])
+    assert store.load_states() == {"a1": state()}  # not in `changed`: not written
+
+
+def test_a_cached_view_sees_what_another_handle_committed(opener: Opener) -> None:
+    first, second = opener(), opener()
+    commit(first, states={"a1": state()}, changed=["a1"])
+    version = second.data_version()
+    assert second.load_states() == {"a1": state()}
+    commit(first, states={"a1": state(status="healthy")}, changed=["a1"])
+    assert second.data_version() != version
+    assert second.load_states()["a1"].status == "healthy"
+
+
+def test_meta_values_and_setdefault(opener: Opener) -> None:
+    store = opener()
+    assert store.read_meta("scope") is None
+    store.write_meta("scope", {"base_url": "x", "platforms": ["a"]})
+    store.write_meta("scope", {"base_url": "y", "platforms": []})
+    assert store.read_meta("scope") == {"base_url": "y", "platforms": []}
+    assert store.meta_setdefault("key", "first") == "first"
+    assert opener().meta_setdefault("key", "second") == "first"
+
+
+def test_outbox_rows_are_due_in_order_and_marked(store: StateStore) -> None:
+    commit(store, message("k1", "k2"), message("k1", title="Late: y"))
+    rows = store.pending_deliveries()
+    assert [(r.destination, r.title) for r in rows] == [
+        ("k1", "Late: x"),
+        ("k1", "Late: y"),
+        ("k2", "Late: x"),
+    ]
+    assert store.pending_count() == 3
+    assert store.next_attempt_at() == T0.timestamp()
+    assert store.oldest_pending() == T0.timestamp()
+    store.mark_delivered(rows[0].id, rows[1].id, now=5.0, note="together")
+    store.mark_failed(rows[2].id, error="down", next_attempt_at=9.0, unanswered=True)
+    [left] = store.pending_deliveries()
+    assert (left.attempts, left.unanswered, left.last_error) == (1, 1, "down")
+    assert store.next_attempt_at() == 9.0
+    store.mark_set_aside(left.id, error="refused", until=99.0)
+    [aside] = store.pending_deliveries()
+    assert (aside.state, aside.attempts) == ("set_aside", 2)
+    store.mark_dropped(aside.id, reason="too old", now=100.0)
+    assert store.pending_deliveries() == []
+    assert store.pending_count() == 0
+    assert store.next_attempt_at() is None
+    assert store.oldest_pending() == float("inf")
+    finished = store.outbox_rows(states=("delivered", "dropped"))
+    assert sorted((r["state"], r["last_error"]) for r in finished) == [
+        ("delivered", "together"),
+        ("delivered", "together"),
+        ("dropped", "too old"),
+    ]
+
+
+def test_entries_and_cycle_ids_reach_the_outbox_row(store: StateStore) -> None:
+    entries = (Entry("a1", "failure", "a1 broke"), Entry("api", "success", "back"))
+    cycle_id = commit(store, message("k1", accounts=("a1",), entries=entries))
+    [row] = store.pending_deliveries()
+    assert (row.entries, row.cycle_id, row.created_at) == (entries, cycle_id, T0.timestamp())
+
+
+def test_reroute_adds_only_destinations_without_the_message(store: StateStore) -> None:
+    commit(store, message("gone", "k2"))
+    gone = next(r for r in store.pending_deliveries() if r.destination == "gone")
+    added = store.reroute(gone.id, to=[("k2", "json://k2"), ("k3", "json://k3")], now=7.0)
+    assert added == ["json://k3"]
+    assert sorted(r.destination for r in store.pending_deliveries()) == ["k2", "k3"]
+    [old] = store.outbox_rows(states=("rerouted",))
+    assert "re-routed to json://k3" in old["last_error"]
+
+
+def test_prune_drops_finished_history_and_keeps_what_is_pending(store: StateStore) -> None:
+    commit(store, message("k1"))
+    commit(store, message("k2"))
+    commit(store)
+    rows = store.pending_deliveries()
+    store.mark_delivered(rows[0].id, now=T0.timestamp())
+    pruned = store.prune(before=T0 + timedelta(days=1))
+    assert pruned == 2  # the cycle without messages and the one whose message was delivered
+    assert [r.destination for r in store.pending_deliveries()] == ["k2"]
+    assert len(store.recent_cycles()) == 1
+
+
+def test_held_rows_are_released_as_one_summary_per_destination(store: StateStore) -> None:
+    until = T0.timestamp() + 3600
+    commit(store, message("k1", held_until=until), message("k1", title="Late: y", held_until=until))
+    assert store.pending_deliveries() == []
+    assert len(store.held_rows()) == 2
+    assert store.release_held(now=T0) == 0
+    assert store.release_held(now=T0 + timedelta(hours=2)) == 1
+    [summary] = store.pending_deliveries()
+    assert summary.destination == "k1"
+    assert store.held_rows() == []
+    assert len(store.outbox_rows(states=("released",))) == 2
+
+
+def test_webhooks_are_recorded_once_and_settled(opener: Opener) -> None:
+    store, other = opener(), opener()
+    assert store.record_webhook("h1", "account.disconnected", b"{1}", now=10.0)
+    assert not other.record_webhook("h1", "account.disconnected", b"{1}", now=11.0)
+    assert other.record_webhook("h2", "webhook.test", b"{2}", now=12.0)
+    assert store.unprocessed_webhooks() == [("h1", b"{1}"), ("h2", b"{2}")]
+    store.settle_webhooks([("h2", "ignored")], now=13.0)
+    commit(store, webhooks=[("h1", "acted")])
+    assert store.unprocessed_webhooks() == []
+    recent = store.recent_webhooks()
+    assert [(r["id"], r["outcome"], r["processed_at"]) for r in recent] == [
+        ("h2", "ignored", 13.0),
+        ("h1", "acted", T0.timestamp()),
+    ]
+    assert store.prune_webhooks(before=11.0) == 1
+    assert [r["id"] for r in store.recent_webhooks()] == ["h2"]
+
+
+def test_silences_are_added_noted_expired_and_settled(store: StateStore) -> None:
+    silence_id = store.add_silence(
+        matchers={"platform": ["twitter"]},
+        reason="maintenance",
+        created_by="ops",
+        created_at=T0,
+        ends_at=T0 + timedelta(hours=1),
+    )
+    store.note_silenced({silence_id: ["a1", "a2"]}, {silence_id: 2})
+    store.note_silenced({silence_id: ["a2", "a3"]}, {silence_id: 1})
+    [silence] = store.load_silences()
+    assert (silence.silenced, silence.suppressed, silence.matchers) == (
+        ("a1", "a2", "a3"),
+        3,
+        {"platform": ("twitter",)},
+    )
+    ended = store.expire_silence(silence_id, now=T0 + timedelta(minutes=5))
+    assert ended is not None
+    assert ended.expired_at == T0 + timedelta(minutes=5)
+    assert store.expire_silence(999, now=T0) is None
+    store.settle_silences([silence_id], prune_before=T0)
+    assert store.load_silences()[0].settled
+    store.settle_silences([], prune_before=T0 + timedelta(days=30))
+    assert store.load_silences() == []
+
+
+def test_acks_are_kept_replaced_and_removed(store: StateStore) -> None:
+    ack = Ack("a1", ("error", True, False), "known", "ops", T0)
+    store.add_ack(ack)
+    store.add_ack(Ack("a2", ("warning", False, True), "x", "ops", T0))
+    store.add_ack(Ack("a1", ("error", False, False), "still", "dev", T0 + timedelta(hours=1)))
+    acks = store.load_acks()
+    assert acks["a1"] == Ack("a1", ("error", False, False), "still", "dev", T0 + timedelta(hours=1))
+    store.remove_acks(["a1", "nope"])
+    assert list(store.load_acks()) == ["a2"]
+
+
+async def test_the_cycle_lock_is_one_holders_and_free_when_it_closes(opener: Opener) -> None:
+    first, second = opener(), opener()
+    assert first.path == second.path
+    async with first.writing(1.0):
+        with pytest.raises(StateBusy):
+            async with second.holding(0.3):
+                pass
+    first.close()
+    async with second.writing(1.0):
+        commit(second)
+    assert second.leader
+    assert len(second.recent_cycles()) == 1
+
+
+async def test_one_process_tasks_share_the_cycle_lock(store: StateStore) -> None:
+    async with store.holding(1.0):
+        async with store.holding(0.1):  # a webhook processed while the cycle polls
+            await asyncio.sleep(0)
+        commit(store)
+    assert len(store.recent_cycles()) == 1
+
+
+def test_each_workspace_sees_its_own_accounts_outbox_acks_and_meta(store: StateStore) -> None:
+    other = store.scoped("acme")
+    assert store.scoped("acme") is other
+    assert other.workspace == "acme"
+    commit(store, message("k1"), states={"a1": state()}, changed=["a1"])
+    commit(other, message("k2"), states={"a1": state(status="healthy")}, changed=["a1"])
+    assert store.load_states()["a1"].status == "error"
+    assert other.load_states()["a1"].status == "healthy"
+    assert [r.destination for r in store.pending_deliveries()] == ["k1"]
+    assert [r.destination for r in other.pending_deliveries()] == ["k2"]
+    assert (store.pending_count(), len(other.recent_cycles())) == (1, 1)
+    other.add_ack(Ack("a1", ("error", True, False), "known", "ops", T0))
+    assert store.load_acks() == {}
+    other.write_meta("scope", "acme's")
+    assert store.read_meta("scope") is None
+    store.add_silence(
+        matchers={"platform": ["x"]},
+        reason="r",
+        created_by="ops",
+        created_at=T0,
+        ends_at=T0 + timedelta(hours=1),
+    )
+    assert len(other.load_silences()) == 1  # silences are everyone's
+    assert store.workspaces() == ["acme", "default"]
