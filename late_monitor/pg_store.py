@@ -23,7 +23,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +53,7 @@ from late_monitor.quiet import HeldMessage, summary
 from late_monitor.silences import Ack, Silence
 from late_monitor.state import DEFAULT_WORKSPACE, AccountState, ApiHealth
 from late_monitor.store import (
+    SETTLED_META,
     _condition,
     _decode_state,
     _encode_entries,
@@ -88,7 +89,7 @@ class _Shared:
         self.contender: psycopg.Connection[Any] | None = None  # tries it while we stand by
         self.holders = 0
         self.taking = asyncio.Lock()
-        self.writer = asyncio.Lock()
+        self.writers: dict[str, asyncio.Lock] = {}  # one per workspace, as store.Store's
         self.views: dict[str, PgStore] = {}
 
 
@@ -233,7 +234,10 @@ class PgStore:
 
     @contextlib.asynccontextmanager
     async def writing(self, wait: float) -> AsyncIterator[None]:
-        async with self.holding(wait), self._s.writer:
+        """The leader's session and this workspace's one writer: a workspace's slow delivery
+        must not hold back another's commit (as store.Store.writing)."""
+        writer = self._s.writers.setdefault(self.workspace, asyncio.Lock())
+        async with self.holding(wait), writer:
             yield
 
     # -- connections ----------------------------------------------------------------------
@@ -663,7 +667,11 @@ class PgStore:
             "SELECT id, matchers, reason, created_by, created_at, ends_at, expired_at, "
             "silenced, suppressed, settled FROM silences ORDER BY id"
         )
-        return [_silence(row) for row in rows]
+        silences = [_silence(row) for row in rows]
+        if self.workspace == DEFAULT_WORKSPACE:
+            return silences
+        mine = set(self.read_meta(SETTLED_META) or ())
+        return [replace(silence, settled=silence.id in mine) for silence in silences]
 
     def expire_silence(self, silence_id: int, *, now: datetime) -> Silence | None:
         with self._transaction() as conn:
@@ -695,6 +703,9 @@ class PgStore:
 
     def settle_silences(self, ids: Sequence[int], *, prune_before: datetime) -> None:
         cutoff = prune_before.timestamp()
+        if self.workspace != DEFAULT_WORKSPACE:
+            self._settle_own(ids, cutoff)
+            return
         old = "settled = 1 AND least(ends_at, coalesce(expired_at, ends_at)) < %s"
         if not ids and not self._one(f"SELECT 1 FROM silences WHERE {old} LIMIT 1", (cutoff,)):
             return
@@ -702,6 +713,21 @@ class PgStore:
             if ids:
                 conn.execute("UPDATE silences SET settled = 1 WHERE id = ANY(%s)", (list(ids),))
             conn.execute(f"DELETE FROM silences WHERE {old}", (cutoff,))
+
+    def _settle_own(self, ids: Sequence[int], cutoff: float) -> None:
+        """A named workspace's settle_silences: the ids it acted upon kept in its meta."""
+        old = "least(ends_at, coalesce(expired_at, ends_at)) < %s"
+        if not ids and not self._one(f"SELECT 1 FROM silences WHERE {old} LIMIT 1", (cutoff,)):
+            return  # the usual cycle: nothing to write
+        mine = set(self.read_meta(SETTLED_META) or ()) | set(ids)
+        with self._transaction() as conn:
+            conn.execute(f"DELETE FROM silences WHERE {old}", (cutoff,))
+            existing = {row[0] for row in conn.execute("SELECT id FROM silences").fetchall()}
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (self._key(SETTLED_META), json.dumps(sorted(mine & existing))),
+            )
 
     def add_ack(self, ack: Ack) -> None:
         with self._transaction() as conn:

@@ -326,3 +326,34 @@ def test_each_workspace_sees_its_own_accounts_outbox_acks_and_meta(store: StateS
     )
     assert len(other.load_silences()) == 1  # silences are everyone's
     assert store.workspaces() == ["acme", "default"]
+
+
+def test_each_named_workspace_settles_a_silence_for_itself(store: StateStore) -> None:
+    """A silence that ends is re-announced by every workspace it held back: one workspace's
+    acting upon its end settles it for that workspace alone."""
+    acme, bolt = store.scoped("acme"), store.scoped("bolt")
+    silence_id = store.add_silence(
+        matchers={"platform": ["x"]},
+        reason="r",
+        created_by="ops",
+        created_at=T0,
+        ends_at=T0 + timedelta(hours=1),
+    )
+    acme.settle_silences([silence_id], prune_before=T0)
+    assert [s.settled for s in acme.load_silences()] == [True]
+    assert [s.settled for s in bolt.load_silences()] == [False]
+    bolt.settle_silences([silence_id], prune_before=T0)
+    assert [s.settled for s in bolt.load_silences()] == [True]
+    bolt.settle_silences([], prune_before=T0 + timedelta(days=30))
+    assert store.load_silences() == []  # long ended: forgotten by everyone
+
+
+async def test_each_workspace_has_its_own_writer(store: StateStore) -> None:
+    """One workspace's writer (held while its cycle delivers) never holds back another's."""
+    acme, bolt = store.scoped("acme"), store.scoped("bolt")
+    async with acme.writing(1):
+        async with asyncio.timeout(2), bolt.writing(1):
+            pass  # another workspace commits meanwhile
+        with pytest.raises(TimeoutError):  # the same workspace's second writer waits
+            async with asyncio.timeout(0.2), acme.writing(1):
+                pass
