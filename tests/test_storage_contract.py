@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,11 +13,12 @@ import pytest
 from late_monitor.errors import StateBusy
 from late_monitor.messages import CycleRecord, Entry, PlannedMessage
 from late_monitor.silences import Ack
-from late_monitor.state import AccountState, ApiHealth
+from late_monitor.state import ApiHealth
 from late_monitor.storage import StateStore
 from late_monitor.store import Store
+from tests.support.state import T0
+from tests.support.state import full_state as state
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 Opener = Callable[[], StateStore]
 
 
@@ -61,28 +62,6 @@ def record(**kw: object) -> CycleRecord:
     }
     base.update(kw)
     return CycleRecord(**base)  # type: ignore[arg-type]
-
-
-def state(account_id: str = "a1", **kw: object) -> AccountState:
-    base: dict[str, object] = {
-        "account_id": account_id,
-        "platform": "twitter",
-        "username": "@a",
-        "status": "error",
-        "needs_reconnect": True,
-        "can_post": False,
-        "since": T0,
-        "token_expires_at": T0 + timedelta(days=3),
-        "issues": ("Token expired",),
-        "pending": ("healthy", False, True),
-        "pending_count": 1,
-        "token_warned": (604800.0,),
-        "missing_scopes": ("tweet.write",),
-        "detail_at": T0,
-        "last_notice_at": T0,
-    }
-    base.update(kw)
-    return AccountState(**base)  # type: ignore[arg-type]
 
 
 def commit(store: StateStore, *messages: PlannedMessage, **kw: object) -> int:

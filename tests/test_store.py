@@ -14,36 +14,14 @@ from late_monitor.errors import StateError
 from late_monitor.messages import CycleRecord, Entry, PlannedMessage
 from late_monitor.state import AccountState, ApiHealth
 from late_monitor.store import SCHEMA_VERSION, Store
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+from tests.support.state import T0
+from tests.support.state import full_state as state
 
 
 def record() -> CycleRecord:
     return CycleRecord(
         started_at=T0, finished_at=T0, outcome="ok", accounts=1, events=1, requests=1
     )
-
-
-def state(account_id: str = "a1", **kw: object) -> AccountState:
-    base: dict[str, object] = {
-        "account_id": account_id,
-        "platform": "twitter",
-        "username": "@a",
-        "status": "error",
-        "needs_reconnect": True,
-        "can_post": False,
-        "since": T0,
-        "token_expires_at": T0 + timedelta(days=3),
-        "issues": ("Token expired",),
-        "pending": ("healthy", False, True),
-        "pending_count": 1,
-        "token_warned": (604800.0,),
-        "missing_scopes": ("tweet.write",),
-        "detail_at": T0,
-        "last_notice_at": T0,
-    }
-    base.update(kw)
-    return AccountState(**base)  # type: ignore[arg-type]
 
 
 def test_states_messages_and_api_health_round_trip(tmp_path: Path) -> None:
