@@ -709,16 +709,19 @@ async def test_one_workspaces_hanging_destination_delays_no_others_alert(
     assert took < 6, took
 
 
-async def test_a_silence_that_ends_reannounces_in_every_workspace_it_held_back(
-    tmp_path: Path, sims: dict[str, Simulator], sink: Sink, sink2: Sink
-) -> None:
-    """Silences are the daemon's: one over acc_00001 holds back alpha's and beta's; when it
-    ends, each workspace announces its own still-broken account, not only the first to poll."""
+def in_process(
+    tmp_path: Path,
+    sims: dict[str, Simulator],
+    sinks: tuple[Sink, Sink],
+    clock: Clock,
+    **monitor: str,
+) -> Daemon:
+    """A daemon in this process, on `clock`, over alpha and beta, each with its own sink."""
     config = write(
         tmp_path / "c.toml",
         {
             "late": {"max_requests_per_minute": 6000},
-            "monitor": {"detail": "never", "remind_every": "24h"},
+            "monitor": {"detail": "never", **monitor},
             "state": {"path": str(tmp_path / "state.db")},
         },
         [
@@ -728,11 +731,19 @@ async def test_a_silence_that_ends_reannounces_in_every_workspace_it_held_back(
                 "api_key": sims[name].api_key,
                 "notify": {"urls": [own.url()]},
             }
-            for name, own in (("alpha", sink), ("beta", sink2))
+            for name, own in zip(("alpha", "beta"), sinks, strict=True)
         ],
     )
+    return Daemon(load_settings(str(config), environ={}), config_arg=str(config), clock=clock)
+
+
+async def test_a_silence_that_ends_reannounces_in_every_workspace_it_held_back(
+    tmp_path: Path, sims: dict[str, Simulator], sink: Sink, sink2: Sink
+) -> None:
+    """Silences are the daemon's: one over acc_00001 holds back alpha's and beta's; when it
+    ends, each workspace announces its own still-broken account, not only the first to poll."""
     clock = Clock()
-    daemon = Daemon(load_settings(str(config), environ={}), config_arg=str(config), clock=clock)
+    daemon = in_process(tmp_path, sims, (sink, sink2), clock, remind_every="24h")
     try:
         for name in ("alpha", "beta"):
             await daemon.poll(name)
@@ -910,25 +921,8 @@ async def test_one_workspaces_hanging_destination_holds_back_no_others_retry(
 ) -> None:
     """The outbox job retries each workspace's undelivered messages at once: beta's retry
     does not wait for alpha's destination, which takes every message and never answers."""
-    config = write(
-        tmp_path / "c.toml",
-        {
-            "late": {"max_requests_per_minute": 6000},
-            "monitor": {"detail": "never"},
-            "state": {"path": str(tmp_path / "state.db")},
-        },
-        [
-            {
-                "name": name,
-                "base_url": sims[name].base_url,
-                "api_key": sims[name].api_key,
-                "notify": {"urls": [own.url()]},
-            }
-            for name, own in (("alpha", sink), ("beta", sink2))
-        ],
-    )
     clock = Clock()
-    daemon = Daemon(load_settings(str(config), environ={}), config_arg=str(config), clock=clock)
+    daemon = in_process(tmp_path, sims, (sink, sink2), clock)
     try:
         sink.fail_status = sink2.fail_status = 500
         for name in ("alpha", "beta"):
