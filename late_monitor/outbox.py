@@ -10,44 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 
 import structlog
 
 from late_monitor.errors import DeliveryError
 from late_monitor.messages import PENDING, SET_ASIDE, OutboxRow
 from late_monitor.notify import Notifier, merge_held
-
-
-class Store(Protocol):
-    """What delivery needs of the state file (store.Store has it): the rows that are due,
-    their marks, and the cycle lock. A protocol, so that delivery and the store import
-    neither each other nor the client (an import-linter contract checks it)."""
-
-    def writing(self, wait: float) -> AbstractAsyncContextManager[None]: ...
-
-    def pending_deliveries(self) -> list[OutboxRow]: ...
-
-    def next_attempt_at(self) -> float | None: ...
-
-    def oldest_pending(self) -> float: ...
-
-    def mark_delivered(self, *row_ids: int, now: float, note: str | None = None) -> None: ...
-
-    def mark_failed(
-        self, *row_ids: int, error: str, next_attempt_at: float, unanswered: bool = False
-    ) -> None: ...
-
-    def mark_set_aside(self, *row_ids: int, error: str, until: float) -> None: ...
-
-    def mark_dropped(self, row_id: int, *, reason: str, now: float) -> None: ...
-
-    def reroute(self, row_id: int, *, to: Sequence[tuple[str, str]], now: float) -> list[str]: ...
-
+from late_monitor.storage import Outbox as Store
 
 log = structlog.get_logger("late_monitor.outbox")
 
