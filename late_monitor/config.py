@@ -476,7 +476,7 @@ class LoadedConfig:
 
 def workspace_key_variable(name: str) -> str:
     """The environment variable holding workspace `name`'s API key."""
-    return f"{ENV_PREFIX}WORKSPACES__{re.sub(r'[^A-Z0-9]', '_', name.upper())}__API_KEY"
+    return f"{ENV_PREFIX}WORKSPACES__{_variable_part(name)}__API_KEY"
 
 
 class _EnvSource(EnvSettingsSource):
@@ -894,6 +894,7 @@ def _workspace_views(
 
 
 def _variable_part(name: str) -> str:
+    """A workspace name as its environment variables spell it ("beta-co" -> "BETA_CO")."""
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 

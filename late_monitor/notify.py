@@ -9,6 +9,7 @@ so each send gets its own result; which rows to send, when, and what to do after
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import importlib
 import re
@@ -247,13 +248,18 @@ class Notifier:
             tags = self._profile_routes.get(name.casefold())
             if tags:
                 return self.tagged(*tags)
-        claimed = {
+        return [d for d in self.routed(event.notify_type) if d.key not in self._claimed]
+
+    @functools.cached_property
+    def _claimed(self) -> frozenset[str]:
+        """The destinations profile routes name (not `always`): once, after `load()`; the
+        destinations do not change after it."""
+        return frozenset(
             d.key
             for tags in self._profile_routes.values()
             for d in self.tagged(*tags)
             if "always" not in d.tags
-        }
-        return [d for d in self.routed(event.notify_type) if d.key not in claimed]
+        )
 
     def tagged(self, *tags: str) -> list[Destination]:
         """Destinations matching any of the tags, or tagged `always` (Apprise's matching)."""
