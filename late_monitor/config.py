@@ -266,9 +266,9 @@ class NotifySettings(_Section):
     group: Literal["cycle", "account"] = "cycle"
     retry_for: Duration = 86400.0
     # notify type -> tags; `profile` is profile name -> tags (that profile's news goes there)
-    routes: Annotated[
-        dict[RouteKey, list[str] | dict[str, list[str]]], AfterValidator(_check_routes)
-    ] = Field(default_factory=dict)
+    routes: Annotated[dict[RouteKey, Any], AfterValidator(_check_routes)] = Field(
+        default_factory=dict
+    )
     templates: str = ""  # a directory of Jinja2 templates overriding the built-in texts
 
 
@@ -343,9 +343,9 @@ class WorkspaceNotifySettings(_Section):
 
     urls: list[SecretStr] = Field(default_factory=list)
     config: str = ""
-    routes: Annotated[
-        dict[RouteKey, list[str] | dict[str, list[str]]], AfterValidator(_check_routes)
-    ] = Field(default_factory=dict)
+    routes: Annotated[dict[RouteKey, Any], AfterValidator(_check_routes)] = Field(
+        default_factory=dict
+    )
 
 
 class WorkspaceSettings(_Section):

@@ -141,6 +141,11 @@ def test_a_config_without_workspaces_is_one_implicit_workspace(tmp_path: Path) -
             {},
             "profile routes are a table of profile name -> tags",
         ),
+        (  # a bare string: said in the same words, not as two lines of type names
+            [{"name": "acme", "api_key": "a", "notify": {"routes": {"profile": "x"}}}],
+            {},
+            "profile routes are a table of profile name -> tags",
+        ),
     ],
 )
 def test_workspace_mistakes_are_one_line_naming_the_table(
