@@ -229,3 +229,13 @@ async def test_cron_and_a_daemon_reading_quiet_marks_tell_what_full_polls_tell(
         await closed(kept)
         for sink in sinks.values():
             await sink.stop()
+
+
+def test_a_state_changed_by_anything_but_the_rules_loses_its_mark() -> None:
+    """A webhook's claim, a detail, an impact count: each a `replace`, and the next poll
+    judges the account in full (a mark made for the old state cannot be trusted)."""
+    obs = Observation(account_id="a1", platform="x", username="@u", status="healthy")
+    state = evaluate({}, listing([obs]), now=T0, policy=Policy()).states["a1"]
+    assert state.listed is not None
+    claimed = replace(state, status="error", claimed_at=T0)
+    assert (claimed.listed, claimed.quiet_until) == (None, None)
