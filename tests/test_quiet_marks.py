@@ -86,12 +86,12 @@ def quiet_part(snapshot: Snapshot, states: dict[str, AccountState], now: datetim
     )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.lists(
         st.tuples(st.lists(observations, max_size=6), st.integers(1, 10 * 24)),
         min_size=2,
-        max_size=8,
+        max_size=6,
     ),
     policies,
 )
@@ -116,7 +116,7 @@ def test_polls_that_skip_quiet_accounts_tell_and_keep_what_full_polls_do(
         quick = {k: v for k, v in b.states.items() if k not in b.removed}
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(observations, policies, st.integers(0, 60 * 24))
 def test_a_mark_ends_exactly_when_the_shortcut_stops_holding(
     obs: Observation, policy: Policy, hours: int
