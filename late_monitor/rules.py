@@ -424,7 +424,10 @@ def evaluate(
     )
     if missing and len(missing) <= snapshot.unidentified:
         for account_id in missing:  # they may be the entries listed without an id
-            states[account_id] = previous[account_id]
+            kept = previous[account_id]
+            states[account_id] = marked(kept, None, None)  # not judged: not marked either
+            if states[account_id] is not kept:
+                changed.add(account_id)
         missing = []
     removed, waiting = _vanished(previous, missing, now=now, policy=policy)
     for state in waiting:
