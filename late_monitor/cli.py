@@ -6,6 +6,10 @@ the daemon's scheduler and metrics, nor `check` for the notifier.
 
 from __future__ import annotations
 
+# isort: off
+from late_monitor import startup  # first: no garbage collection while importing the rest
+
+# isort: on
 import argparse
 import asyncio
 import contextlib
@@ -37,6 +41,7 @@ from late_monitor.workspace_watch import Budgets, watch_workspace
 if TYPE_CHECKING:
     from late_monitor.notify import Notifier
 
+startup.settled()
 log = structlog.get_logger("late_monitor.cli")
 
 RUN_EXAMPLE = """examples:
