@@ -176,9 +176,8 @@ class Extras:
 class Renderer:
     """Titles and digest entries for each style, from the templates."""
 
-    def __init__(self, templates: str = "", *, cache: BytecodeCache | None = None) -> None:
+    def __init__(self, templates: str = "") -> None:
         self.templates = templates
-        self.cache = cache  # compiled templates between processes; None: template_cache()
         if templates and (problems := check_templates(templates)):
             raise ConfigError(problems)
         self._builtin: dict[str, SandboxedEnvironment] = {}
@@ -211,7 +210,7 @@ class Renderer:
 
         from late_monitor.template_cache import template_cache
 
-        cache = self.cache if self.cache is not None else template_cache()
+        cache = template_cache()  # compiled templates, kept between processes
         builtin = FileSystemLoader(str(BUILTIN))
         self._builtin = {style: _environment(builtin, style, cache) for style in STYLES}
         if self.templates:  # a user's file of any name in the chain wins over every built-in

@@ -1,9 +1,9 @@
 """No garbage collection while the command line imports its modules.
 
 Importing creates ~90,000 objects that all stay alive (modules, classes, functions), and
-CPython's collector walked them again and again while they were made: ~8% of a `run --once`
-from cron (bench/run.py). `late_monitor.cli` imports this module before any other and calls
-`settled()` after its imports.
+CPython's collector walked them again and again while they were made: a tenth or more of a
+`run --once` from cron (bench/run.py). `late_monitor.cli` imports this module before any
+other and calls `settled()` after its imports.
 """
 
 from __future__ import annotations
