@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Literal
 
 import structlog
@@ -30,6 +29,7 @@ from late_monitor.errors import (
     StateBusy,
 )
 from late_monitor.events import Event, Kind, NotifyType
+from late_monitor.health_list import QuietIndex
 from late_monitor.heartbeat import Heartbeat
 from late_monitor.impact import apply_impact, needing, tally
 from late_monitor.late import LateClient
@@ -50,10 +50,13 @@ from late_monitor.rules import (
     due_for_detail,
     evaluate,
     follow_ups,
+    quiet_marks,
+    remarked,
     unreadable_told,
 )
 from late_monitor.scope import Scope, check_scope
 from late_monitor.state import AccountState, ApiHealth
+from late_monitor.state_views import preload, status_counts, unquiet, with_changes
 from late_monitor.storage import StateStore as Store
 
 log = structlog.get_logger("late_monitor.cycle")
@@ -63,7 +66,8 @@ Outcome = Literal["ok", "api_failed", "auth_failed"]  # of a cycle's poll
 
 DETAIL_CONCURRENCY = 8
 DETAIL_SLICE = 5.0  # seconds of detail calls a cycle's news may wait for; the rest follow
-_STATUS_PLATFORM = attrgetter("status", "platform")
+QUIET_MARKS = "quiet_marks"  # meta: the settings the stored quiet marks were made under
+QUIET_SLACK = 3600.0  # a mark ending within this of the index's read is not counted quiet
 
 
 def utcnow() -> datetime:
@@ -191,17 +195,19 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     snapshot: Snapshot | None = None
     failure: LateApiError | None = None
     fetched_at = deps.clock()
+    marks = quiet_marks(deps.policy)
     try:
         with watch.phase("fetch"):
+            index = _quiet_index(deps, marks, narrowed)
             snapshot = await deps.client.health(
-                profile_id=deps.profile_id, platforms=deps.platforms
+                profile_id=deps.profile_id, platforms=deps.platforms, quiet=index
             )
     except LateApiError as exc:
         failure = exc
 
     async with store.writing(deps.lock_wait):
         with watch.phase("load"):
-            previous = store.load_states()
+            previous = store.load_states(lazy=True)
             api = store.load_api_health()
         if api.scope_alerted:
             api = replace(api, scope_alerted=False)
@@ -247,6 +253,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
                 )
             now = deps.clock()
             with watch.phase("evaluate"):
+                preload(previous, snapshot.accounts)
                 evaluation = evaluate(
                     previous, snapshot, now=now, policy=deps.policy, fetched_at=fetched_at
                 )
@@ -263,6 +270,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
                 evaluation, extras = await _with_impact(deps, evaluation, lookup, now, dry_run)
                 ended = control.after_poll(store, evaluation, now=now, record=not dry_run)
                 evaluation, settled = ended.evaluation, ended.settled
+                evaluation = remarked(evaluation, snapshot, now=now, policy=deps.policy)
             api, api_events = api_succeeded(api)
             api, unreadable = unreadable_told(api, snapshot, evaluation.states)
             for event in unreadable:
@@ -276,12 +284,11 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             messages = await _plan(deps, events, details, record=not dry_run, extras=extras)
         _log_events(events)
 
-        by_platform = Counter(map(_STATUS_PLATFORM, evaluation.states.values()))
         requests = deps.client.requests - requests_before
         result = CycleResult(
             outcome=outcome,
             accounts=len(evaluation.states),
-            by_platform=dict(by_platform),
+            by_platform={},  # counted below, by the store once it holds them
             events=tuple(events),
             messages=tuple(messages),
             requests=requests,
@@ -291,6 +298,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         if dry_run:  # what would be sent: silenced and acked events left out, held ones shown
             shown = control.screen(store, events, now=deps.clock(), quiet=(), record=False).send
             await _print_dry_run(deps.notifier, shown, details, extras)
+            result = replace(result, by_platform=status_counts(evaluation.states))
             return _finish(result, t0, watch)
 
         with watch.phase("store"):
@@ -312,6 +320,9 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             )
         if recorded != scope:
             store.write_meta("scope", scope.dump())  # after the commit: a crash redoes this
+        if outcome == "ok" and index is None and store.read_meta(QUIET_MARKS) != marks:
+            store.write_meta(QUIET_MARKS, marks)  # every listed account was marked under them
+        result = replace(result, by_platform=store.status_counts())
         control.after_commit(store, settled, now=deps.clock())
         with watch.phase("deliver"):
             delivery = await deliver_due(
@@ -327,6 +338,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
                 fetched=set(details),
                 base=requests_before,
                 lookup=lookup,
+                snapshot=snapshot,
             )
     return _finish(result, t0, watch)
 
@@ -339,6 +351,7 @@ async def _enrich(
     fetched: set[str],
     base: int,
     lookup: Lookup,
+    snapshot: Snapshot | None,
 ) -> CycleResult:
     """After the cycle's news is committed and sent: the details that did not fit in its
     slice (a big incident), and the rolling sweep, within the cycle's share of the request
@@ -354,13 +367,15 @@ async def _enrich(
     unhealthy = [states[a] for a in details if a in states and not states[a].healthy]
     await lookup.listing(unhealthy, within=DETAIL_SLICE)
     async with deps.store.writing(deps.lock_wait):
-        states = deps.store.load_states()  # again: a webhook may have committed meanwhile
+        states = deps.store.load_states(lazy=True)  # again: a webhook may have committed
         now = deps.clock()
         before = Evaluation(states=states, changed=frozenset(), removed=frozenset())
         enriched = apply_details(before, details, now=now, policy=deps.policy)
         events = [*enriched.events, *follow_ups(states, enriched.states, details, enriched.events)]
         enriched = replace(enriched, events=tuple(events))
         enriched, extras = await _with_impact(deps, enriched, lookup, now, False)
+        if snapshot is not None:
+            enriched = remarked(enriched, snapshot, now=now, policy=deps.policy)
         events = list(enriched.events)
         messages, delivery = await record_and_send(
             deps,
@@ -574,7 +589,7 @@ async def _with_impact(
     """What the failing accounts' scheduled posts (the cycle's one listing) and reconnect
     links add to their events: counts in their states, warnings raised to failures when a
     post is due soon. A recovered account's impact is cleared and its links are spent."""
-    states = dict(evaluation.states)
+    states = evaluation.states
     wanted = [states[a] for a in needing(evaluation.events, states)]
     listing = await lookup.listing(wanted, within=DETAIL_SLICE)
     impacts = tally(listing, wanted, now=now, horizon=deps.impact_horizon)
@@ -584,7 +599,7 @@ async def _with_impact(
     for account_id in raised:
         log.info("alert_raised", account_id=account_id, reason="scheduled post due soon")
     for event in events:
-        if event.kind is Kind.RECOVERED and event.account_id in states:
+        if event.kind is Kind.RECOVERED and event.account_id and event.account_id in states:
             updated[event.account_id] = replace(
                 states[event.account_id],
                 recovered_at=now,
@@ -592,16 +607,26 @@ async def _with_impact(
                 next_post_at=None,
                 impact_at=None,
             )
-    states.update(updated)
     links = _link_maker(deps, now, dry_run=dry_run)
     extras = {s.account_id: Extras(impacts[s.account_id], links(s)) for s in wanted}
     evaluation = replace(
         evaluation,
-        states=states,
+        states=with_changes(states, updated),
         changed=evaluation.changed | frozenset(updated),
         events=tuple(events),
     )
     return evaluation, extras
+
+
+def _quiet_index(deps: CycleDeps, marks: list[float], narrowed: bool) -> QuietIndex | None:
+    """The stored quiet accounts, by their entry's fingerprint: those a poll need not parse,
+    judge or read. None when the marks were made under other settings (a changed
+    `token_expiry_warn` or `remind_every`: every account is judged, and marked anew) or the
+    scope was narrowed (its accounts are judged against the new scope)."""
+    if narrowed or deps.store.read_meta(QUIET_MARKS) != marks:
+        return None
+    # judged from the index's time to the poll's: a mark ending in between is not quiet
+    return deps.store.quiet_index(after=deps.clock().timestamp() + QUIET_SLACK)
 
 
 def _evented(evaluation: Evaluation) -> list[str]:
@@ -619,10 +644,11 @@ def _detail_later(evaluation: Evaluation, missed: Sequence[str]) -> Evaluation:
     news is out, in this cycle or the next ones."""
     if not missed:
         return evaluation
-    states = dict(evaluation.states)
-    for account_id in missed:
-        states[account_id] = replace(states[account_id], detail_due=True)
-    return replace(evaluation, states=states, changed=evaluation.changed | frozenset(missed))
+    states = evaluation.states
+    owed = {a: replace(states[a], detail_due=True) for a in missed}
+    return replace(
+        evaluation, states=with_changes(states, owed), changed=evaluation.changed | frozenset(owed)
+    )
 
 
 def _detail_targets(
@@ -635,7 +661,7 @@ def _detail_targets(
     allowance = int(deps.max_requests_per_minute * deps.interval / 60) - 1 - len(fetched) - spent
     if allowance <= 0:
         return []
-    owed = [s for s in states.values() if s.detail_due and s.account_id not in fetched]
+    owed = [s for s in unquiet(states) if s.detail_due and s.account_id not in fetched]
     owed.sort(key=lambda s: (s.last_notice_at or s.since, s.account_id))
     targets = [s.account_id for s in owed[:allowance]]
     if deps.detail_every <= 0 or not states:

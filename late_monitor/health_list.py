@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from operator import attrgetter
 
 import pydantic_core
@@ -36,45 +37,62 @@ _ACCOUNTS_AT = re.compile(rb'"accounts"\s*:\s*\[\s*')
 _BETWEEN = re.compile(rb"\}\s*,\s*\{")  # between two objects of an array
 
 
+QuietIndex = Mapping[bytes, str]  # a quiet account's entry's fingerprint -> its id
+
+
+def fingerprint(entry: bytes | memoryview) -> bytes:
+    """What an account's entry in the listing is known by: 16 bytes of BLAKE2b, the same in
+    every process (stored beside the account's state) and never equal for two entries."""
+    return hashlib.blake2b(entry, digest_size=16).digest()
+
+
 def parse_health(
     body: Body,
     *,
     status: int = 200,
     platforms: frozenset[str] = frozenset(),
     batch_bytes: int = BATCH_BYTES,
+    quiet: QuietIndex | None = None,
 ) -> Snapshot:
     """Parse one `GET /accounts/health` body; raise BadPayload when it is not that."""
-    return HealthParser(batch_bytes=batch_bytes).parse(body, status=status, platforms=platforms)
+    parser = HealthParser(batch_bytes=batch_bytes)
+    return parser.parse(body, status=status, platforms=platforms, quiet=quiet)
 
 
 class HealthParser:
-    """Parses the bodies of successive polls. It remembers each account's Observation under
-    a hash of the account's bytes, and an account whose bytes hash the same (at the same
-    length) as in the poll before gets that Observation back without being validated again.
+    """Parses the bodies of successive polls, validating only the accounts whose entry
+    (its bytes, by `fingerprint`) is new:
+    - an entry that the store holds as quiet (`quiet`: a state's mark, see state.py) is not
+      parsed at all: the Snapshot lists it as quiet;
+    - an entry seen in the poll before gets that poll's Observation back.
 
     At 50,000 accounts with 1% changing per poll that validates 500 accounts instead of
-    50,000 (bench/run.py), for ~7 MB of hashes kept between polls. The hash is Python's own
-    SipHash, keyed at random per process, so no account's text can be made to collide on
-    purpose; by chance, two different accounts' bytes agree on hash and length about once
-    in 10^12 polls of 50,000 accounts.
+    50,000 (bench/run.py), for ~7 MB of fingerprints kept between polls.
     """
 
     def __init__(self, *, batch_bytes: int = BATCH_BYTES) -> None:
         self._batch = batch_bytes
         self._polls = 0
-        self._known: dict[int, _Known] = {}  # hash of an account's bytes -> what they said
+        self._known: dict[bytes, _Known] = {}  # fingerprint of an entry -> what it said
 
     def parse(
-        self, body: Body, *, status: int = 200, platforms: frozenset[str] = frozenset()
+        self,
+        body: Body,
+        *,
+        status: int = 200,
+        platforms: frozenset[str] = frozenset(),
+        quiet: QuietIndex | None = None,
     ) -> Snapshot:
         self._polls += 1
         flaws: list[Observation] = []
+        found = _Found(quiet or {})
         with _gc_paused():
             try:
-                observations = self._by_account(body, flaws, status)
+                observations = self._by_account(body, flaws, status, found)
             except (ValidationError, ValueError):
                 observations = None  # parsed whole below, which says what is wrong (if anything)
             if observations is None:
+                found = _Found({})
                 observations = _whole(body, status)
                 flaws = [o for o in observations if flawed(o)]
             if platforms:
@@ -84,54 +102,64 @@ class HealthParser:
         unidentified = sum(1 for o in flaws if not o.account_id)
         if unidentified:
             del accounts[""]
+        prints = found.prints
         return Snapshot(
             accounts=accounts,
             unreadable={o.account_id: o.flaws for o in flaws if o.account_id and o.flaws},
             unidentified=unidentified,
+            quiet=found.quiet.difference(accounts),
+            prints={k: prints[k] for k in accounts if k in prints},
         )
 
     def _by_account(
-        self, body: Body, flaws: list[Observation], status: int
+        self, body: Body, flaws: list[Observation], status: int, found: _Found
     ) -> list[Observation] | None:
-        """Every account cut out alone; only the ones not seen last poll are validated, a
-        batch of ~`batch_bytes` at a time."""
+        """Every account cut out alone; only the ones neither quiet nor seen last poll are
+        validated, a batch of ~`batch_bytes` at a time."""
         start = _accounts_start(body, self._batch)
         if start is None:
             return None
-        known, poll = self._known, self._polls
-        found: list[Observation | None] = []
-        batch: list[tuple[int, int, bytes]] = []  # (index in found, key, the account's bytes)
+        known, poll, quiet = self._known, self._polls, found.index
+        listed: list[Observation | None] = []
+        keys: list[bytes] = []  # each listed entry's fingerprint
+        batch: list[tuple[int, bytes, bytes]] = []  # (index in listed, key, the entry's bytes)
         size = 0
         position = start
         with memoryview(body) as view:
             for cut in _BETWEEN.finditer(body, start):
-                piece = bytes(view[position : cut.start() + 1])
+                piece = view[position : cut.start() + 1]  # copied only if it is to be parsed
                 position = cut.end() - 1
-                key = hash(piece)
+                key = fingerprint(piece)
+                account_id = quiet.get(key)
+                if account_id is not None:
+                    found.quiet.add(account_id)
+                    continue
+                keys.append(key)
                 entry = known.get(key)
-                if entry is not None and entry.size == len(piece):
+                if entry is not None:
                     entry.poll = poll
-                    found.append(entry.observation)
+                    listed.append(entry.observation)
                     if entry.flawed:
                         flaws.append(entry.observation)
                     continue
-                batch.append((len(found), key, piece))
-                found.append(None)
+                batch.append((len(listed), key, bytes(piece)))
+                listed.append(None)
                 size += len(piece)
                 if size >= self._batch:
-                    self._validate(batch, found, flaws)
+                    self._validate(batch, listed, flaws)
                     batch, size = [], 0
-        self._validate(batch, found, flaws)
+        self._validate(batch, listed, flaws)
         last = _last(body, start, position, status)
         flaws += [o for o in last if flawed(o)]
         for stale in [key for key, entry in known.items() if entry.poll != poll]:
-            del known[stale]  # changed or gone
-        return [*found, *last]  # type: ignore[list-item]  # every None was filled
+            del known[stale]  # changed, gone, or quiet now
+        found.prints = {o.account_id: key for o, key in zip(listed, keys, strict=True) if o}
+        return [*listed, *last]  # type: ignore[list-item]  # every None was filled
 
     def _validate(
         self,
-        batch: list[tuple[int, int, bytes]],
-        found: list[Observation | None],
+        batch: list[tuple[int, bytes, bytes]],
+        listed: list[Observation | None],
         flaws: list[Observation],
     ) -> None:
         """Validate new accounts' bytes in one go; each piece must be exactly one account."""
@@ -140,23 +168,34 @@ class HealthParser:
         observations = OBSERVATIONS.validate_json(b"[" + b",".join(p for _, _, p in batch) + b"]")
         if len(observations) != len(batch):
             raise ValueError("a cut fell inside an account")  # two pieces made one object
-        for (index, key, piece), observation in zip(batch, observations, strict=True):
-            found[index] = observation
+        for (index, key, _), observation in zip(batch, observations, strict=True):
+            listed[index] = observation
             odd = flawed(observation)
             if odd:
                 flaws.append(observation)
-            self._known[key] = _Known(observation, len(piece), self._polls, odd)
+            self._known[key] = _Known(observation, self._polls, odd)
+
+
+class _Found:
+    """What one parse found besides the Observations: the quiet accounts (of `index`) and
+    each parsed entry's fingerprint."""
+
+    __slots__ = ("index", "prints", "quiet")
+
+    def __init__(self, index: QuietIndex) -> None:
+        self.index = index
+        self.quiet: set[str] = set()
+        self.prints: dict[str, bytes] = {}
 
 
 class _Known:
-    """An account's Observation, the size of its bytes, the last poll that held them, and
-    whether some field of it could not be read."""
+    """An account's Observation, the last poll that held its entry, and whether some field
+    of it could not be read."""
 
-    __slots__ = ("flawed", "observation", "poll", "size")
+    __slots__ = ("flawed", "observation", "poll")
 
-    def __init__(self, observation: Observation, size: int, poll: int, flawed: bool) -> None:
+    def __init__(self, observation: Observation, poll: int, flawed: bool) -> None:
         self.observation = observation
-        self.size = size
         self.poll = poll
         self.flawed = flawed
 

@@ -28,7 +28,7 @@ from late_monitor.errors import (
     RateLimited,
     Redirected,
 )
-from late_monitor.health_list import HealthParser
+from late_monitor.health_list import HealthParser, QuietIndex
 from late_monitor.impact import PAGE_SIZE, Page, parse_page
 from late_monitor.models import Body, Detail, Snapshot, bad_payload, parse_detail
 from late_monitor.workspace_facts import KeyInfo
@@ -208,8 +208,15 @@ class LateClient:
             )
         return self._session
 
-    async def health(self, *, profile_id: str = "", platforms: tuple[str, ...] = ()) -> Snapshot:
-        """Every account's health. Several platforms are filtered here, in one request."""
+    async def health(
+        self,
+        *,
+        profile_id: str = "",
+        platforms: tuple[str, ...] = (),
+        quiet: QuietIndex | None = None,
+    ) -> Snapshot:
+        """Every account's health. Several platforms are filtered here, in one request; the
+        entries of `quiet` (the store's quiet accounts) are left unparsed."""
         params = {}
         if profile_id:
             params["profileId"] = profile_id
@@ -217,7 +224,9 @@ class LateClient:
             params["platform"] = platforms[0]
         status, body = await self._get("/accounts/health", params)
         try:
-            return self._health.parse(body, status=status, platforms=frozenset(platforms))
+            return self._health.parse(
+                body, status=status, platforms=frozenset(platforms), quiet=quiet
+            )
         except BadPayload as exc:
             raise self._masked_error(exc) from None
 

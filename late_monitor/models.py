@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Required
@@ -212,11 +213,15 @@ class Snapshot:
     """Every account of one successful poll, keyed by account id.
 
     `unreadable` names, per account, the alert-deciding fields Late sent null or unreadable;
-    `unidentified` counts the entries set aside for want of an accountId."""
+    `unidentified` counts the entries set aside for want of an accountId. `quiet` are the
+    accounts listed exactly as a stored quiet state says, left unparsed; `prints` the
+    fingerprint of each parsed account's entry."""
 
     accounts: Mapping[str, Observation]
     unreadable: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     unidentified: int = 0
+    quiet: AbstractSet[str] = frozenset()
+    prints: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

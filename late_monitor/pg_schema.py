@@ -112,6 +112,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE messages ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
         "ALTER TABLE outbox ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default'",
     ),
+    # 2 -> 3: each account's quiet mark and its platform (SQLite schema 7)
+    (
+        "ALTER TABLE accounts ADD COLUMN platform TEXT NOT NULL DEFAULT ''",
+        "UPDATE accounts SET platform = coalesce(data::jsonb ->> 'platform', '')",
+        "ALTER TABLE accounts ADD COLUMN listed BYTEA",
+        "ALTER TABLE accounts ADD COLUMN quiet_until DOUBLE PRECISION",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

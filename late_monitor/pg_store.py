@@ -52,14 +52,17 @@ from late_monitor.pg_schema import (
 from late_monitor.quiet import HeldMessage, summary
 from late_monitor.silences import Ack, Silence
 from late_monitor.state import DEFAULT_WORKSPACE, AccountState, ApiHealth
+from late_monitor.state_views import StoredStates
 from late_monitor.store import (
     SETTLED_META,
+    Cache,
     _condition,
     _decode_state,
     _encode_entries,
-    _encode_state,
     _outbox_row,
+    _recached,
     _silence,
+    _stored_row,
 )
 
 log = structlog.get_logger("late_monitor.pg_store")
@@ -105,7 +108,7 @@ class PgStore:
     def __init__(self, shared: _Shared, *, workspace: str = DEFAULT_WORKSPACE) -> None:
         self._s = shared
         self.workspace = workspace
-        self._cache: tuple[int, dict[str, AccountState]] | None = None
+        self._cache: Cache | None = None
         shared.views.setdefault(workspace, self)
 
     def scoped(self, workspace: str) -> PgStore:
@@ -299,15 +302,69 @@ class PgStore:
         row = self._one("SELECT value FROM meta WHERE key = 'states_version'")
         return int(row[0]) if row else 0
 
-    def load_states(self) -> dict[str, AccountState]:
-        """Every account's state. The caller must not change the dict it gets."""
+    def load_states(self, *, lazy: bool = False) -> Mapping[str, AccountState]:
+        """store.Store.load_states."""
         version = self.data_version()
         if self._cache is not None and self._cache[0] == version:
-            return self._cache[1]
-        rows = self._all("SELECT data FROM accounts WHERE workspace = %s", (self.workspace,))
-        states = {state.account_id: state for state in (_decode_state(r[0]) for r in rows)}
+            cached = self._cache[1]
+            if not lazy and not isinstance(cached, dict):
+                cached = dict(cached.items())
+                self._cache = (version, cached)
+            return cached
+        states: Mapping[str, AccountState]
+        if lazy:
+            states = StoredStates(
+                self._decode(
+                    "SELECT data, listed, quiet_until FROM accounts "
+                    "WHERE workspace = %s AND quiet_until IS NULL",
+                    (self.workspace,),
+                ),
+                {
+                    row[0]
+                    for row in self._all(
+                        "SELECT account_id FROM accounts "
+                        "WHERE workspace = %s AND quiet_until IS NOT NULL",
+                        (self.workspace,),
+                    )
+                },
+                self._fetch_states,
+            )
+        else:
+            states = self._decode(
+                "SELECT data, listed, quiet_until FROM accounts WHERE workspace = %s",
+                (self.workspace,),
+            )
         self._cache = (version, states)
         return states
+
+    def _decode(self, sql: str, params: Sequence[Any]) -> dict[str, AccountState]:
+        decoded = (_decode_state(*row) for row in self._all(sql, params))
+        return {state.account_id: state for state in decoded}
+
+    def _fetch_states(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        return self._decode(
+            "SELECT data, listed, quiet_until FROM accounts "
+            "WHERE workspace = %s AND account_id = ANY(%s)",
+            (self.workspace, list(account_ids)),
+        )
+
+    def quiet_index(self, *, after: float) -> dict[bytes, str]:
+        """store.Store.quiet_index."""
+        return dict(
+            self._all(
+                "SELECT listed, account_id FROM accounts WHERE workspace = %s AND quiet_until > %s",
+                (self.workspace, after),
+            )
+        )
+
+    def status_counts(self) -> dict[tuple[str, str], int]:
+        """store.Store.status_counts."""
+        rows = self._all(
+            "SELECT status, platform, count(*) FROM accounts WHERE workspace = %s "
+            "GROUP BY status, platform",
+            (self.workspace,),
+        )
+        return {(status, platform): count for status, platform, count in rows}
 
     def load_api_health(self) -> ApiHealth:
         row = self._one("SELECT value FROM meta WHERE key = %s", (self._key("api"),))
@@ -351,18 +408,18 @@ class PgStore:
         now = record.finished_at.timestamp()
         removed = frozenset(removed)
         workspace = self.workspace
-        upserts = [
-            (workspace, key, states[key].status, _encode_state(states[key]))
-            for key in changed
-            if key in states
-        ]
+        changed = [key for key in changed if key in states]
+        upserts = [_stored_row(workspace, states[key]) for key in changed]
         try:
             with self._transaction() as conn, conn.cursor() as cur:
                 if upserts:
                     cur.executemany(
-                        "INSERT INTO accounts (workspace, account_id, status, data) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (workspace, account_id) "
-                        "DO UPDATE SET status = excluded.status, data = excluded.data",
+                        "INSERT INTO accounts (workspace, account_id, status, platform, listed, "
+                        "quiet_until, data) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT (workspace, account_id) DO UPDATE SET "
+                        "status = excluded.status, platform = excluded.platform, "
+                        "listed = excluded.listed, quiet_until = excluded.quiet_until, "
+                        "data = excluded.data",
                         upserts,
                     )
                 if removed:
@@ -441,11 +498,11 @@ class PgStore:
         except BaseException:
             self._cache = None
             raise
-        if self._cache is not None and version_row is not None:
-            kept = dict(states)
-            for key in removed:
-                kept.pop(key, None)
-            self._cache = (int(version_row[0]), kept)
+        if version_row is not None:
+            version = int(version_row[0])
+            self._cache = _recached(self._cache, version - 1, version, states, changed, removed)
+        else:
+            self._cache = None
         return cycle_id
 
     def prune(self, *, before: datetime) -> int:

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -152,7 +153,7 @@ class Client(Protocol):
 
 
 class States(Protocol):
-    def load_states(self) -> dict[str, AccountState]: ...
+    def load_states(self) -> Mapping[str, AccountState]: ...
 
     def meta_setdefault(self, key: str, value: object) -> object: ...
 

@@ -22,13 +22,16 @@ from late_monitor.events import Event, Kind, NotifyType
 from late_monitor.models import UNKNOWN_PLATFORM, Detail, Observation, Snapshot
 from late_monitor.state import (
     HEALTHY,
+    QUIET_FOREVER,
     AccountState,
     ApiHealth,
     Condition,
     is_healthy,
     known_status,
+    marked,
     rank,
 )
+from late_monitor.state_views import PollStates, absent, with_changes
 
 _BASELINE: Condition = (HEALTHY, False, True)
 MANY_REMOVED = 10  # more removals than this in one poll are told in one line
@@ -242,6 +245,42 @@ def _quiet(
     return True
 
 
+def quiet_marks(policy: Policy) -> list[float]:
+    """The settings a quiet mark depends on: marks made under others are not to be trusted."""
+    return [*policy.token_expiry_warn, -1.0, policy.remind_every]
+
+
+def _quiet_until(state: AccountState, policy: Policy) -> float:
+    """From when (epoch seconds) `_quiet` stops holding for `state` and the entry it was
+    judged from: the next token threshold or reminder. `_quiet(state, obs, t)` is True
+    exactly for t before it (a property test holds the two together)."""
+    until = QUIET_FOREVER
+    expires = state.token_expires_at
+    if expires is not None and policy.token_expiry_warn:
+        unwarned = [t for t in policy.token_expiry_warn if t not in state.token_warned]
+        if unwarned:
+            until = expires.timestamp() - max(unwarned)
+    if policy.remind_every > 0 and not state.healthy:
+        last = state.last_notice_at or state.since
+        until = min(until, last.timestamp() + policy.remind_every)
+    return until
+
+
+def _mark(
+    state: AccountState,
+    obs: Observation,
+    listed: bytes | None,
+    now: datetime,
+    policy: Policy,
+    horizon: datetime,
+) -> AccountState:
+    """`state`, judged from `obs` (whose entry's fingerprint is `listed`), marked quiet until
+    its next clock-driven notice when the same entry would tell nothing new before then."""
+    if listed is None or state.detail_due or not _quiet(state, obs, now, policy, horizon):
+        return marked(state, None, None)  # (detail owed: the cycle looks for it among the rest)
+    return marked(state, listed, _quiet_until(state, policy))
+
+
 def _next(
     prev: AccountState, obs: Observation, now: datetime, policy: Policy, horizon: datetime
 ) -> tuple[AccountState, Sequence[Event]]:
@@ -332,14 +371,23 @@ def evaluate(
     """Compare a successful poll with the stored states. Deterministic and free of I/O.
 
     `fetched_at` is when the poll was sent (default `now`): an account a webhook spoke of
-    less than `policy.claim_grace` before it is left as the webhook said."""
+    less than `policy.claim_grace` before it is left as the webhook said.
+
+    The snapshot's quiet accounts are as stored, and are not read: the states returned are
+    then a `PollStates` of the judged ones over `previous`. Each judged state is marked
+    quiet (or not) for the next poll."""
     states: dict[str, AccountState] = {}
     changed: set[str] = set()
     events: list[Event] = []
     horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
     judged_from = (fetched_at or now) - timedelta(seconds=policy.claim_grace)
     unreadable = snapshot.unreadable
-    known = 0
+    prints = snapshot.prints
+    quiet = snapshot.quiet
+    gone = absent(previous, quiet)  # left the store since it was read (a webhook's news)
+    if gone:
+        quiet = quiet - gone
+    known = len(quiet)
     for account_id, obs in snapshot.accounts.items():
         prev = previous.get(account_id)
         new_events: Sequence[Event]
@@ -359,17 +407,18 @@ def evaluate(
             if obs.status is None:
                 continue  # nothing known to keep, and no status to start from
             state, new_events = _first_seen(obs, now, policy)
-            changed.add(account_id)
         else:
             state, new_events = _next(prev, obs, now, policy, horizon)
-            if state is not prev:
-                changed.add(account_id)
+        listed = None if account_id in unreadable else prints.get(account_id)
+        state = _mark(state, obs, listed, now, policy, horizon)
+        if state is not prev:
+            changed.add(account_id)
         states[account_id] = state
         if new_events:
             events += new_events
 
     missing = (
-        [account_id for account_id in previous if account_id not in snapshot.accounts]
+        [k for k in previous if k not in snapshot.accounts and k not in quiet]
         if known < len(previous)
         else []
     )
@@ -391,11 +440,34 @@ def evaluate(
             Event(Kind.REMOVED, NotifyType.INFO, prev, old_status=prev.status) for prev in removed
         ]
     return Evaluation(
-        states=states,
+        states=PollStates(states, quiet, previous) if quiet else states,
         changed=frozenset(changed),
         removed=frozenset(state.account_id for state in removed),
         events=tuple(events),
     )
+
+
+def remarked(
+    evaluation: Evaluation, snapshot: Snapshot, *, now: datetime, policy: Policy
+) -> Evaluation:
+    """The poll's accounts that later steps changed after `evaluate` marked them (detail
+    folded in, impact counted, a silence's end told: each a `replace`, which clears the
+    mark), marked again from the same entry, so that the next poll need not judge them."""
+    horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    states, updates = evaluation.states, {}
+    for account_id in evaluation.changed:
+        state, obs = states.get(account_id), snapshot.accounts.get(account_id)
+        listed = snapshot.prints.get(account_id)
+        if state is None or obs is None or listed is None or state.listed is not None:
+            continue
+        if account_id in snapshot.unreadable:
+            continue
+        again = _mark(state, obs, listed, now, policy, horizon)
+        if again is not state:
+            updates[account_id] = again
+    if not updates:
+        return evaluation
+    return replace(evaluation, states=with_changes(states, updates))
 
 
 def _resolved(obs: Observation, prev: AccountState) -> Observation:
@@ -449,12 +521,11 @@ def apply_details(
     """Fold per-account detail into the states; a newly missing required scope is an event."""
     if not details:
         return evaluation
-    states = dict(evaluation.states)
     changed = set(evaluation.changed)
     new_events: list[Event] = []
     updated: dict[str, AccountState] = {}
     for account_id, detail in details.items():
-        state = states.get(account_id)
+        state = evaluation.states.get(account_id)
         if state is None:
             continue
         missing = detail.missing
@@ -488,7 +559,6 @@ def apply_details(
                         note="missing " + ", ".join(analytics),
                     )
                 )
-        states[account_id] = state
         updated[account_id] = state
         changed.add(account_id)
     events = [
@@ -498,7 +568,7 @@ def apply_details(
         for e in evaluation.events
     ]
     return Evaluation(
-        states=states,
+        states=with_changes(evaluation.states, updated),
         changed=frozenset(changed),
         removed=evaluation.removed,
         events=(*events, *new_events),

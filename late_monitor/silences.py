@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from late_monitor.events import Event, Kind
 from late_monitor.rules import Evaluation, reminder_type
 from late_monitor.state import AccountState, Condition
+from late_monitor.state_views import with_changes
 
 MATCHER_KEYS = ("account", "platform", "profile", "kind")
 KEEP_EXPIRED = timedelta(days=7)  # an ended silence stays on record this long
@@ -186,13 +187,13 @@ def reannounce(
     ended = [s for s in silences if not s.settled and now >= s.ends]
     if not ended:
         return Ended(evaluation)
-    states = dict(evaluation.states)
+    updated: dict[str, AccountState] = {}
     told = {e.account_id for e in evaluation.events if e.account_id}
     events: list[Event] = []
     changed = set(evaluation.changed)
     for silence in ended:
         for account_id in silence.silenced:
-            state = states.get(account_id)
+            state = evaluation.states.get(account_id)
             if state is None or state.healthy or account_id in told:
                 continue
             note = (
@@ -203,14 +204,14 @@ def reannounce(
             if acked(candidate, acks) or silencing(candidate, silences, now) is not None:
                 continue
             state = replace(state, last_notice_at=now)
-            states[account_id] = state
+            updated[account_id] = state
             changed.add(account_id)
             told.add(account_id)
             events.append(replace(candidate, account=state))
     return Ended(
         replace(
             evaluation,
-            states=states,
+            states=with_changes(evaluation.states, updated),
             changed=frozenset(changed),
             events=(*evaluation.events, *events),
         ),

@@ -6,7 +6,8 @@ the commands that show them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 HEALTHY = "healthy"
@@ -57,6 +58,13 @@ class AccountState:
     impact_at: datetime | None = None
     recovered_at: datetime | None = None  # reconnect links issued before this are spent
     claimed_at: datetime | None = None  # a webhook said so; no poll has confirmed it yet
+    # The quiet mark, set by the rules only (`marked`): `listed` is the fingerprint of the
+    # listing entry this state agrees with, `quiet_until` (epoch seconds, inf: never) when
+    # that same entry could next bring news (a token threshold, a reminder). Not init fields,
+    # so every `replace` clears them: a state changed by anything else is judged in full
+    # at the next poll.
+    listed: bytes | None = field(default=None, init=False, compare=False)
+    quiet_until: float | None = field(default=None, init=False, compare=False)
 
     @property
     def condition(self) -> Condition:
@@ -78,6 +86,27 @@ class AccountState:
             pending=None,
             pending_count=0,
         )
+
+
+def marked(state: AccountState, listed: bytes | None, quiet_until: float | None) -> AccountState:
+    """`state` with the quiet mark given (itself when it has that mark already)."""
+    if state.listed == listed and state.quiet_until == quiet_until:
+        return state
+    fresh = object.__new__(AccountState)  # a copy: `replace` costs ~10x more
+    for name in _FIELDS:
+        object.__setattr__(fresh, name, getattr(state, name))
+    return stamped(fresh, listed, quiet_until)
+
+
+def stamped(fresh: AccountState, listed: bytes | None, quiet_until: float | None) -> AccountState:
+    """A state just made (decoded, copied), that no one else holds yet, given its mark."""
+    object.__setattr__(fresh, "listed", listed)
+    object.__setattr__(fresh, "quiet_until", quiet_until)
+    return fresh
+
+
+_FIELDS = tuple(f.name for f in fields(AccountState) if f.init)
+QUIET_FOREVER = math.inf  # an entry that, unchanged, never brings news by itself
 
 
 def is_healthy(condition: Condition) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from late_monitor.errors import BadPayload
-from late_monitor.health_list import BATCH_BYTES, HealthParser, parse_health
+from late_monitor.health_list import BATCH_BYTES, HealthParser, fingerprint, parse_health
 from late_monitor.models import Observation
 from late_monitor.simulator import make_accounts
 
@@ -111,7 +112,7 @@ def test_an_account_without_status_deep_in_a_large_body_is_named_and_the_rest_re
     assert snapshot.unreadable == {"acc_00057": ("status",), "acc_00060": ("canPost",)}
     assert snapshot.accounts["acc_00059"].status == listed[59]["status"]
     assert snapshot.accounts["acc_00060"].status == listed[60]["status"]
-    assert snapshot == parse_health(body, batch_bytes=len(body) + 1)
+    assert replace(snapshot, prints={}) == parse_health(body, batch_bytes=len(body) + 1)
 
 
 def test_a_body_cut_off_after_many_accounts_is_a_bad_payload() -> None:
@@ -171,6 +172,40 @@ def test_later_polls_reuse_the_unchanged_accounts_and_parse_the_rest() -> None:
     assert three["acc_00005"].status == "warning"
     assert "acc_00020" not in three
     assert all(four[key] is three[key] for key in list(four)[:-1])  # the last is always parsed
+
+
+def test_entries_the_store_holds_quiet_are_left_unparsed_and_the_rest_parsed() -> None:
+    first = accounts(60)
+    body = json.dumps({"accounts": first}).encode()
+    prints = parse_health(body, batch_bytes=SMALL).prints
+    assert len(prints) == 59  # every entry but the last, parsed with the document's end
+    assert len(set(prints.values())) == 59
+    index = {prints[k]: k for k in list(prints)[:40]}
+    second = [dict(a) for a in first]
+    second[3]["status"] = "error"  # one of the quiet ones changed (was healthy)
+    del second[7]  # one of them gone
+    body = json.dumps({"accounts": second}).encode()
+
+    snapshot = HealthParser(batch_bytes=SMALL).parse(body, quiet=index)
+
+    assert "acc_00003" in snapshot.accounts
+    assert "acc_00003" not in snapshot.quiet
+    assert snapshot.accounts["acc_00003"].status == "error"
+    assert sorted(snapshot.quiet) == sorted(f"acc_{i:05d}" for i in range(40) if i not in (3, 7))
+    assert sorted(snapshot.accounts) == sorted(
+        a["accountId"] for a in second if a["accountId"] not in snapshot.quiet
+    )
+    expected = whole(body)
+    assert all(snapshot.accounts[k] == expected[k] for k in snapshot.accounts)
+    assert snapshot.prints["acc_00003"] == fingerprint(
+        json.dumps(second[3]).encode()
+    )  # what the store will keep for it
+
+
+def test_a_fingerprint_is_the_same_in_every_process() -> None:
+    """Stored beside the states and read by the next `run --once`: not Python's per-process
+    keyed hash."""
+    assert fingerprint(b'{"accountId": "a"}').hex() == "39beac60df96705ae96558572ed69c36"
 
 
 def test_a_bad_body_between_good_ones_is_reported_and_forgets_nothing() -> None:

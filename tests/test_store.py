@@ -12,7 +12,7 @@ import pytest
 
 from late_monitor.errors import StateError
 from late_monitor.messages import CycleRecord, Entry, PlannedMessage
-from late_monitor.state import AccountState, ApiHealth
+from late_monitor.state import AccountState, ApiHealth, marked
 from late_monitor.store import SCHEMA_VERSION, Store
 from tests.support.state import T0
 from tests.support.state import full_state as state
@@ -265,6 +265,7 @@ def test_every_field_of_a_state_survives_the_file(tmp_path: Path) -> None:
         recovered_at=when,
         claimed_at=when,
     )
+    state = marked(state, b"\x01" * 16, when.timestamp())  # the quiet mark, set by the rules
     assert all(getattr(state, f.name) != f.default for f in fields(AccountState))  # all set
     store = Store.open(tmp_path / "state.db")
     store.commit_cycle(
@@ -277,7 +278,9 @@ def test_every_field_of_a_state_survives_the_file(tmp_path: Path) -> None:
     )
     store.close()
 
-    assert Store.open(tmp_path / "state.db").load_states() == {"a1": state}
+    loaded = Store.open(tmp_path / "state.db").load_states()
+    assert loaded == {"a1": state}
+    assert (loaded["a1"].listed, loaded["a1"].quiet_until) == (b"\x01" * 16, when.timestamp())
 
 
 def test_prune_drops_finished_history_older_than_the_cutoff_and_keeps_the_rest(
