@@ -668,10 +668,10 @@ def _detail_targets(
         return targets
     per_cycle = math.ceil(len(states) * deps.interval / deps.detail_every)
     already = fetched | set(targets)
-    sweep = due_for_detail(
-        (s for s in states.values() if s.account_id not in already),
-        count=min(per_cycle, allowance - len(targets)),
-    )
+    count = min(per_cycle, allowance - len(targets))
+    if not isinstance(states, dict):  # the committed states, not all read: the store orders
+        return targets + deps.store.oldest_detail(count, skip=already)
+    sweep = due_for_detail((s for s in states.values() if s.account_id not in already), count=count)
     return targets + sweep
 
 

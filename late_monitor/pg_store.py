@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -356,6 +356,19 @@ class PgStore:
                 (self.workspace, after),
             )
         )
+
+    def oldest_detail(self, count: int, *, skip: Collection[str] = ()) -> list[str]:
+        """store.Store.oldest_detail."""
+        if count <= 0:
+            return []
+        rows = self._all(
+            "SELECT account_id FROM accounts WHERE workspace = %s ORDER BY "
+            "(data::jsonb ->> 'detail_at') IS NOT NULL, "
+            "coalesce(data::jsonb ->> 'detail_at', data::jsonb ->> 'since') COLLATE \"C\", "
+            'account_id COLLATE "C" LIMIT %s',
+            (self.workspace, count + len(skip)),
+        )
+        return [key for (key,) in rows if key not in skip][:count]
 
     def status_counts(self) -> dict[tuple[str, str], int]:
         """store.Store.status_counts."""

@@ -417,8 +417,8 @@ def evaluate(
         if new_events:
             events += new_events
 
-    missing = (
-        [k for k in previous if k not in snapshot.accounts and k not in quiet]
+    missing = (  # in id order: the stored states' own order is not the same in every process
+        sorted(k for k in previous if k not in snapshot.accounts and k not in quiet)
         if known < len(previous)
         else []
     )

@@ -60,11 +60,11 @@ class StoredStates(Mapping[str, AccountState]):
         return self._len
 
     def values(self) -> Any:  # every state: the lazy ones fetched in one go, not one by one
-        self._fetch_all()
+        self.read_all()
         return super().values()
 
     def items(self) -> Any:
-        self._fetch_all()
+        self.read_all()
         return super().items()
 
     def unquiet(self) -> Iterable[AccountState]:
@@ -80,10 +80,12 @@ class StoredStates(Mapping[str, AccountState]):
 
     def absent(self, keys: Iterable[str]) -> set[str]:
         """Which of `keys` are not stored (a set difference, not a test per key)."""
+        if isinstance(self._lazy, set | frozenset) and self._lazy.issuperset(keys):
+            return set()  # the usual answer, found without building a set
         rest = set(keys).difference(self._lazy)
-        return {key for key in rest if key not in self._decoded} if rest else rest
+        return {key for key in rest if key not in self._decoded}
 
-    def _fetch_all(self) -> None:
+    def read_all(self) -> None:
         missing = [k for k in self._lazy if k not in self._decoded and k not in self._fetched]
         if missing:
             self._fetched.update(self._fetch(missing))
@@ -127,6 +129,14 @@ class PollStates(Mapping[str, AccountState]):
     def updated(self, changes: Mapping[str, AccountState]) -> PollStates:
         return PollStates({**self._judged, **changes}, self._quiet, self._stored)
 
+    def values(self) -> Any:  # every state: the stored ones fetched in one go
+        read_all(self._stored)
+        return super().values()
+
+    def items(self) -> Any:
+        read_all(self._stored)
+        return super().items()
+
     def unquiet(self) -> Iterable[AccountState]:
         return self._judged.values()
 
@@ -168,6 +178,18 @@ class Overlay(Mapping[str, AccountState]):
     def __len__(self) -> int:
         return self._len
 
+    @property
+    def base(self) -> Mapping[str, AccountState]:
+        return self._base
+
+    def values(self) -> Any:  # every state: the stored ones fetched in one go
+        read_all(self._base)
+        return super().values()
+
+    def items(self) -> Any:
+        read_all(self._base)
+        return super().items()
+
     def updated(self, changes: Mapping[str, AccountState], gone: Iterable[str] = ()) -> Overlay:
         now_gone = frozenset(gone)
         merged = {k: v for k, v in {**self._changes, **changes}.items() if k not in now_gone}
@@ -178,8 +200,9 @@ class Overlay(Mapping[str, AccountState]):
         kept = (s for s in unquiet(self._base) if s.account_id not in changes)
         return [*changes.values(), *(s for s in kept if s.account_id not in gone)]
 
-    def absent(self, keys: Iterable[str]) -> set[str]:
-        return {key for key in keys if key not in self}
+    def absent(self, keys: AbstractSet[str]) -> set[str]:
+        gone = absent(self._base, keys) | (keys & self._gone)
+        return {key for key in gone if key not in self._changes}
 
 
 def with_changes(
@@ -193,6 +216,15 @@ def with_changes(
     if isinstance(states, StoredStates):
         return Overlay(states, changes)
     return {**states, **changes}
+
+
+def read_all(states: Mapping[str, AccountState]) -> None:
+    """Every state of `states` is about to be read: the lazy ones are fetched together
+    (500 ids a query, not one query each)."""
+    if isinstance(states, StoredStates):
+        states.read_all()
+    elif isinstance(states, Overlay):
+        read_all(states.base)
 
 
 def preload(states: Mapping[str, AccountState], keys: Iterable[str]) -> None:
@@ -218,7 +250,7 @@ def committed(
 
 def absent(states: Mapping[str, AccountState], keys: AbstractSet[str]) -> set[str]:
     """Which of `keys` `states` does not hold."""
-    if isinstance(states, StoredStates):
+    if isinstance(states, StoredStates | Overlay):
         return states.absent(keys)
     if isinstance(states, dict):
         return set(keys - states.keys())

@@ -8,7 +8,7 @@ PostgreSQL ones are short statements on a pooled connection, so callers need no 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +78,8 @@ class StateStore(Outbox, Protocol):
     def quiet_index(self, *, after: float) -> dict[bytes, str]: ...
 
     def status_counts(self) -> dict[tuple[str, str], int]: ...
+
+    def oldest_detail(self, count: int, *, skip: Collection[str] = ()) -> list[str]: ...
 
     def load_api_health(self) -> ApiHealth: ...
 

@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,6 +314,11 @@ def _stored_row(workspace: str, state: AccountState) -> tuple[Any, ...]:
 
 
 _CHUNK = 500  # account ids per `IN (...)` query
+# rules.due_for_detail's order in SQL: the times are ISO 8601 in UTC, which sort as text
+_DETAIL_ORDER = (
+    "json_extract(data, '$.detail_at') IS NOT NULL, "
+    "coalesce(json_extract(data, '$.detail_at'), json_extract(data, '$.since')), account_id"
+)
 
 Cache = tuple[int, Mapping[str, AccountState]]  # (data version it is valid at, the states)
 
@@ -546,6 +551,18 @@ class Store:
                 (self.workspace, after),
             )
         )
+
+    def oldest_detail(self, count: int, *, skip: Collection[str] = ()) -> list[str]:
+        """rules.due_for_detail over the stored states, without decoding them: the `count`
+        accounts whose detail is oldest (never fetched first), `skip` left out."""
+        if count <= 0:
+            return []
+        rows = self._db.execute(
+            f"SELECT account_id FROM accounts NOT INDEXED WHERE workspace = ? "
+            f"ORDER BY {_DETAIL_ORDER} LIMIT ?",
+            (self.workspace, count + len(skip)),
+        )
+        return [key for (key,) in rows if key not in skip][:count]
 
     def status_counts(self) -> dict[tuple[str, str], int]:
         """How many accounts are in each (status, platform)."""

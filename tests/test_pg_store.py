@@ -122,6 +122,42 @@ def test_the_schema_is_versioned_and_another_programs_tables_are_refused(
         PgStore.open(other)
 
 
+def test_a_database_of_the_release_before_quiet_marks_is_migrated_in_place(
+    pg_database: str,
+) -> None:
+    """Schema 2 (before quiet marks): its accounts gain their platform and no mark, so that
+    the first poll judges every one of them and marks them."""
+    from late_monitor.pg_schema import MIGRATIONS
+    from late_monitor.store import _encode_state
+    from tests.support.pg import url_for_schema
+    from tests.support.state import full_state
+
+    url = url_for_schema(pg_database, f"t_{secrets.token_hex(6)}")
+    written = full_state("a1", platform="tiktok")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE late_monitor_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO late_monitor_schema VALUES (2)")
+        for step in MIGRATIONS[:2]:
+            for statement in step:
+                conn.execute(statement.encode())
+        conn.execute(
+            "INSERT INTO accounts (workspace, account_id, status, data) VALUES (%s, %s, %s, %s)",
+            ("default", "a1", written.status, _encode_state(written)),
+        )
+    store = PgStore.open(url)
+    try:
+        assert store.load_states() == {"a1": written}
+        assert store.load_states()["a1"].quiet_until is None
+        assert store.status_counts() == {(written.status, "tiktok"): 1}
+        assert store.quiet_index(after=0.0) == {}
+    finally:
+        store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM late_monitor_schema").fetchone() == (
+            SCHEMA_VERSION,
+        )
+
+
 async def test_migrate_check_says_what_would_change_for_either_backend(
     tmp_path: Path, pg_url: str, base_env: dict[str, str]
 ) -> None:

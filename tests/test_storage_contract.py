@@ -4,6 +4,7 @@ and on PostgreSQL (a schema of its own per test), so that the two cannot drift."
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 
 from late_monitor.errors import StateBusy
 from late_monitor.messages import CycleRecord, Entry, PlannedMessage
+from late_monitor.rules import due_for_detail
 from late_monitor.silences import Ack
-from late_monitor.state import ApiHealth
+from late_monitor.state import QUIET_FOREVER, AccountState, ApiHealth, marked
+from late_monitor.state_views import with_changes
 from late_monitor.storage import StateStore
 from late_monitor.store import Store
 from tests.support.state import T0
@@ -336,3 +339,77 @@ async def test_each_workspace_has_its_own_writer(store: StateStore) -> None:
         with pytest.raises(TimeoutError):  # the same workspace's second writer waits
             async with asyncio.timeout(0.2), acme.writing(1):
                 pass
+
+
+def quiet(account_id: str, until: float, **kw: object) -> AccountState:
+    """A state the rules marked quiet until `until`, its entry's fingerprint made of its id."""
+    return marked(state(account_id, **kw), account_id.encode().ljust(16, b"."), until)
+
+
+def test_quiet_marks_are_kept_and_indexed_by_fingerprint(opener: Opener) -> None:
+    first = opener()
+    states = {
+        "a1": quiet("a1", 2000.0),
+        "a2": quiet("a2", QUIET_FOREVER, status="healthy"),
+        "a3": quiet("a3", 1000.0),
+        "a4": state("a4"),  # not quiet
+    }
+    commit(first, states=states, changed=list(states))
+    second = opener()
+    assert second.quiet_index(after=1500.0) == {b"a1" + b"." * 14: "a1", b"a2" + b"." * 14: "a2"}
+    loaded = second.load_states()
+    assert (loaded["a2"].listed, loaded["a2"].quiet_until) == (b"a2" + b"." * 14, QUIET_FOREVER)
+    assert (loaded["a4"].listed, loaded["a4"].quiet_until) == (None, None)
+    assert second.status_counts() == {("error", "twitter"): 3, ("healthy", "twitter"): 1}
+
+
+def test_a_lazy_load_holds_every_state_and_reads_the_quiet_ones_when_asked(
+    opener: Opener,
+) -> None:
+    states = {f"a{i}": quiet(f"a{i}", 5000.0) for i in range(1200)} | {"b": state("b")}
+    commit(opener(), states=states, changed=list(states))
+    lazy = opener().load_states(lazy=True)
+    assert len(lazy) == 1201
+    assert sorted(lazy) == sorted(states)
+    assert "a7" in lazy
+    assert "zz" not in lazy
+    assert lazy["a7"] == states["a7"]
+    assert lazy["a7"].quiet_until == 5000.0
+    assert dict(lazy.items()) == states  # the rest fetched together, in chunks
+    with pytest.raises(KeyError):
+        lazy["zz"]
+
+
+def test_a_commit_through_a_lazy_load_keeps_the_handles_view_right(opener: Opener) -> None:
+    """A daemon keeps what it loaded lazily and lays each commit over it: what it then reads
+    is what another handle reads from the store."""
+    first = opener()
+    states = {f"a{i}": quiet(f"a{i}", 5000.0) for i in range(10)}
+    commit(first, states=states, changed=list(states))
+    lazy = first.load_states(lazy=True)
+    changed = {"a1": state("a1", status="healthy"), "new": state("new")}
+    commit(first, states=with_changes(lazy, changed), changed=["a1", "new"], removed=["a2"])
+    again = first.load_states(lazy=True)
+    expected = {k: v for k, v in {**states, **changed}.items() if k != "a2"}
+    assert dict(again.items()) == expected
+    assert "a2" not in again
+    assert len(again) == len(expected)
+    assert first.load_states() == expected
+    assert opener().load_states() == expected
+    assert first.status_counts() == {("error", "twitter"): 9, ("healthy", "twitter"): 1}
+
+
+def test_the_oldest_detail_is_the_rules_order_read_from_the_store(store: StateStore) -> None:
+    """The detail sweep of a poll whose states were not all read asks the store: it must
+    pick what rules.due_for_detail picks from the states themselves."""
+    rng = random.Random(3)
+    states = {}
+    for i in range(300):
+        since = T0 + timedelta(hours=rng.randint(0, 50), microseconds=rng.choice([0, 250000]))
+        detail_at = rng.choice([None, T0 + timedelta(hours=rng.randint(0, 50))])
+        states[f"a{i:03d}"] = state(f"a{i:03d}", since=since, detail_at=detail_at)
+    commit(store, states=states, changed=list(states))
+    skip = {f"a{i:03d}" for i in range(0, 300, 7)}
+    for count in (0, 1, 25, 290):
+        expected = due_for_detail((s for k, s in states.items() if k not in skip), count=count)
+        assert store.oldest_detail(count, skip=skip) == expected

@@ -188,6 +188,10 @@ def test_a_state_file_of_the_previous_release_is_migrated_into_the_default_works
     try:
         assert sorted(store.load_states()) == ["acc_1", "acc_2"]
         assert store.load_states()["acc_1"].status == "error"
+        counted = {  # schema 7 keeps each account's platform beside its status
+            (s.status, s.platform): 1 for s in store.load_states().values()
+        }
+        assert store.status_counts() == counted
         assert list(store.load_acks()) == ["acc_1"]
         assert [row.destination for row in store.pending_deliveries()] == ["k1"]
         assert store.read_meta("scope") == {"base_url": "http://x"}
