@@ -6,7 +6,7 @@ environment.
 
 from __future__ import annotations
 
-import difflib
+import contextvars
 import ipaddress
 import json
 import math
@@ -15,7 +15,7 @@ import re
 import tomllib
 import typing
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -112,6 +112,8 @@ def _hour(value: float) -> float:
 
 
 class _Section(BaseModel):
+    # Lists default to `Field(default=[])`: pydantic copies a default for each instance, and
+    # `default_factory=list` made it read a builtin's signature, ~5 ms of every start.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
@@ -167,7 +169,7 @@ class LateSettings(_Section):
     base_url: Annotated[str, AfterValidator(_check_base_url)] = DEFAULT_BASE_URL
     profile_id: str = ""
     platforms: list[Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True)]] = (
-        Field(default_factory=list)
+        Field(default=[])
     )
     timeout: PositiveDuration = 30.0
     max_requests_per_minute: int = Field(default=30, gt=0)
@@ -218,7 +220,7 @@ class MonitorSettings(_Section):
     notify_recovery: bool = True
     notify_first_seen: bool = True
     api_failure_after: int = Field(default=3, ge=1)
-    quiet_hours: list[QuietHoursSettings] = Field(default_factory=list)
+    quiet_hours: list[QuietHoursSettings] = Field(default=[])
 
 
 def _check_state_url(url: str) -> str:
@@ -261,7 +263,7 @@ RouteKey = Literal["info", "success", "warning", "failure", "profile"]
 
 
 class NotifySettings(_Section):
-    urls: list[SecretStr] = Field(default_factory=list)
+    urls: list[SecretStr] = Field(default=[])
     config: str = ""
     group: Literal["cycle", "account"] = "cycle"
     retry_for: Duration = 86400.0
@@ -341,7 +343,7 @@ def _check_workspace_name(value: str) -> str:
 class WorkspaceNotifySettings(_Section):
     """A workspace's own destinations; without urls or config it uses the top-level [notify]."""
 
-    urls: list[SecretStr] = Field(default_factory=list)
+    urls: list[SecretStr] = Field(default=[])
     config: str = ""
     routes: Annotated[dict[RouteKey, Any], AfterValidator(_check_routes)] = Field(
         default_factory=dict
@@ -358,7 +360,7 @@ class WorkspaceSettings(_Section):
     base_url: Annotated[str | None, AfterValidator(lambda v: v and _check_base_url(v))] = None
     profile_id: str = ""
     platforms: list[Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True)]] = (
-        Field(default_factory=list)
+        Field(default=[])
     )
     max_requests_per_minute: int | None = Field(default=None, gt=0)
     interval: PositiveDuration | None = None
@@ -379,6 +381,7 @@ class Settings(BaseSettings):
         extra="forbid",
         hide_input_in_errors=True,
         case_sensitive=False,
+        defer_build=True,  # validated through _FileBacked: built once, there
     )
 
     late: LateSettings = Field(default_factory=LateSettings)
@@ -390,7 +393,7 @@ class Settings(BaseSettings):
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     log: LogSettings = Field(default_factory=LogSettings)
-    workspaces: list[WorkspaceSettings] = Field(default_factory=list)
+    workspaces: list[WorkspaceSettings] = Field(default=[])
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,6 +493,29 @@ class _EnvSource(EnvSettingsSource):
         return parse_env_vars(
             self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
         )
+
+
+# what `_FileBacked()` reads: (our environment, the file's tables), set by load_settings
+_SOURCES: contextvars.ContextVar[tuple[Mapping[str, str], dict[str, Any]]] = contextvars.ContextVar(
+    "late_monitor_config_sources"
+)
+
+
+class _FileBacked(Settings):
+    """Settings from the given environment over the file, nothing else. One class, built on
+    first use: a class per load built its validator again each time (~5 ms)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env, data = _SOURCES.get()
+        return _EnvSource(settings_cls, env), InitSettingsSource(settings_cls, data)
 
 
 def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> tuple[Path | None, bool]:
@@ -660,6 +686,14 @@ def _as_json_list(name: str, value: str) -> str:
     return json.dumps([part.strip() for part in parts if part.strip()])
 
 
+def _closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice `word` was probably meant to be; difflib is imported for a typo only."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return close[0] if close else None
+
+
 def _our_environment(
     environ: Mapping[str, str],
 ) -> tuple[dict[str, str], list[str], list[ConfigWarning]]:
@@ -677,8 +711,8 @@ def _our_environment(
         if upper.startswith(f"{ENV_PREFIX}WORKSPACES__"):
             continue  # a workspace's API key: read by _workspace_views, never a setting
         if upper not in known and not upper.startswith(tuple(prefixes)):
-            close = difflib.get_close_matches(upper, sorted(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            close = _closest(upper, known)
+            hint = f"; did you mean {close}?" if close else ""
             warnings.append(
                 ConfigWarning(
                     "unknown_variable_ignored",
@@ -714,24 +748,15 @@ def load_settings(
     if env_problems:
         raise ConfigError(env_problems)
 
-    class _FileBacked(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return _EnvSource(settings_cls, env), InitSettingsSource(settings_cls, data)
-
+    token = _SOURCES.set((env, data))
     try:
         settings: Settings = _FileBacked()
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, data, path, env)) from None
     except ValueError as exc:  # pydantic-settings' own JSON decoding of complex env values
         raise ConfigError(f"environment: {exc}") from None
+    finally:
+        _SOURCES.reset(token)
 
     api_key, api_key_source = _resolve_api_key(settings.late, full, path)
     sources = {
@@ -769,8 +794,8 @@ def load_settings(
             )
     for platform in settings.late.platforms:
         if platform not in KNOWN_PLATFORMS:
-            close = difflib.get_close_matches(platform, sorted(KNOWN_PLATFORMS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = _closest(platform, KNOWN_PLATFORMS)
+            hint = f" (did you mean {close!r}?)" if close else ""
             warnings.append(
                 ConfigWarning(
                     "platform_unknown",

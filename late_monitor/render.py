@@ -34,7 +34,7 @@ from late_monitor.models import Detail
 from late_monitor.reconnect import Links
 
 if TYPE_CHECKING:  # Jinja2 is imported when a message is written (~60 ms), not at start
-    from jinja2 import BaseLoader, Template
+    from jinja2 import BaseLoader, BytecodeCache, Template
     from jinja2.sandbox import SandboxedEnvironment
 
 log = structlog.get_logger("late_monitor.render")
@@ -114,7 +114,9 @@ def _finalizer(escape: Callable[[str], str]) -> Callable[[Any], str]:
     return finalize
 
 
-def _environment(loader: BaseLoader, style: str) -> SandboxedEnvironment:
+def _environment(
+    loader: BaseLoader, style: str, cache: BytecodeCache | None = None
+) -> SandboxedEnvironment:
     from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
@@ -125,6 +127,7 @@ def _environment(loader: BaseLoader, style: str) -> SandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         finalize=_finalizer(ESCAPES[style]),
+        bytecode_cache=cache,
     )
     env.filters["human"] = human
     env.filters["utc"] = lambda when: f"{when:%Y-%m-%d %H:%M} UTC" if when else ""
@@ -205,11 +208,14 @@ class Renderer:
     def _load(self) -> None:
         from jinja2 import FileSystemLoader
 
+        from late_monitor.template_cache import template_cache
+
+        cache = template_cache()  # compiled templates, kept between processes
         builtin = FileSystemLoader(str(BUILTIN))
-        self._builtin = {style: _environment(builtin, style) for style in STYLES}
+        self._builtin = {style: _environment(builtin, style, cache) for style in STYLES}
         if self.templates:  # a user's file of any name in the chain wins over every built-in
             user = FileSystemLoader(str(Path(self.templates).expanduser()))
-            self._user = {style: _environment(user, style) for style in STYLES}
+            self._user = {style: _environment(user, style, cache) for style in STYLES}
 
     def render(
         self, part: str, name: str, fallback: str, style: str, context: Mapping[str, Any]

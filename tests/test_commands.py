@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sqlite3
@@ -269,3 +270,34 @@ def test_every_command_help_shows_an_example() -> None:
         "migrate",
     }
     assert [name for name, text in helps.items() if "example" not in text] == []
+
+
+def _helps(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each command's help (and its subcommands'), by name."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {}
+    for name, sub in commands.choices.items():
+        helps[name] = sub.format_help()
+        for inner in (a for a in sub._actions if isinstance(a, argparse._SubParsersAction)):
+            helps.update({f"{name} {w}": c.format_help() for w, c in inner.choices.items()})
+    return helps
+
+
+def test_a_command_line_builds_only_its_command_and_reads_as_the_whole_one() -> None:
+    from late_monitor.cli import build_parser
+
+    whole = _helps(build_parser())
+    for name in [name for name in whole if " " not in name]:
+        alone = _helps(build_parser(name))
+        assert {key: whole[key] for key in alone} == alone
+        assert {key.split()[0] for key in alone} == {name}
+    assert set(_helps(build_parser("no-such-command"))) == set(whole)  # argparse lists them
+
+
+async def test_a_mistyped_command_is_answered_with_every_command(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    ran = await run_cli("stauts", env=base_env, cwd=tmp_path)
+    assert ran.code == 2
+    assert "invalid choice: 'stauts'" in ran.stderr
+    assert all(name in ran.stderr for name in ("run", "status", "silence", "migrate"))

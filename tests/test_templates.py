@@ -106,3 +106,63 @@ def test_the_built_in_texts_are_templates_a_directory_of_overrides_can_start_fro
     assert "body/account.text.j2" in names
     assert "title/digest.j2" in names
     assert check_templates(str(BUILTIN)) == []
+
+
+def _render_twice(cache_dir: Path, templates: Path, **options: bool) -> list[str]:
+    from jinja2 import Environment, FileSystemLoader
+
+    from late_monitor.template_cache import TemplateCache
+
+    said = []
+    for _ in range(2):  # the second environment is a new process's, as far as Jinja2 knows
+        env = Environment(  # noqa: S701 - plain text, as the messages' own escaping is
+            loader=FileSystemLoader(str(templates)),
+            bytecode_cache=TemplateCache(str(cache_dir)),
+            **options,
+        )
+        said.append(env.get_template("t.j2").render(name="Ada"))
+    return said
+
+
+def test_compiled_templates_are_kept_between_processes_and_say_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    text = "{% if name %}\n  hi {{ name }}\n{% endif %}"
+    templates = write(tmp_path / "templates", {"t.j2": text})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert _render_twice(cache, templates, trim_blocks=True) == ["  hi Ada\n"] * 2
+    assert len(list(cache.iterdir())) == 1
+    # another environment's options compile the same text otherwise: never its code
+    assert _render_twice(cache, templates, trim_blocks=False) == ["\n  hi Ada\n"] * 2
+    assert len(list(cache.iterdir())) == 2
+    (templates / "t.j2").write_text("bye {{ name }}")  # an edited template is compiled again
+    assert _render_twice(cache, templates, trim_blocks=True) == ["bye Ada"] * 2
+
+
+def test_a_damaged_or_unwritable_template_cache_costs_no_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    templates = write(tmp_path / "templates", {"t.j2": "hi {{ name }}"})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _render_twice(cache, templates)
+    for entry in cache.iterdir():
+        entry.write_bytes(entry.read_bytes()[:40] + b"\x00garbage")
+    assert _render_twice(cache, templates) == ["hi Ada"] * 2
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    assert _render_twice(not_a_directory, templates) == ["hi Ada"] * 2
+
+
+def test_no_compiled_template_is_written_under_pythondontwritebytecode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    templates = write(tmp_path / "templates", {"t.j2": "hi {{ name }}"})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert _render_twice(cache, templates) == ["hi Ada"] * 2
+    assert list(cache.iterdir()) == []

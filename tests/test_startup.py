@@ -1,0 +1,45 @@
+"""The command line's start: no garbage collection while it imports, as usual afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _fresh_python(code: str, cwd: Path) -> Any:
+    """What `code`, run in a new interpreter, printed as JSON."""
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd
+    )
+    return json.loads(ran.stdout)
+
+
+def test_importing_the_command_line_collects_nothing_and_freezes_what_it_made(
+    tmp_path: Path,
+) -> None:
+    said = _fresh_python(
+        "import gc, json\n"
+        "before = [s['collections'] for s in gc.get_stats()]\n"
+        "import late_monitor.cli\n"
+        "after = [s['collections'] for s in gc.get_stats()]\n"
+        "print(json.dumps([before, after, gc.isenabled(), gc.get_freeze_count()]))",
+        tmp_path,
+    )
+    before, after, enabled, frozen = said
+    assert after[1:] == before[1:]  # no collection walked the imports (the older generations)
+    assert enabled  # the command's own garbage is collected as usual
+    assert frozen > 10_000  # modules, classes, functions: never walked again
+
+
+def test_an_importer_that_turned_the_collector_off_keeps_it_off(tmp_path: Path) -> None:
+    said = _fresh_python(
+        "import gc, json\n"
+        "gc.disable()\n"
+        "import late_monitor.cli\n"
+        "print(json.dumps([gc.isenabled(), gc.get_freeze_count()]))",
+        tmp_path,
+    )
+    assert said == [False, 0]
