@@ -27,6 +27,7 @@ from late_monitor.silences import (
     stale_acks,
 )
 from late_monitor.silences import screen as decide
+from late_monitor.state_views import preload
 from late_monitor.storage import StateStore as Store
 
 log = structlog.get_logger("late_monitor.control")
@@ -36,6 +37,9 @@ def after_poll(store: Store, evaluation: Evaluation, *, now: datetime, record: b
     """Clear acks whose account's condition changed; re-announce what ended silences held
     back (the silences are settled by `after_commit`, so a crash re-announces again)."""
     acks = store.load_acks()
+    silences = store.load_silences()
+    ending = [k for s in silences if not s.settled and now >= s.ends for k in s.silenced]
+    preload(evaluation.states, [*acks, *ending])  # read together, not one query each
     stale = stale_acks(acks, evaluation.states)
     if stale:
         if record:
@@ -43,7 +47,7 @@ def after_poll(store: Store, evaluation: Evaluation, *, now: datetime, record: b
         for account_id in stale:
             log.info("ack_cleared", account_id=account_id, reason="condition changed")
         acks = {k: v for k, v in acks.items() if k not in stale}
-    ended = reannounce(evaluation, store.load_silences(), acks, now)
+    ended = reannounce(evaluation, silences, acks, now)
     for event in ended.evaluation.events[len(evaluation.events) :]:
         log.info("silence_ended_reannounced", account_id=event.account_id, note=event.note)
     return ended

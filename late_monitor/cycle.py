@@ -245,7 +245,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
         else:
             assert snapshot is not None
             outcome = "ok"
-            if not snapshot.accounts and (deps.platforms or deps.profile_id):
+            if not snapshot.accounts and not snapshot.quiet and (deps.platforms or deps.profile_id):
                 log.warning(  # a typo'd profile id or platform watches nothing, and says "ok"
                     "scope_matches_nothing",
                     platforms=list(deps.platforms),
@@ -301,6 +301,10 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             result = replace(result, by_platform=status_counts(evaluation.states))
             return _finish(result, t0, watch)
 
+        if index is None and store.read_meta(QUIET_MARKS) not in (None, marks):
+            # marks made under these settings are about to be committed: until the tag says
+            # so (after the commit), no process may trust any mark (a crash in between)
+            store.write_meta(QUIET_MARKS, None)
         with watch.phase("store"):
             store.commit_cycle(
                 states=evaluation.states,
@@ -364,7 +368,8 @@ async def _enrich(
     if not details:
         return result
     # the cycle's listing, if its news did not need it, before the writer is held
-    unhealthy = [states[a] for a in details if a in states and not states[a].healthy]
+    # the poll's states, read now: a webhook may have removed an account since the commit
+    unhealthy = [s for a in details if (s := states.get(a)) is not None and not s.healthy]
     await lookup.listing(unhealthy, within=DETAIL_SLICE)
     async with deps.store.writing(deps.lock_wait):
         states = deps.store.load_states(lazy=True)  # again: a webhook may have committed

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from operator import attrgetter
 
@@ -99,6 +100,10 @@ class HealthParser:
                 observations = [o for o in observations if o.platform in platforms]
                 flaws = [o for o in flaws if o.platform in platforms]
             accounts = dict(zip(map(_ACCOUNT_ID, observations), observations, strict=True))
+        if not found.quiet.isdisjoint(accounts):
+            # an id listed twice, one entry quiet: which one comes last (and so counts, as
+            # in a whole parse) is not known without parsing both
+            return self.parse(body, status=status, platforms=platforms)
         unidentified = sum(1 for o in flaws if not o.account_id)
         if unidentified:
             del accounts[""]
@@ -153,7 +158,12 @@ class HealthParser:
         flaws += [o for o in last if flawed(o)]
         for stale in [key for key, entry in known.items() if entry.poll != poll]:
             del known[stale]  # changed, gone, or quiet now
-        found.prints = {o.account_id: key for o, key in zip(listed, keys, strict=True) if o}
+        ids = Counter(o.account_id for o in [*listed, *last] if o)
+        found.prints = {  # an id listed twice has no one entry to be known by
+            o.account_id: key
+            for o, key in zip(listed, keys, strict=True)
+            if o and ids[o.account_id] == 1
+        }
         return [*listed, *last]  # type: ignore[list-item]  # every None was filled
 
     def _validate(

@@ -31,7 +31,7 @@ from late_monitor.state import (
     marked,
     rank,
 )
-from late_monitor.state_views import PollStates, absent, with_changes
+from late_monitor.state_views import PollStates, absent, preload, with_changes
 
 _BASELINE: Condition = (HEALTHY, False, True)
 MANY_REMOVED = 10  # more removals than this in one poll are told in one line
@@ -422,6 +422,7 @@ def evaluate(
         if known < len(previous)
         else []
     )
+    preload(previous, missing)  # read together: an empty listing misses every account
     if missing and len(missing) <= snapshot.unidentified:
         for account_id in missing:  # they may be the entries listed without an id
             kept = previous[account_id]

@@ -129,6 +129,9 @@ class PollStates(Mapping[str, AccountState]):
     def updated(self, changes: Mapping[str, AccountState]) -> PollStates:
         return PollStates({**self._judged, **changes}, self._quiet, self._stored)
 
+    def preload(self, keys: Iterable[str]) -> None:
+        preload(self._stored, [key for key in keys if key not in self._judged])
+
     def values(self) -> Any:  # every state: the stored ones fetched in one go
         read_all(self._stored)
         return super().values()
@@ -182,6 +185,9 @@ class Overlay(Mapping[str, AccountState]):
     def base(self) -> Mapping[str, AccountState]:
         return self._base
 
+    def preload(self, keys: Iterable[str]) -> None:
+        preload(self._base, [key for key in keys if key not in self._changes])
+
     def values(self) -> Any:  # every state: the stored ones fetched in one go
         read_all(self._base)
         return super().values()
@@ -229,7 +235,7 @@ def read_all(states: Mapping[str, AccountState]) -> None:
 
 def preload(states: Mapping[str, AccountState], keys: Iterable[str]) -> None:
     """Tell `states` that `keys` are about to be read: lazy ones are fetched together."""
-    if isinstance(states, StoredStates):
+    if isinstance(states, StoredStates | PollStates | Overlay):
         states.preload(keys)
 
 

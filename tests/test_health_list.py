@@ -312,3 +312,20 @@ def test_any_sequence_of_polls_parses_each_body_as_the_whole(
     for listed in listings:
         body = json.dumps({"accounts": listed}).encode()
         assert dict(parser.parse(body).accounts) == whole(body)
+
+
+def test_an_id_listed_twice_is_never_quiet_and_its_later_entry_counts() -> None:
+    """A whole parse keeps the later of two entries of one id; a stored mark of either must
+    not make a poll judge the account from the other one (it would flip every poll)."""
+    listed = accounts(60)
+    listed[10] = {**listed[30], "status": "healthy"}  # acc_00030 twice: healthy, then...
+    listed[30]["status"] = "error"  # ... error, which counts
+    body = json.dumps({"accounts": listed}).encode()
+    first = parse_health(body, batch_bytes=SMALL)
+    assert first.accounts["acc_00030"].status == "error"
+    assert "acc_00030" not in first.prints
+    for entry in (listed[10], listed[30]):  # a mark made before the id was listed twice
+        index = {fingerprint(json.dumps(entry).encode()): "acc_00030"}
+        again = HealthParser(batch_bytes=SMALL).parse(body, quiet=index)
+        assert again.accounts["acc_00030"].status == "error"
+        assert "acc_00030" not in again.quiet

@@ -19,10 +19,13 @@ from late_monitor import rules
 from late_monitor.config import load_settings
 from late_monitor.cycle import QUIET_MARKS
 from late_monitor.daemon import Daemon
+from late_monitor.messages import CycleRecord
 from late_monitor.models import Observation, Snapshot
 from late_monitor.rules import Policy, evaluate
 from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
-from late_monitor.state import AccountState
+from late_monitor.state import AccountState, ApiHealth
+from late_monitor.state_views import PollStates
+from late_monitor.store import Store
 from tests.support.config import write_config
 from tests.support.sink import Sink
 
@@ -239,3 +242,57 @@ def test_a_state_changed_by_anything_but_the_rules_loses_its_mark() -> None:
     assert state.listed is not None
     claimed = replace(state, status="error", claimed_at=T0)
     assert (claimed.listed, claimed.quiet_until) == (None, None)
+
+
+def stored_quiet(tmp_path: Path, count: int) -> Store:
+    """A state file of `count` accounts, all marked quiet by a first poll."""
+    store = Store.open(tmp_path / "state.db")
+    polled = [
+        Observation(account_id=f"a{i:04d}", platform="x", username="@u", status="healthy")
+        for i in range(count)
+    ]
+    first = evaluate({}, listing(polled), now=T0, policy=Policy())
+    record = CycleRecord(T0, T0, "ok", count, 0, 1)
+    store.commit_cycle(
+        states=first.states,
+        changed=first.changed,
+        removed=(),
+        api=ApiHealth(),
+        messages=[],
+        record=record,
+    )
+    return store
+
+
+def test_accounts_missing_from_a_poll_are_read_together_not_one_query_each(
+    tmp_path: Path,
+) -> None:
+    store = stored_quiet(tmp_path, 1200)
+    reads: list[str] = []
+    store._db.set_trace_callback(reads.append)  # the statements SQLite runs, as it runs them
+    try:
+        lazy = store.load_states(lazy=True)
+        empty = Snapshot(accounts={})  # an empty listing: every account missing at once
+        result = evaluate(lazy, empty, now=T0 + timedelta(minutes=5), policy=Policy())
+    finally:
+        store._db.set_trace_callback(None)
+        store.close()
+    assert len(result.states) == 1200  # kept a while, counted as absent
+    assert sum(1 for sql in reads if sql.startswith("SELECT data")) <= 5
+
+
+def test_a_poll_s_states_read_after_a_webhook_removed_one_say_it_is_gone(tmp_path: Path) -> None:
+    store = stored_quiet(tmp_path, 3)
+    lazy = store.load_states(lazy=True)
+    states = PollStates({}, frozenset(lazy), lazy)
+    other = Store.open(tmp_path / "state.db")  # the intake, removing an account meanwhile
+    record = CycleRecord(T0, T0, "webhook", 2, 1, 0)
+    other.commit_cycle(
+        states={}, changed=(), removed=["a0001"], api=ApiHealth(), messages=[], record=record
+    )
+    other.close()
+    try:
+        assert states.get("a0001") is None
+        assert states.get("a0002") is not None
+    finally:
+        store.close()
