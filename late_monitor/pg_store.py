@@ -63,6 +63,7 @@ from late_monitor.store import (
     _recached,
     _silence,
     _stored_row,
+    cached_or_loaded,
 )
 
 log = structlog.get_logger("late_monitor.pg_store")
@@ -304,38 +305,34 @@ class PgStore:
 
     def load_states(self, *, lazy: bool = False) -> Mapping[str, AccountState]:
         """store.Store.load_states."""
-        version = self.data_version()
-        if self._cache is not None and self._cache[0] == version:
-            cached = self._cache[1]
-            if not lazy and not isinstance(cached, dict):
-                cached = dict(cached.items())
-                self._cache = (version, cached)
-            return cached
-        states: Mapping[str, AccountState]
-        if lazy:
-            states = StoredStates(
-                self._decode(
-                    "SELECT data, listed, quiet_until FROM accounts "
-                    "WHERE workspace = %s AND quiet_until IS NULL",
-                    (self.workspace,),
-                ),
-                {
-                    row[0]
-                    for row in self._all(
-                        "SELECT account_id FROM accounts "
-                        "WHERE workspace = %s AND quiet_until IS NOT NULL",
-                        (self.workspace,),
-                    )
-                },
-                self._fetch_states,
-            )
-        else:
-            states = self._decode(
-                "SELECT data, listed, quiet_until FROM accounts WHERE workspace = %s",
+        self._cache = cached_or_loaded(
+            self._cache, self.data_version(), lazy, self._load_lazy, self._load_all
+        )
+        return self._cache[1]
+
+    def _load_lazy(self) -> StoredStates:
+        return StoredStates(
+            self._decode(
+                "SELECT data, listed, quiet_until FROM accounts "
+                "WHERE workspace = %s AND quiet_until IS NULL",
                 (self.workspace,),
-            )
-        self._cache = (version, states)
-        return states
+            ),
+            {
+                row[0]
+                for row in self._all(
+                    "SELECT account_id FROM accounts "
+                    "WHERE workspace = %s AND quiet_until IS NOT NULL",
+                    (self.workspace,),
+                )
+            },
+            self._fetch_states,
+        )
+
+    def _load_all(self) -> dict[str, AccountState]:
+        return self._decode(
+            "SELECT data, listed, quiet_until FROM accounts WHERE workspace = %s",
+            (self.workspace,),
+        )
 
     def _decode(self, sql: str, params: Sequence[Any]) -> dict[str, AccountState]:
         decoded = (_decode_state(*row) for row in self._all(sql, params))

@@ -30,7 +30,15 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -323,6 +331,22 @@ _DETAIL_ORDER = (
 Cache = tuple[int, Mapping[str, AccountState]]  # (data version it is valid at, the states)
 
 
+def cached_or_loaded(
+    cache: Cache | None,
+    version: int,
+    lazy: bool,
+    load_lazy: Callable[[], Mapping[str, AccountState]],
+    load_all: Callable[[], dict[str, AccountState]],
+) -> Cache:
+    """A store's states as `load_states(lazy=...)` gives them, and its cache after: the
+    cache while it is valid (made whole if a lazy one is not wanted), else loaded."""
+    if cache is not None and cache[0] == version:
+        if lazy or isinstance(cache[1], dict):
+            return cache
+        return version, dict(cache[1].items())  # the lazy ones fetched together
+    return version, load_lazy() if lazy else load_all()
+
+
 def _recached(
     cache: Cache | None,
     before: int,
@@ -487,38 +511,34 @@ class Store:
         """Every account's state; the caller must not change what it gets. `lazy`: the
         accounts marked quiet are decoded when first read (unless this connection holds
         every state decoded already)."""
-        version = self.data_version()
-        if self._cache is not None and self._cache[0] == version:
-            cached = self._cache[1]
-            if not lazy and not isinstance(cached, dict):
-                cached = dict(cached.items())
-                self._cache = (version, cached)
-            return cached
-        states: Mapping[str, AccountState]
-        if lazy:
-            states = StoredStates(
-                self._decode(
-                    "SELECT data, listed, quiet_until FROM accounts INDEXED BY accounts_unquiet "
-                    "WHERE workspace = ? AND quiet_until IS NULL",
-                    (self.workspace,),
-                ),
-                {
-                    row[0]
-                    for row in self._db.execute(
-                        "SELECT account_id FROM accounts INDEXED BY accounts_quiet "
-                        "WHERE workspace = ? AND quiet_until IS NOT NULL",
-                        (self.workspace,),
-                    )
-                },
-                self._fetch_states,
-            )
-        else:
-            states = self._decode(
-                "SELECT data, listed, quiet_until FROM accounts NOT INDEXED WHERE workspace = ?",
+        self._cache = cached_or_loaded(
+            self._cache, self.data_version(), lazy, self._load_lazy, self._load_all
+        )
+        return self._cache[1]
+
+    def _load_lazy(self) -> StoredStates:
+        return StoredStates(
+            self._decode(
+                "SELECT data, listed, quiet_until FROM accounts INDEXED BY accounts_unquiet "
+                "WHERE workspace = ? AND quiet_until IS NULL",
                 (self.workspace,),
-            )
-        self._cache = (version, states)
-        return states
+            ),
+            {
+                row[0]
+                for row in self._db.execute(
+                    "SELECT account_id FROM accounts INDEXED BY accounts_quiet "
+                    "WHERE workspace = ? AND quiet_until IS NOT NULL",
+                    (self.workspace,),
+                )
+            },
+            self._fetch_states,
+        )
+
+    def _load_all(self) -> dict[str, AccountState]:
+        return self._decode(
+            "SELECT data, listed, quiet_until FROM accounts NOT INDEXED WHERE workspace = ?",
+            (self.workspace,),
+        )
 
     # Reading most of a workspace's rows, a scan in the file's order is ~4x faster than going
     # through the primary key's index to each row (SQLite's choice for `workspace = ?`): every
