@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cycle_bench import start_simulator
+from cycle_bench import compiled_env, start_simulator
 
 from late_monitor.simulator import DEFAULT_KEY
 
@@ -34,16 +34,6 @@ def cli() -> list[str]:
     """The console script pip installed beside this Python, as a venv user runs it."""
     beside = Path(sys.executable).with_name("late-monitor")
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "late_monitor"]
-
-
-def compiled_env(cache: str) -> dict[str, str]:
-    """An installed package's environment: its bytecode cached (pip compiles what it
-    installs), here under `cache`. This machine sets PYTHONDONTWRITEBYTECODE=1: without this
-    each run would compile late_monitor's modules from source, ~0.2 s that varies from run
-    to run and that no installed late-monitor pays."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = cache
-    return env
 
 
 def measured(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:

@@ -92,16 +92,6 @@ def timed_cpu(argv: list[str], **kwargs: Any) -> tuple[float, float]:
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def compiled_env(cache: str) -> dict[str, str]:
-    """The environment of an installed package: bytecode cached (pip compiles what it
-    installs), here under `cache` rather than in the source tree. Without it (this machine
-    sets PYTHONDONTWRITEBYTECODE=1) each start compiles late_monitor's ~50 modules from
-    source, ~0.1 s that no installed late-monitor pays and the floor's packages never pay."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = cache
-    return env
-
-
 def cold_start(runs: int = 5) -> dict[str, Any]:
     """`run --once` (100 accounts, one message to a loopback sink) against the import floor,
     after one run of each to cache bytecode (not counted).
@@ -115,7 +105,11 @@ def cold_start(runs: int = 5) -> dict[str, Any]:
     processes on the machine disturb less than the wall time. A last process, for comparison
     only, makes the floor's imports started and ended as our command line is (LEAN_FLOOR)."""
     sys.path.insert(0, str(HERE))
-    from cycle_bench import free_port, start_simulator  # the same helpers as every case
+    from cycle_bench import (  # the same helpers as every case
+        compiled_env,
+        free_port,
+        start_simulator,
+    )
 
     print("  running cold start", file=sys.stderr, flush=True)
     sim, base = start_simulator(100, 0.0, 100000)
