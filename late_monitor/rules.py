@@ -212,6 +212,11 @@ def _first_seen(
     return state, events
 
 
+def _horizon(now: datetime, policy: Policy) -> datetime:
+    """Tokens expiring after this are within no threshold yet (`_quiet`'s cheap test)."""
+    return now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+
+
 def _quiet(
     prev: AccountState, obs: Observation, now: datetime, policy: Policy, horizon: datetime
 ) -> bool:
@@ -379,7 +384,7 @@ def evaluate(
     states: dict[str, AccountState] = {}
     changed: set[str] = set()
     events: list[Event] = []
-    horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    horizon = _horizon(now, policy)
     judged_from = (fetched_at or now) - timedelta(seconds=policy.claim_grace)
     unreadable = snapshot.unreadable
     prints = snapshot.prints
@@ -457,7 +462,7 @@ def remarked(
     """The poll's accounts that later steps changed after `evaluate` marked them (detail
     folded in, impact counted, a silence's end told: each a `replace`, which clears the
     mark), marked again from the same entry, so that the next poll need not judge them."""
-    horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    horizon = _horizon(now, policy)
     states, updates = evaluation.states, {}
     for account_id in evaluation.changed:
         state, obs = states.get(account_id), snapshot.accounts.get(account_id)

@@ -129,7 +129,7 @@ def test_a_mark_ends_exactly_when_the_shortcut_stops_holding(
     if state is None or state.quiet_until is None:
         return
     later = T0 + timedelta(hours=hours)
-    horizon = later + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    horizon = rules._horizon(later, policy)
     assert rules._quiet(state, obs, later, policy, horizon) == (
         later.timestamp() < state.quiet_until
     )

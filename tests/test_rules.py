@@ -322,7 +322,7 @@ def test_the_quiet_shortcut_agrees_with_the_full_rules(
         result = evaluate(states, poll, now=T0 + index * timedelta(hours=6), policy=policy)
         states = {k: v for k, v in result.states.items() if k not in result.removed}
     now = T0 + later
-    horizon = now + timedelta(seconds=max(policy.token_expiry_warn, default=0.0))
+    horizon = rules._horizon(now, policy)
     for account_id, obs in last.accounts.items():
         prev = states.get(account_id)
         if prev is not None and rules._quiet(prev, obs, now, policy, horizon):
