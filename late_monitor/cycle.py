@@ -196,9 +196,10 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
     failure: LateApiError | None = None
     fetched_at = deps.clock()
     marks = quiet_marks(deps.policy)
+    tag = store.read_meta(QUIET_MARKS)  # only a cycle writes it, and this one holds the lock
     try:
         with watch.phase("fetch"):
-            index = _quiet_index(deps, marks, narrowed)
+            index = _quiet_index(deps, trusted=tag == marks and not narrowed)
             snapshot = await deps.client.health(
                 profile_id=deps.profile_id, platforms=deps.platforms, quiet=index
             )
@@ -301,7 +302,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             result = replace(result, by_platform=status_counts(evaluation.states))
             return _finish(result, t0, watch)
 
-        if index is None and store.read_meta(QUIET_MARKS) not in (None, marks):
+        if index is None and tag not in (None, marks):
             # marks made under these settings are about to be committed: until the tag says
             # so (after the commit), no process may trust any mark (a crash in between)
             store.write_meta(QUIET_MARKS, None)
@@ -324,7 +325,7 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             )
         if recorded != scope:
             store.write_meta("scope", scope.dump())  # after the commit: a crash redoes this
-        if outcome == "ok" and index is None and store.read_meta(QUIET_MARKS) != marks:
+        if outcome == "ok" and index is None and tag != marks:
             store.write_meta(QUIET_MARKS, marks)  # every listed account was marked under them
         result = replace(result, by_platform=store.status_counts())
         control.after_commit(store, settled, now=deps.clock())
@@ -623,12 +624,12 @@ async def _with_impact(
     return evaluation, extras
 
 
-def _quiet_index(deps: CycleDeps, marks: list[float], narrowed: bool) -> QuietIndex | None:
+def _quiet_index(deps: CycleDeps, *, trusted: bool) -> QuietIndex | None:
     """The stored quiet accounts, by their entry's fingerprint: those a poll need not parse,
-    judge or read. None when the marks were made under other settings (a changed
-    `token_expiry_warn` or `remind_every`: every account is judged, and marked anew) or the
-    scope was narrowed (its accounts are judged against the new scope)."""
-    if narrowed or deps.store.read_meta(QUIET_MARKS) != marks:
+    judge or read. None unless the marks are `trusted`: not when they were made under other
+    settings (a changed `token_expiry_warn` or `remind_every`: every account is judged, and
+    marked anew) or the scope was narrowed (its accounts are judged against the new scope)."""
+    if not trusted:
         return None
     # judged from the index's time to the poll's: a mark ending in between is not quiet
     return deps.store.quiet_index(after=deps.clock().timestamp() + QUIET_SLACK)
