@@ -16,6 +16,7 @@ ways to change or count them without reading every state.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -26,7 +27,34 @@ from late_monitor.state import AccountState
 Fetch = Callable[[Sequence[str]], Mapping[str, AccountState]]  # ids -> their stored states
 
 
-class StoredStates(Mapping[str, AccountState]):
+class _Lazy(Mapping[str, AccountState]):
+    """What the three mappings share: reading every state (`values()`, `items()`) fetches
+    what is not decoded in one go first (`read_all`), not with one query per state."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def read_all(self) -> None:
+        """Every state is about to be read."""
+
+    @abstractmethod
+    def preload(self, keys: Iterable[str]) -> None:
+        """`keys` are about to be read."""
+
+    @abstractmethod
+    def unquiet(self) -> Iterable[AccountState]:
+        """Every state but those held as quiet, without reading those."""
+
+    def values(self) -> Any:
+        self.read_all()
+        return super().values()
+
+    def items(self) -> Any:
+        self.read_all()
+        return super().items()
+
+
+class StoredStates(_Lazy):
     """A workspace's stored states: `decoded` ones, and the `lazy` ids fetched when read."""
 
     __slots__ = ("_decoded", "_fetch", "_fetched", "_lazy", "_len")
@@ -59,22 +87,14 @@ class StoredStates(Mapping[str, AccountState]):
     def __len__(self) -> int:
         return self._len
 
-    def values(self) -> Any:  # every state: the lazy ones fetched in one go, not one by one
-        self.read_all()
-        return super().values()
-
-    def items(self) -> Any:
-        self.read_all()
-        return super().items()
-
     def unquiet(self) -> Iterable[AccountState]:
         """The states decoded up front: every account the store did not hold as quiet."""
         return self._decoded.values()
 
     def preload(self, keys: Iterable[str]) -> None:
         """Fetch those of `keys` that are lazy in one go (they are about to be read)."""
-        wanted = [k for k in keys if k in self._lazy and k not in self._decoded]
-        missing = [k for k in wanted if k not in self._fetched]
+        decoded, fetched, lazy = self._decoded, self._fetched, self._lazy
+        missing = [k for k in keys if k in lazy and k not in decoded and k not in fetched]
         if missing:
             self._fetched.update(self._fetch(missing))
 
@@ -86,12 +106,10 @@ class StoredStates(Mapping[str, AccountState]):
         return {key for key in rest if key not in self._decoded}
 
     def read_all(self) -> None:
-        missing = [k for k in self._lazy if k not in self._decoded and k not in self._fetched]
-        if missing:
-            self._fetched.update(self._fetch(missing))
+        self.preload(self._lazy)
 
 
-class PollStates(Mapping[str, AccountState]):
+class PollStates(_Lazy):
     """One poll's states: those it `judged`, and the `quiet` accounts (listed unchanged, as
     stored, nothing due), which are read from `stored` when asked for."""
 
@@ -132,19 +150,14 @@ class PollStates(Mapping[str, AccountState]):
     def preload(self, keys: Iterable[str]) -> None:
         preload(self._stored, [key for key in keys if key not in self._judged])
 
-    def values(self) -> Any:  # every state: the stored ones fetched in one go
+    def read_all(self) -> None:
         read_all(self._stored)
-        return super().values()
-
-    def items(self) -> Any:
-        read_all(self._stored)
-        return super().items()
 
     def unquiet(self) -> Iterable[AccountState]:
         return self._judged.values()
 
 
-class Overlay(Mapping[str, AccountState]):
+class Overlay(_Lazy):
     """`base` with `changes` laid over it and the `gone` ids taken out, the rest of `base`
     not read."""
 
@@ -181,20 +194,11 @@ class Overlay(Mapping[str, AccountState]):
     def __len__(self) -> int:
         return self._len
 
-    @property
-    def base(self) -> Mapping[str, AccountState]:
-        return self._base
-
     def preload(self, keys: Iterable[str]) -> None:
         preload(self._base, [key for key in keys if key not in self._changes])
 
-    def values(self) -> Any:  # every state: the stored ones fetched in one go
+    def read_all(self) -> None:
         read_all(self._base)
-        return super().values()
-
-    def items(self) -> Any:
-        read_all(self._base)
-        return super().items()
 
     def updated(self, changes: Mapping[str, AccountState], gone: Iterable[str] = ()) -> Overlay:
         now_gone = frozenset(gone)
@@ -227,15 +231,13 @@ def with_changes(
 def read_all(states: Mapping[str, AccountState]) -> None:
     """Every state of `states` is about to be read: the lazy ones are fetched together
     (500 ids a query, not one query each)."""
-    if isinstance(states, StoredStates):
+    if isinstance(states, _Lazy):
         states.read_all()
-    elif isinstance(states, Overlay):
-        read_all(states.base)
 
 
 def preload(states: Mapping[str, AccountState], keys: Iterable[str]) -> None:
     """Tell `states` that `keys` are about to be read: lazy ones are fetched together."""
-    if isinstance(states, StoredStates | PollStates | Overlay):
+    if isinstance(states, _Lazy):
         states.preload(keys)
 
 
@@ -272,6 +274,6 @@ def status_counts(states: Mapping[str, AccountState]) -> dict[tuple[str, str], i
 def unquiet(states: Mapping[str, AccountState]) -> Iterable[AccountState]:
     """Every state that may want the cycle's attention (detail owed, say): all but those
     held as quiet, which by their mark want nothing."""
-    if isinstance(states, PollStates | StoredStates | Overlay):
+    if isinstance(states, _Lazy):
         return states.unquiet()
     return states.values()
