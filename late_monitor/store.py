@@ -1046,27 +1046,26 @@ class Store:
             self._settle_own(ids, cutoff)
             return
         old = "settled = 1 AND min(ends_at, coalesce(expired_at, ends_at)) < ?"
-        if (
-            not ids
-            and not self._db.execute(
-                f"SELECT 1 FROM silences WHERE {old} LIMIT 1", (cutoff,)
-            ).fetchone()
-        ):
-            return  # the usual cycle: nothing to write
+        if self._nothing_to_settle(ids, old, cutoff):
+            return
         with self._transaction() as db:
             db.executemany("UPDATE silences SET settled = 1 WHERE id = ?", ((i,) for i in ids))
             db.execute(f"DELETE FROM silences WHERE {old}", (cutoff,))
 
-    def _settle_own(self, ids: Sequence[int], cutoff: float) -> None:
-        """A named workspace's settle_silences: the ids it acted upon kept in its meta."""
-        old = "min(ends_at, coalesce(expired_at, ends_at)) < ?"
-        if (
+    def _nothing_to_settle(self, ids: Sequence[int], old: str, cutoff: float) -> bool:
+        """The usual cycle: no silence acted upon, none old enough to forget (`old`)."""
+        return (
             not ids
             and not self._db.execute(
                 f"SELECT 1 FROM silences WHERE {old} LIMIT 1", (cutoff,)
             ).fetchone()
-        ):
-            return  # the usual cycle: nothing to write
+        )
+
+    def _settle_own(self, ids: Sequence[int], cutoff: float) -> None:
+        """A named workspace's settle_silences: the ids it acted upon kept in its meta."""
+        old = "min(ends_at, coalesce(expired_at, ends_at)) < ?"
+        if self._nothing_to_settle(ids, old, cutoff):
+            return
         mine = set(self.read_meta(SETTLED_META) or ()) | set(ids)
         with self._transaction() as db:
             db.execute(f"DELETE FROM silences WHERE {old}", (cutoff,))
