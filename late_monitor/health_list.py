@@ -14,8 +14,10 @@ import gc
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from operator import attrgetter
+from collections.abc import Iterable, Iterator, Mapping
+from functools import partial
+from itertools import compress
+from operator import attrgetter, methodcaller, not_
 
 import pydantic_core
 from pydantic import ValidationError
@@ -41,10 +43,20 @@ _BETWEEN = re.compile(rb"\}\s*,\s*\{")  # between two objects of an array
 QuietIndex = Mapping[bytes, str]  # a quiet account's entry's fingerprint -> its id
 
 
-def fingerprint(entry: bytes | memoryview) -> bytes:
-    """What an account's entry in the listing is known by: 16 bytes of BLAKE2b, the same in
-    every process (stored beside the account's state) and never equal for two entries."""
-    return hashlib.blake2b(entry, digest_size=16).digest()
+def fingerprint(entry: Body) -> bytes:
+    """What an account's entry in the listing is known by: 16 bytes of BLAKE2b of what lies
+    between its braces, the same in every process (stored beside the account's state) and
+    never equal for two entries."""
+    return _hashed(entry).digest()
+
+
+def fingerprints(entries: Iterable[Body]) -> list[bytes]:
+    """`fingerprint` of each entry, without a Python call for each (50,000 a poll)."""
+    return list(map(_DIGEST, map(_hashed, entries)))
+
+
+_hashed = partial(hashlib.blake2b, digest_size=16)
+_DIGEST = methodcaller("digest")
 
 
 def parse_health(
@@ -120,25 +132,37 @@ class HealthParser:
         self, body: Body, flaws: list[Observation], status: int, found: _Found
     ) -> list[Observation] | None:
         """Every account cut out alone; only the ones neither quiet nor seen last poll are
-        validated, a batch of ~`batch_bytes` at a time."""
+        validated, a batch of ~`batch_bytes` at a time.
+
+        The body is cut ~`batch_bytes` at a time, each window split at the separator the
+        first two accounts are written with (`},{`, `}, {`, ...): cutting and fingerprinting
+        50,000 entries is then a few calls into C per window, not several per entry. A body
+        that separates its accounts in more than one way leaves pieces holding two accounts,
+        never quiet nor known, so they are validated and their count gives them away.
+        """
         start = _accounts_start(body, self._batch)
         if start is None:
             return None
+        first = _BETWEEN.search(body, start)
+        if first is None or body[start : start + 1] != b"{":
+            return None
+        separator = bytes(first.group())
         known, poll, quiet = self._known, self._polls, found.index
         listed: list[Observation | None] = []
         keys: list[bytes] = []  # each listed entry's fingerprint
-        batch: list[tuple[int, bytes, bytes]] = []  # (index in listed, key, the entry's bytes)
+        batch: list[tuple[int, bytes, Body]] = []  # (index in listed, key, the entry's bytes)
         size = 0
-        position = start
-        with memoryview(body) as view:
-            for cut in _BETWEEN.finditer(body, start):
-                piece = view[position : cut.start() + 1]  # copied only if it is to be parsed
-                position = cut.end() - 1
-                key = fingerprint(piece)
-                account_id = quiet.get(key)
-                if account_id is not None:
-                    found.quiet.add(account_id)
-                    continue
+        position = start + 1  # each piece is what lies between an entry's braces
+        while (end := _window_end(body, separator, position, self._batch)) != -1:
+            pieces = body[position:end].split(separator)
+            position = end + len(separator)
+            prints = fingerprints(pieces)
+            owners: list[str | None] = [None] * len(prints)  # of the quiet entries
+            if quiet:
+                owners = list(map(quiet.get, prints))
+                found.quiet.update(filter(None, owners))
+            for index in compress(range(len(owners)), map(not_, owners)):  # those not quiet
+                piece, key = pieces[index], prints[index]
                 keys.append(key)
                 entry = known.get(key)
                 if entry is not None:
@@ -147,14 +171,14 @@ class HealthParser:
                     if entry.flawed:
                         flaws.append(entry.observation)
                     continue
-                batch.append((len(listed), key, bytes(piece)))
+                batch.append((len(listed), key, piece))
                 listed.append(None)
                 size += len(piece)
                 if size >= self._batch:
                     self._validate(batch, listed, flaws)
                     batch, size = [], 0
         self._validate(batch, listed, flaws)
-        last = _last(body, start, position, status)
+        last = _last(body, start, position - 1, status)  # from the last entry's `{`
         flaws += [o for o in last if flawed(o)]
         for stale in [key for key, entry in known.items() if entry.poll != poll]:
             del known[stale]  # changed, gone, or quiet now
@@ -168,14 +192,15 @@ class HealthParser:
 
     def _validate(
         self,
-        batch: list[tuple[int, bytes, bytes]],
+        batch: list[tuple[int, bytes, Body]],
         listed: list[Observation | None],
         flaws: list[Observation],
     ) -> None:
         """Validate new accounts' bytes in one go; each piece must be exactly one account."""
         if not batch:
             return
-        observations = OBSERVATIONS.validate_json(b"[" + b",".join(p for _, _, p in batch) + b"]")
+        pieces = b"},{".join(piece for _, _, piece in batch)
+        observations = OBSERVATIONS.validate_json(b"[{" + pieces + b"}]")
         if len(observations) != len(batch):
             raise ValueError("a cut fell inside an account")  # two pieces made one object
         for (index, key, _), observation in zip(batch, observations, strict=True):
@@ -208,6 +233,14 @@ class _Known:
         self.observation = observation
         self.poll = poll
         self.flawed = flawed
+
+
+def _window_end(body: Body, separator: bytes, position: int, size: int) -> int:
+    """Where the window of entries from `position` ends: at the first separator ~`size`
+    bytes on, else at the last one (the entry after it is the document's last); -1 when no
+    separator is left."""
+    end = body.find(separator, position + size)
+    return end if end != -1 else body.rfind(separator, position)
 
 
 def _accounts_start(body: Body, batch: int) -> int | None:
