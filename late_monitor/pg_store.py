@@ -32,6 +32,7 @@ import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from late_monitor.errors import LeadershipLost, NotLeader, StateError
+from late_monitor.marks import MarkRows, Marks
 from late_monitor.messages import (
     HELD,
     PENDING,
@@ -110,6 +111,7 @@ class PgStore:
         self._s = shared
         self.workspace = workspace
         self._cache: Cache | None = None
+        self._marks = Marks()  # the quiet marks, valid under the same rule as the cache
         shared.views.setdefault(workspace, self)
 
     def scoped(self, workspace: str) -> PgStore:
@@ -311,21 +313,22 @@ class PgStore:
         return self._cache[1]
 
     def _load_lazy(self) -> StoredStates:
+        quiet = self._marks.quiet_ids(self.data_version(), self._read_marks)
         return StoredStates(
             self._decode(
                 "SELECT data, listed, quiet_until FROM accounts "
                 "WHERE workspace = %s AND quiet_until IS NULL",
                 (self.workspace,),
             ),
-            {
-                row[0]
-                for row in self._all(
-                    "SELECT account_id FROM accounts "
-                    "WHERE workspace = %s AND quiet_until IS NOT NULL",
-                    (self.workspace,),
-                )
-            },
+            quiet,
             self._fetch_states,
+        )
+
+    def _read_marks(self) -> MarkRows:
+        return self._all(
+            "SELECT account_id, listed, quiet_until FROM accounts "
+            "WHERE workspace = %s AND quiet_until IS NOT NULL",
+            (self.workspace,),
         )
 
     def _load_all(self) -> dict[str, AccountState]:
@@ -347,12 +350,7 @@ class PgStore:
 
     def quiet_index(self, *, after: float) -> dict[bytes, str]:
         """store.Store.quiet_index."""
-        return dict(
-            self._all(
-                "SELECT listed, account_id FROM accounts WHERE workspace = %s AND quiet_until > %s",
-                (self.workspace, after),
-            )
-        )
+        return self._marks.index(self.data_version(), self._read_marks, after=after)
 
     def oldest_detail(self, count: int, *, skip: Collection[str] = ()) -> list[str]:
         """store.Store.oldest_detail."""
@@ -507,12 +505,15 @@ class PgStore:
                     )
         except BaseException:
             self._cache = None
+            self._marks.drop()
             raise
         if version_row is not None:
             version = int(version_row[0])
             self._cache = _recached(self._cache, version - 1, version, states, changed, removed)
+            self._marks.committed(version - 1, version, states, changed, removed)
         else:
             self._cache = None
+            self._marks.drop()
         return cycle_id
 
     def prune(self, *, before: datetime) -> int:

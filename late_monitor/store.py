@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from late_monitor.errors import StateBusy, StateError
+from late_monitor.marks import MarkRows, Marks
 from late_monitor.messages import (
     HELD,
     PENDING,
@@ -61,7 +62,7 @@ from late_monitor.state import DEFAULT_WORKSPACE, AccountState, ApiHealth, stamp
 from late_monitor.state_views import StoredStates, committed
 
 APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BUSY_MS = 30_000  # how long a write waits for another process's transaction
 INTAKE_BUSY_MS = 1_000  # ... when a webhook delivery is waiting for its answer
 
@@ -198,6 +199,15 @@ _QUIET_MARKS = (
     "CREATE INDEX accounts_status ON accounts (workspace, status, platform)",  # counted so
 )
 
+# v8: the marks' index keyed by account, not by quiet_until, and without status and platform:
+# a store reads every mark of a workspace at once (marks.py), never a range of quiet_until,
+# and a changed mark is rewritten in place (one page, not two) in a smaller index
+_MARKS_INDEX = (
+    "DROP INDEX accounts_quiet",
+    "CREATE INDEX accounts_marks ON accounts (workspace, account_id, listed, quiet_until) "
+    "WHERE quiet_until IS NOT NULL",
+)
+
 # schema version -> statements that bring a file of that version to the next one, in place
 _MIGRATIONS = {
     # v2: a message's entries (one per account, for merging held messages into one digest)
@@ -248,6 +258,7 @@ _MIGRATIONS = {
     4: _CONTROL_TABLES,
     5: _WORKSPACES,
     6: _QUIET_MARKS,
+    7: _MARKS_INDEX,
 }
 
 
@@ -406,6 +417,7 @@ class Store:
         # The states as last loaded or committed by this connection, valid while no other
         # connection has committed (PRAGMA data_version): a daemon decodes them only once.
         self._cache: Cache | None = None
+        self._marks = Marks()  # the quiet marks, under the same rule
 
     def scoped(self, workspace: str) -> Store:
         """The view of workspace `workspace` (the same object each time)."""
@@ -517,21 +529,22 @@ class Store:
         return self._cache[1]
 
     def _load_lazy(self) -> StoredStates:
+        quiet = self._marks.quiet_ids(self.data_version(), self._read_marks)
         return StoredStates(
             self._decode(
                 "SELECT data, listed, quiet_until FROM accounts INDEXED BY accounts_unquiet "
                 "WHERE workspace = ? AND quiet_until IS NULL",
                 (self.workspace,),
             ),
-            {
-                row[0]
-                for row in self._db.execute(
-                    "SELECT account_id FROM accounts INDEXED BY accounts_quiet "
-                    "WHERE workspace = ? AND quiet_until IS NOT NULL",
-                    (self.workspace,),
-                )
-            },
+            quiet,
             self._fetch_states,
+        )
+
+    def _read_marks(self) -> MarkRows:
+        return self._db.execute(
+            "SELECT account_id, listed, quiet_until FROM accounts INDEXED BY accounts_marks "
+            "WHERE workspace = ? AND quiet_until IS NOT NULL",
+            (self.workspace,),
         )
 
     def _load_all(self) -> dict[str, AccountState]:
@@ -563,14 +576,8 @@ class Store:
 
     def quiet_index(self, *, after: float) -> dict[bytes, str]:
         """The accounts marked quiet beyond `after` (epoch seconds), by their entry's
-        fingerprint."""
-        return dict(
-            self._db.execute(
-                "SELECT listed, account_id FROM accounts INDEXED BY accounts_quiet "
-                "WHERE workspace = ? AND quiet_until > ?",
-                (self.workspace, after),
-            )
-        )
+        fingerprint: a new dict, from the marks this connection holds while they are valid."""
+        return self._marks.index(self.data_version(), self._read_marks, after=after)
 
     def oldest_detail(self, count: int, *, skip: Collection[str] = ()) -> list[str]:
         """rules.due_for_detail over the stored states, without decoding them: the `count`
@@ -649,18 +656,31 @@ class Store:
         now = record.finished_at.timestamp()
         removed = frozenset(removed)
         changed = [key for key in changed if key in states]
-        before = self.data_version()
         try:
             with self._transaction() as db:
+                # read under the write lock: no other connection can commit until ours has,
+                # so the caches valid at `before` miss nothing but what this commit writes
+                before = self.data_version()
                 workspace = self.workspace
+                rows = [_stored_row(workspace, states[key]) for key in changed]
+                # A row that keeps its status and platform (most do: a pending change, a
+                # detail, a new mark) is updated without setting them, so that SQLite leaves
+                # accounts_status alone: it rewrites the index of every column a statement
+                # sets, to the same value or not. The upsert then writes only the others.
+                db.executemany(
+                    "UPDATE accounts SET listed = ?5, quiet_until = ?6, data = ?7 "
+                    "WHERE workspace = ?1 AND account_id = ?2 AND status = ?3 AND platform = ?4",
+                    rows,
+                )
                 db.executemany(
                     "INSERT INTO accounts (workspace, account_id, status, platform, listed, "
                     "quiet_until, data) VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(workspace, account_id) DO UPDATE SET "
                     "status = excluded.status, platform = excluded.platform, "
                     "listed = excluded.listed, quiet_until = excluded.quiet_until, "
-                    "data = excluded.data",
-                    (_stored_row(workspace, states[key]) for key in changed),
+                    "data = excluded.data "
+                    "WHERE status IS NOT excluded.status OR platform IS NOT excluded.platform",
+                    rows,
                 )
                 db.executemany(
                     "DELETE FROM accounts WHERE workspace = ? AND account_id = ?",
@@ -724,8 +744,14 @@ class Store:
                 )
         except sqlite3.Error as exc:
             self._cache = None
+            self._marks.drop()
             raise StateError(_describe_sqlite(exc, self.path)) from None
-        self._cache = _recached(self._cache, before, self.data_version(), states, changed, removed)
+        except BaseException:
+            self._marks.drop()
+            raise
+        after = self.data_version()
+        self._cache = _recached(self._cache, before, after, states, changed, removed)
+        self._marks.committed(before, after, states, changed, removed)
         assert cycle_id is not None
         return cycle_id
 
@@ -1235,6 +1261,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
                 *_CONTROL_TABLES,
                 *_WORKSPACES,
                 *_QUIET_MARKS,
+                *_MARKS_INDEX,
             ):
                 if statement.strip():
                     db.execute(statement)

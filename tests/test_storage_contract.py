@@ -413,3 +413,145 @@ def test_the_oldest_detail_is_the_rules_order_read_from_the_store(store: StateSt
     for count in (0, 1, 25, 290):
         expected = due_for_detail((s for k, s in states.items() if k not in skip), count=count)
         assert store.oldest_detail(count, skip=skip) == expected
+
+
+# -- the quiet index a handle keeps between polls (marks.py) ------------------------------
+
+
+def fp(account_id: str, version: str = "") -> bytes:
+    """The fingerprint `quiet` gives `account_id`'s entry (`version`: a later entry's)."""
+    return (account_id + version).encode().ljust(16, b".")
+
+
+def remark(account_id: str, version: str, until: float, **kw: object) -> AccountState:
+    """`account_id` marked quiet from a later entry of the listing."""
+    return marked(state(account_id, **kw), fp(account_id, version), until)
+
+
+MARKED = {
+    "a1": quiet("a1", 2000.0),
+    "a2": quiet("a2", QUIET_FOREVER),
+    "a3": quiet("a3", 1000.0),
+    "a4": quiet("a4", 3000.0),
+    "a5": state("a5"),  # not quiet
+}
+
+
+def cycle(store: StateStore, changes: dict[str, AccountState], removed: list[str]) -> None:
+    """Commit as a cycle does: `changes` laid over the states the handle holds."""
+    states = with_changes(store.load_states(lazy=True), changes)
+    commit(store, states=states, changed=list(changes), removed=removed)
+
+
+def same_index(store: StateStore, fresh: StateStore) -> None:
+    """`store`'s quiet index and lazy load are what a handle reading the store gives."""
+    for after in (0.0, 999.0, 1000.0, 1500.0, 2500.0, 1e12):
+        assert store.quiet_index(after=after) == fresh.quiet_index(after=after), after
+    held, read = store.load_states(lazy=True), fresh.load_states(lazy=True)
+    assert sorted(held) == sorted(read)
+    assert dict(held.items()) == dict(read.items())
+
+
+def test_a_handles_own_commits_keep_its_quiet_index_equal_to_a_fresh_read(
+    opener: Opener,
+) -> None:
+    daemon = opener()
+    commit(daemon, states=MARKED, changed=list(MARKED))
+    assert daemon.quiet_index(after=0.0) == {fp(k): k for k in ("a1", "a2", "a3", "a4")}
+    changes = {
+        "a1": remark("a1", "v2", 2500.0),  # a new entry, quiet again
+        "a2": state("a2", status="warning"),  # judged in full: no mark
+        "a5": quiet("a5", 4000.0),  # newly quiet
+        "a6": quiet("a6", QUIET_FOREVER),  # a new account, quiet at once
+    }
+    cycle(daemon, changes, removed=["a4", "zz"])
+    assert daemon.quiet_index(after=0.0) == {
+        fp("a1", "v2"): "a1",
+        fp("a3"): "a3",
+        fp("a5"): "a5",
+        fp("a6"): "a6",
+    }
+    same_index(daemon, opener())
+    # a second poll of the same handle: its index is kept up to date commit after commit
+    again = {"a3": state("a3"), "a6": remark("a6", "v2", 1200.0)}
+    cycle(daemon, again, removed=["a5"])
+    same_index(daemon, opener())
+
+
+def test_another_handles_commit_of_marks_reaches_the_next_quiet_index(opener: Opener) -> None:
+    """A stale quiet entry would leave a changed account unjudged (a missed alert): what
+    another handle (process) committed is seen by the next read, whichever comes next."""
+    daemon, other = opener(), opener()
+    commit(daemon, states=MARKED, changed=list(MARKED))
+    assert fp("a1") in daemon.quiet_index(after=0.0)
+    daemon.load_states(lazy=True)
+    changes = {
+        "a1": state("a1", status="healthy"),  # no longer quiet: must be judged
+        "a2": remark("a2", "v2", QUIET_FOREVER),
+        "a5": quiet("a5", 5000.0),
+    }
+    commit(other, states=changes, changed=list(changes), removed=["a3"])
+    assert daemon.quiet_index(after=0.0) == {
+        fp("a2", "v2"): "a2",
+        fp("a4"): "a4",
+        fp("a5"): "a5",
+    }
+    same_index(daemon, opener())
+
+    # and when this handle commits before it reads again, over the other's commit (its
+    # states given whole, as a dict)
+    commit(other, states={"a4": state("a4")}, changed=["a4"])
+    whole = {**MARKED, **changes, "a4": state("a4"), "a7": quiet("a7", 9000.0)}
+    del whole["a3"]
+    commit(daemon, states=whole, changed=["a7"])
+    index = daemon.quiet_index(after=0.0)
+    assert fp("a4") not in index
+    assert index[fp("a7")] == "a7"
+    same_index(daemon, opener())
+
+
+def test_a_removed_account_leaves_the_quiet_index(opener: Opener) -> None:
+    daemon = opener()
+    commit(daemon, states=MARKED, changed=list(MARKED))
+    daemon.quiet_index(after=0.0)
+    cycle(daemon, {}, removed=["a2", "a3"])
+    assert daemon.quiet_index(after=0.0) == {fp("a1"): "a1", fp("a4"): "a4"}
+    assert "a2" not in daemon.load_states(lazy=True)
+    same_index(daemon, opener())
+
+
+def test_marks_that_end_by_after_are_left_out_of_the_kept_index(opener: Opener) -> None:
+    daemon = opener()
+    commit(daemon, states=MARKED, changed=list(MARKED))
+    daemon.quiet_index(after=0.0)  # now held
+    assert set(daemon.quiet_index(after=1000.0).values()) == {"a1", "a2", "a4"}  # 1000: ended
+    assert set(daemon.quiet_index(after=2000.0).values()) == {"a2", "a4"}
+    assert set(daemon.quiet_index(after=2999.9).values()) == {"a2", "a4"}
+    assert set(daemon.quiet_index(after=1e15).values()) == {"a2"}  # never ends
+    cycle(daemon, {"a2": quiet("a2", 2500.0)}, removed=[])
+    assert set(daemon.quiet_index(after=2600.0).values()) == {"a4"}
+    same_index(daemon, opener())
+
+
+def test_a_quiet_index_once_returned_is_not_changed_by_later_commits(opener: Opener) -> None:
+    """The parser reads the index during a fetch, outside the write lock."""
+    daemon = opener()
+    commit(daemon, states=MARKED, changed=list(MARKED))
+    index = daemon.quiet_index(after=0.0)
+    kept = dict(index)
+    cycle(daemon, {"a1": state("a1"), "a9": quiet("a9", 9e9)}, removed=[])
+    assert index == kept
+    assert fp("a9") in daemon.quiet_index(after=0.0)
+
+
+def test_each_workspace_keeps_its_own_quiet_index(store: StateStore) -> None:
+    acme = store.scoped("acme")
+    commit(store, states=MARKED, changed=list(MARKED))
+    commit(acme, states={"a1": quiet("a1", 9e9, platform="x")}, changed=["a1"])
+    assert set(store.quiet_index(after=0.0).values()) == {"a1", "a2", "a3", "a4"}
+    assert acme.quiet_index(after=0.0) == {fp("a1"): "a1"}
+    cycle(acme, {"a2": quiet("a2", 9e9)}, removed=["a1"])
+    cycle(store, {"a4": state("a4")}, removed=[])
+    assert set(store.quiet_index(after=0.0).values()) == {"a1", "a2", "a3"}
+    assert acme.quiet_index(after=0.0) == {fp("a2"): "a2"}
+    assert sorted(acme.load_states(lazy=True)) == ["a2"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,8 @@ import pytest
 from late_monitor.errors import StateError
 from late_monitor.messages import CycleRecord, Entry, PlannedMessage
 from late_monitor.state import AccountState, ApiHealth, marked
-from late_monitor.store import SCHEMA_VERSION, Store
+from late_monitor.store import _MIGRATIONS, SCHEMA_VERSION, Store
+from tests.support.schema import assert_schema_is_fresh
 from tests.support.state import T0
 from tests.support.state import full_state as state
 
@@ -384,3 +386,88 @@ def test_a_version_2_file_has_its_iso_times_converted_to_epoch_seconds_in_place(
     assert store.pending_count() == 0
     store.close()
     assert Store.open(path).recent_cycles() == []  # opening a migrated file again changes nothing
+
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def test_a_schema_7_file_keeps_its_quiet_marks_under_the_index_keyed_by_account(
+    tmp_path: Path,
+) -> None:
+    """Schema 8 replaces the marks' index (v7: by quiet_until, with status and platform) by
+    one keyed by account: the marks a file holds read the same through it."""
+    path = tmp_path / "state.db"
+    shutil.copy(CORPUS / "state-v5.db", path)  # written by 0.3 (schema 5)
+    with sqlite3.connect(path) as db:  # brought to schema 7, as the release before wrote it
+        for version in (5, 6):
+            for statement in _MIGRATIONS[version]:
+                db.execute(statement)
+        db.execute(
+            "UPDATE accounts SET listed = ?, quiet_until = ? WHERE account_id = 'acc_2'",
+            (b"\x02" * 16, 5000.0),
+        )
+        db.execute("PRAGMA user_version = 7")
+    store = Store.open(path)
+    try:
+        assert store.quiet_index(after=0.0) == {b"\x02" * 16: "acc_2"}
+        assert store.quiet_index(after=5000.0) == {}
+        lazy = store.load_states(lazy=True)
+        assert sorted(lazy) == ["acc_1", "acc_2"]
+        assert (lazy["acc_2"].listed, lazy["acc_2"].quiet_until) == (b"\x02" * 16, 5000.0)
+        assert store.status_counts() == {
+            (s.status, s.platform): 1 for s in store.load_states().values()
+        }
+    finally:
+        store.close()
+    assert_schema_is_fresh(path, tmp_path)
+    with sqlite3.connect(path) as db:
+        indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "accounts_marks" in indexes
+    assert "accounts_quiet" not in indexes
+
+
+def test_a_handle_reads_the_marks_once_and_keeps_them_through_its_own_commits(
+    tmp_path: Path,
+) -> None:
+    """What a daemon's poll costs: the marks are read from the file once, then kept by the
+    handle's own commits; another connection's commit makes it read them again."""
+    store = Store.open(tmp_path / "state.db")
+    reads: list[str] = []
+    store._db.set_trace_callback(  # observed, not replaced: the statements SQLite runs
+        lambda sql: reads.append(sql) if "quiet_until IS NOT NULL" in sql else None
+    )
+
+    def commit(states: dict[str, AccountState], changed: list[str]) -> None:
+        store.commit_cycle(
+            states=states,
+            changed=changed,
+            removed=[],
+            api=ApiHealth(),
+            messages=[],
+            record=record(),
+        )
+
+    quiet = {f"a{i}": marked(state(f"a{i}"), bytes([i]) * 16, 9e9) for i in range(5)}
+    commit(quiet, list(quiet))
+    assert len(store.quiet_index(after=0.0)) == 5
+    store.load_states(lazy=True)
+    assert len(reads) == 1  # one read for the index and the lazy load's quiet ids
+    for poll in range(3):
+        changed = {"a1": marked(state("a1"), bytes([poll]) * 16, 9e9), "a2": state("a2")}
+        commit({**quiet, **changed}, list(changed))
+        assert store.quiet_index(after=0.0)[bytes([poll]) * 16] == "a1"
+        store.load_states(lazy=True)
+    assert len(reads) == 1
+    other = Store.open(tmp_path / "state.db")
+    other.commit_cycle(
+        states={"a3": state("a3")},
+        changed=["a3"],
+        removed=[],
+        api=ApiHealth(),
+        messages=[],
+        record=record(),
+    )
+    other.close()
+    assert "a3" not in store.quiet_index(after=0.0).values()
+    assert len(reads) == 2
+    store.close()
