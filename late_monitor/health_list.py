@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
-from itertools import compress
+from itertools import compress, repeat
 from operator import attrgetter, methodcaller, not_
 
 import pydantic_core
@@ -112,7 +112,7 @@ class HealthParser:
                 observations = [o for o in observations if o.platform in platforms]
                 flaws = [o for o in flaws if o.platform in platforms]
             accounts = dict(zip(map(_ACCOUNT_ID, observations), observations, strict=True))
-        if not found.quiet.isdisjoint(accounts):
+        if not found.quiet.keys().isdisjoint(accounts):
             # an id listed twice, one entry quiet: which one comes last (and so counts, as
             # in a whole parse) is not known without parsing both
             return self.parse(body, status=status, platforms=platforms)
@@ -124,7 +124,7 @@ class HealthParser:
             accounts=accounts,
             unreadable={o.account_id: o.flaws for o in flaws if o.account_id and o.flaws},
             unidentified=unidentified,
-            quiet=found.quiet.difference(accounts),
+            quiet=found.quiet.keys(),  # disjoint from `accounts`, tested above
             prints={k: prints[k] for k in accounts if k in prints},
         )
 
@@ -160,7 +160,7 @@ class HealthParser:
             owners: list[str | None] = [None] * len(prints)  # of the quiet entries
             if quiet:
                 owners = list(map(quiet.get, prints))
-                found.quiet.update(filter(None, owners))
+                found.quiet.update(zip(filter(None, owners), repeat(None)))
             for index in compress(range(len(owners)), map(not_, owners)):  # those not quiet
                 piece, key = pieces[index], prints[index]
                 keys.append(key)
@@ -219,7 +219,9 @@ class _Found:
 
     def __init__(self, index: QuietIndex) -> None:
         self.index = index
-        self.quiet: set[str] = set()
+        # a dict, not a set: a dict of strings is not tracked by the garbage collector,
+        # which walked a set of 50,000 ids again and again while the poll went on
+        self.quiet: dict[str, None] = {}
         self.prints: dict[str, bytes] = {}
 
 

@@ -146,6 +146,41 @@ def test_any_accounts_with_json_syntax_in_their_strings_parse_as_the_whole(
     assert dict(parse_health(body.encode(), batch_bytes=size).accounts) == whole(body.encode())
 
 
+entries = st.fixed_dictionaries(
+    {"accountId": st.sampled_from(["a", "b", "c", "d", "e", "f"]), "status": text},
+    optional={"displayName": text, "issues": st.lists(text, max_size=2)},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(entries, max_size=12),
+    st.lists(entries, max_size=12),
+    st.integers(min_value=1, max_value=300),
+    st.sampled_from([(",", ":"), (", ", ": "), (",\n ", ":")]),
+)
+def test_entries_taken_for_quiet_are_exactly_the_indexed_ones(
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    size: int,
+    separators: tuple[str, str],
+) -> None:
+    """Whatever the strings hold (braces, commas, quotes) and wherever the windows fall, an
+    account left unparsed as quiet is listed exactly as it was indexed, and every other is
+    what a whole parse says."""
+    dump = lambda listed: json.dumps({"accounts": listed}, separators=separators).encode()  # noqa: E731
+    first = parse_health(dump(before), batch_bytes=size)
+    index = {key: account_id for account_id, key in first.prints.items()}
+
+    second = HealthParser(batch_bytes=size).parse(dump(after + before), quiet=index)
+
+    expected = whole(dump(after + before))
+    assert second.quiet.isdisjoint(second.accounts)
+    assert set(second.accounts) | set(second.quiet) == set(expected)
+    assert all(second.accounts[k] == expected[k] for k in second.accounts)
+    assert all(first.accounts[k] == expected[k] for k in second.quiet)
+
+
 def polls(parser: HealthParser, *bodies: bytes) -> list[dict[str, Observation]]:
     return [dict(parser.parse(body).accounts) for body in bodies]
 
