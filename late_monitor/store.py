@@ -662,26 +662,7 @@ class Store:
                 # so the caches valid at `before` miss nothing but what this commit writes
                 before = self.data_version()
                 workspace = self.workspace
-                rows = [_stored_row(workspace, states[key]) for key in changed]
-                # A row that keeps its status and platform (most do: a pending change, a
-                # detail, a new mark) is updated without setting them, so that SQLite leaves
-                # accounts_status alone: it rewrites the index of every column a statement
-                # sets, to the same value or not. The upsert then writes only the others.
-                db.executemany(
-                    "UPDATE accounts SET listed = ?5, quiet_until = ?6, data = ?7 "
-                    "WHERE workspace = ?1 AND account_id = ?2 AND status = ?3 AND platform = ?4",
-                    rows,
-                )
-                db.executemany(
-                    "INSERT INTO accounts (workspace, account_id, status, platform, listed, "
-                    "quiet_until, data) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(workspace, account_id) DO UPDATE SET "
-                    "status = excluded.status, platform = excluded.platform, "
-                    "listed = excluded.listed, quiet_until = excluded.quiet_until, "
-                    "data = excluded.data "
-                    "WHERE status IS NOT excluded.status OR platform IS NOT excluded.platform",
-                    rows,
-                )
+                self._write_states(db, states, changed, before)
                 db.executemany(
                     "DELETE FROM accounts WHERE workspace = ? AND account_id = ?",
                     ((workspace, key) for key in removed),
@@ -754,6 +735,40 @@ class Store:
         self._marks.committed(before, after, states, changed, removed)
         assert cycle_id is not None
         return cycle_id
+
+    def _write_states(
+        self,
+        db: sqlite3.Connection,
+        states: Mapping[str, AccountState],
+        changed: Sequence[str],
+        before: int,
+    ) -> None:
+        """commit_cycle's upsert of the `changed` states, `_CHUNK` rows at a time (a first
+        poll's 50,000 encoded rows are not all held at once).
+
+        A row that keeps its status and platform (most do: a pending change, a detail, a
+        new mark) is updated without setting them, so that SQLite leaves accounts_status
+        alone: it rewrites the index of every column a statement sets, to the same value or
+        not. The upsert then writes the others: new rows, and those whose status moved. An
+        account the states cached at `before` do not hold is new: no update is tried."""
+        cached = self._cache[1] if self._cache is not None and self._cache[0] == before else None
+        for start in range(0, len(changed), _CHUNK):
+            rows = [_stored_row(self.workspace, states[k]) for k in changed[start : start + _CHUNK]]
+            db.executemany(
+                "UPDATE accounts SET listed = ?5, quiet_until = ?6, data = ?7 "
+                "WHERE workspace = ?1 AND account_id = ?2 AND status = ?3 AND platform = ?4",
+                [row for row in rows if cached is None or row[1] in cached],
+            )
+            db.executemany(
+                "INSERT INTO accounts (workspace, account_id, status, platform, listed, "
+                "quiet_until, data) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(workspace, account_id) DO UPDATE SET "
+                "status = excluded.status, platform = excluded.platform, "
+                "listed = excluded.listed, quiet_until = excluded.quiet_until, "
+                "data = excluded.data "
+                "WHERE status IS NOT excluded.status OR platform IS NOT excluded.platform",
+                rows,
+            )
 
     def record_webhook(self, hook_id: str, event: str, body: bytes, *, now: float) -> bool:
         """Keep a verified delivery before it is acknowledged; False if its id is known.

@@ -555,3 +555,25 @@ def test_each_workspace_keeps_its_own_quiet_index(store: StateStore) -> None:
     assert set(store.quiet_index(after=0.0).values()) == {"a1", "a2", "a3"}
     assert acme.quiet_index(after=0.0) == {fp("a2"): "a2"}
     assert sorted(acme.load_states(lazy=True)) == ["a2"]
+
+
+def test_changed_rows_reach_the_store_whether_their_status_moved_or_not(opener: Opener) -> None:
+    """SQLite writes a row that keeps its status without touching its status column: what
+    a fresh handle reads and counts is every change all the same."""
+    daemon = opener()
+    first = {"a1": state("a1"), "a2": state("a2"), "a3": quiet("a3", 9e9)}
+    commit(daemon, states=first, changed=list(first))
+    for changes in (
+        {"a1": state("a1", username="@kept"), "a2": state("a2", status="healthy")},
+        {"a2": state("a2", status="healthy", platform="bluesky"), "a4": state("a4")},
+        {"a3": state("a3", username="@x"), "a1": quiet("a1", 9e9, username="@kept")},
+    ):
+        cycle(daemon, changes, removed=[])
+        fresh = opener()
+        held = fresh.load_states()
+        assert dict(daemon.load_states().items()) == held
+        counted: dict[tuple[str, str], int] = {}
+        for s in held.values():
+            counted[(s.status, s.platform)] = counted.get((s.status, s.platform), 0) + 1
+        assert fresh.status_counts() == counted
+        assert daemon.status_counts() == counted
