@@ -98,9 +98,9 @@ class StoredStates(_Lazy):
         if missing:
             self._fetched.update(self._fetch(missing))
 
-    def absent(self, keys: Iterable[str]) -> set[str]:
+    def absent(self, keys: AbstractSet[str]) -> set[str]:
         """Which of `keys` are not stored (a set difference, not a test per key)."""
-        if isinstance(self._lazy, set | frozenset) and self._lazy.issuperset(keys):
+        if isinstance(self._lazy, AbstractSet) and keys <= self._lazy:
             return set()  # the usual answer, found without building a set
         rest = set(keys).difference(self._lazy)
         return {key for key in rest if key not in self._decoded}
