@@ -33,10 +33,7 @@ class Marks:
         account of the workspace whose quiet_until is not NULL). `version` must be read
         before `read` runs, so that a commit in between leaves the marks stale, not wrong."""
         if self._version != version:
-            self._marks = {
-                key: (bytes(listed) if listed is not None else None, until)
-                for key, listed, until in read()
-            }
+            self._marks = {key: (listed, until) for key, listed, until in read()}
             self._version = version
         return self._marks
 
