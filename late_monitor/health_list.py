@@ -199,6 +199,12 @@ class HealthParser:
         """Validate new accounts' bytes in one go; each piece must be exactly one account."""
         if not batch:
             return
+        if any(_BETWEEN.search(piece) for _, _, piece in batch):
+            # two accounts in one piece (the body spells its separators more than one way),
+            # or one account's string holding a separator: either is parsed whole, since a
+            # piece of two and an account cut in two would make the count right, the pairs
+            # of pieces and accounts wrong
+            raise ValueError("a piece holds a separator")
         pieces = b"},{".join(piece for _, _, piece in batch)
         observations = OBSERVATIONS.validate_json(b"[{" + pieces + b"}]")
         if len(observations) != len(batch):

@@ -382,3 +382,28 @@ def test_a_body_separating_its_accounts_in_several_ways_parses_as_the_whole() ->
     assert len(index) == 59
     assert dict(snapshot.accounts) == whole(body)  # parsed whole once the count gave it away
     assert snapshot.quiet == frozenset()
+
+
+def test_a_separator_inside_a_name_and_another_spelling_between_accounts_never_pair_wrong() -> None:
+    """An account whose name holds `},{` (one account cut in two) and `}, {` between two
+    others (one piece holding two) in the same batch: counted alone they cancel out, and the
+    fingerprints went to the wrong accounts (found by a review: a removal never told)."""
+    listed = accounts(60)
+    listed[5]["displayName"] = "Team {a},{b}"
+    parts = [json.dumps(entry, separators=(",", ":")) for entry in listed]
+    body = ('{"accounts":[' + ",".join(parts[:7]) + ", " + ",".join(parts[7:]) + "]}").encode()
+    parser = HealthParser(batch_bytes=4096)
+
+    first = parser.parse(body)
+
+    assert dict(first.accounts) == whole(body)
+    for account_id, key in first.prints.items():  # each known by its own entry's bytes
+        own = json.dumps(listed[int(account_id[4:])], separators=(",", ":")).encode()
+        assert key == fingerprint(own[1:-1])
+    gone = listed[:6] + listed[7:]  # acc_00006 leaves the listing
+    later = json.dumps({"accounts": gone}, separators=(",", ":")).encode()
+    index = {key: account_id for account_id, key in first.prints.items()}
+    for snapshot in (parser.parse(later), HealthParser(batch_bytes=4096).parse(later, quiet=index)):
+        assert "acc_00006" not in snapshot.accounts
+        assert "acc_00006" not in snapshot.quiet
+        assert set(snapshot.accounts) | set(snapshot.quiet) == set(whole(later))
