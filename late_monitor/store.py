@@ -730,7 +730,9 @@ class Store:
         except BaseException:
             self._marks.drop()
             raise
-        after = self.data_version()
+        # SQLite's data_version moves for other connections' commits only: read again here
+        # it would take one made since ours for one the caches had seen
+        after = before
         self._cache = _recached(self._cache, before, after, states, changed, removed)
         self._marks.committed(before, after, states, changed, removed)
         assert cycle_id is not None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -471,3 +473,47 @@ def test_a_handle_reads_the_marks_once_and_keeps_them_through_its_own_commits(
     assert "a3" not in store.quiet_index(after=0.0).values()
     assert len(reads) == 2
     store.close()
+
+
+def test_a_commit_by_another_connection_just_after_ours_leaves_no_stale_quiet_mark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (a cron `run --once` beside the daemon) commits between the daemon's
+    COMMIT and what follows it: the daemon's marks must not be taken as including that
+    commit, or an account the other process judged stays quiet here (found by a review)."""
+    path = tmp_path / "state.db"
+    daemon, other = Store.open(path), Store.open(path)
+    record = CycleRecord(
+        started_at=T0, finished_at=T0, outcome="ok", accounts=2, events=0, requests=1
+    )
+
+    def commit(store: Store, states: dict[str, AccountState]) -> None:
+        store.commit_cycle(
+            states=states,
+            changed=list(states),
+            removed=(),
+            api=ApiHealth(),
+            messages=(),
+            record=record,
+        )
+
+    commit(daemon, {"k": marked(state("k"), b"L" * 16, 4e9), "j": state("j")})
+    assert daemon.quiet_index(after=0) == {b"L" * 16: "k"}
+    transaction = Store._transaction
+    raced = []
+
+    @contextlib.contextmanager
+    def then_another(self: Store) -> Iterator[sqlite3.Connection]:
+        with transaction(self) as db:
+            yield db
+        if self is daemon and not raced:  # just after the daemon's COMMIT
+            raced.append(True)
+            commit(other, {"k": state("k")})  # judged there: no mark any more
+
+    monkeypatch.setattr(Store, "_transaction", then_another)
+    commit(daemon, {"j": state("j")})
+    monkeypatch.undo()
+
+    assert raced
+    assert Store.open(path).quiet_index(after=0) == {}
+    assert daemon.quiet_index(after=0) == {}
