@@ -152,7 +152,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             hint="under 30 s spends the Late request budget fast",
         )
     if args.once or args.dry_run:
-        startup.one_poll()
         return asyncio.run(_run_once(loaded, dry_run=args.dry_run))
     from late_monitor.daemon import run_daemon
 

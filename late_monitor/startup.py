@@ -21,12 +21,3 @@ def settled() -> None:
         gc.freeze()
         gc.enable()
 
-
-def one_poll() -> None:
-    """No collection from here on, in a process that polls once and exits (`run --once`).
-
-    Refcounting frees a poll's objects as it goes; the collector only looks for reference
-    cycles, and to find the few dozen one poll leaves (asyncio's futures and exceptions) it
-    walked the poll's large sets again and again: ~45 ms of a 50,000-account `run --once`
-    (measured with gc.callbacks), for garbage that the exit frees anyway."""
-    gc.disable()
