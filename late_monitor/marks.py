@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, KeysView, Mapping, Sequence
 
+from late_monitor.collector import collector_paused
 from late_monitor.state import AccountState
 
 Mark = tuple[bytes | None, float]  # (the entry's fingerprint, quiet until: epoch seconds)
@@ -33,7 +34,8 @@ class Marks:
         account of the workspace whose quiet_until is not NULL). `version` must be read
         before `read` runs, so that a commit in between leaves the marks stale, not wrong."""
         if self._version != version:
-            self._marks = {key: (listed, until) for key, listed, until in read()}
+            with collector_paused():  # 50,000 rows and tuples, not a cycle among them
+                self._marks = {key: (listed, until) for key, listed, until in read()}
             self._version = version
         return self._marks
 

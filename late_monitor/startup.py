@@ -20,4 +20,3 @@ def settled() -> None:
     if _collecting and not gc.isenabled():
         gc.freeze()
         gc.enable()
-
