@@ -312,8 +312,8 @@ class PgStore:
         )
         return self._cache[1]
 
-    def _load_lazy(self) -> StoredStates:
-        quiet = self._marks.quiet_ids(self.data_version(), self._read_marks)
+    def _load_lazy(self, version: int) -> StoredStates:
+        quiet = self._marks.quiet_ids(version, self._read_marks)
         return StoredStates(
             self._decode(
                 "SELECT data, listed, quiet_until FROM accounts "

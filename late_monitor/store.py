@@ -346,16 +346,18 @@ def cached_or_loaded(
     cache: Cache | None,
     version: int,
     lazy: bool,
-    load_lazy: Callable[[], Mapping[str, AccountState]],
+    load_lazy: Callable[[int], Mapping[str, AccountState]],
     load_all: Callable[[], dict[str, AccountState]],
 ) -> Cache:
     """A store's states as `load_states(lazy=...)` gives them, and its cache after: the
-    cache while it is valid (made whole if a lazy one is not wanted), else loaded."""
+    cache while it is valid (made whole if a lazy one is not wanted), else loaded. A lazy
+    load is given `version`, read before it (its quiet marks are taken as valid at it),
+    rather than asking the database for it a second time."""
     if cache is not None and cache[0] == version:
         if lazy or isinstance(cache[1], dict):
             return cache
         return version, dict(cache[1].items())  # the lazy ones fetched together
-    return version, load_lazy() if lazy else load_all()
+    return version, load_lazy(version) if lazy else load_all()
 
 
 def _recached(
@@ -528,8 +530,8 @@ class Store:
         )
         return self._cache[1]
 
-    def _load_lazy(self) -> StoredStates:
-        quiet = self._marks.quiet_ids(self.data_version(), self._read_marks)
+    def _load_lazy(self, version: int) -> StoredStates:
+        quiet = self._marks.quiet_ids(version, self._read_marks)
         return StoredStates(
             self._decode(
                 "SELECT data, listed, quiet_until FROM accounts INDEXED BY accounts_unquiet "
