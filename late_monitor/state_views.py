@@ -54,107 +54,103 @@ class _Lazy(Mapping[str, AccountState]):
         return super().items()
 
 
-class StoredStates(_Lazy):
-    """A workspace's stored states: `decoded` ones, and the `lazy` ids fetched when read."""
+class _Split(_Lazy):
+    """States in two parts: those `here` (a dict, in memory), and the ids `there`, whose
+    states are read from elsewhere when asked for; an id in both is the one here."""
 
-    __slots__ = ("_decoded", "_fetch", "_fetched", "_lazy", "_len")
+    __slots__ = ("_here", "_len", "_there")
 
-    def __init__(
-        self, decoded: dict[str, AccountState], lazy: Collection[str], fetch: Fetch
-    ) -> None:
-        self._decoded = decoded
-        self._lazy = lazy
-        self._fetch = fetch
-        self._fetched: dict[str, AccountState] = {}
-        self._len = len(lazy) + sum(1 for key in decoded if key not in lazy)
-
-    def __getitem__(self, key: str) -> AccountState:
-        state = self._decoded.get(key) or self._fetched.get(key)
-        if state is not None:
-            return state
-        if key not in self._lazy:
-            raise KeyError(key)
-        self._fetched.update(self._fetch([key]))
-        return self._fetched[key]
+    def __init__(self, here: dict[str, AccountState], there: Collection[str]) -> None:
+        self._here = here
+        self._there = there
+        self._len = len(there) + sum(1 for key in here if key not in there)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._decoded or key in self._lazy
+        return key in self._here or key in self._there
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._decoded
-        yield from (key for key in self._lazy if key not in self._decoded)
+        yield from self._here
+        yield from (key for key in self._there if key not in self._here)
 
     def __len__(self) -> int:
         return self._len
 
     def unquiet(self) -> Iterable[AccountState]:
-        """The states decoded up front: every account the store did not hold as quiet."""
-        return self._decoded.values()
+        """The states here: those the store did not hold as quiet (decoded up front), or
+        those the poll judged."""
+        return self._here.values()
+
+
+class StoredStates(_Split):
+    """A workspace's stored states: `decoded` ones, and the `lazy` ids fetched when read."""
+
+    __slots__ = ("_fetch", "_fetched")
+
+    def __init__(
+        self, decoded: dict[str, AccountState], lazy: Collection[str], fetch: Fetch
+    ) -> None:
+        super().__init__(decoded, lazy)
+        self._fetch = fetch
+        self._fetched: dict[str, AccountState] = {}
+
+    def __getitem__(self, key: str) -> AccountState:
+        state = self._here.get(key) or self._fetched.get(key)
+        if state is not None:
+            return state
+        if key not in self._there:
+            raise KeyError(key)
+        self._fetched.update(self._fetch([key]))
+        return self._fetched[key]
 
     def preload(self, keys: Iterable[str]) -> None:
         """Fetch those of `keys` that are lazy in one go (they are about to be read)."""
-        decoded, fetched, lazy = self._decoded, self._fetched, self._lazy
+        decoded, fetched, lazy = self._here, self._fetched, self._there
         missing = [k for k in keys if k in lazy and k not in decoded and k not in fetched]
         if missing:
             self._fetched.update(self._fetch(missing))
 
     def absent(self, keys: AbstractSet[str]) -> set[str]:
         """Which of `keys` are not stored (a set difference, not a test per key)."""
-        if isinstance(self._lazy, AbstractSet) and keys <= self._lazy:
+        if isinstance(self._there, AbstractSet) and keys <= self._there:
             return set()  # the usual answer, found without building a set
-        rest = set(keys).difference(self._lazy)
-        return {key for key in rest if key not in self._decoded}
+        rest = set(keys).difference(self._there)
+        return {key for key in rest if key not in self._here}
 
     def read_all(self) -> None:
-        self.preload(self._lazy)
+        self.preload(self._there)
 
 
-class PollStates(_Lazy):
+class PollStates(_Split):
     """One poll's states: those it `judged`, and the `quiet` accounts (listed unchanged, as
     stored, nothing due), which are read from `stored` when asked for."""
 
-    __slots__ = ("_judged", "_len", "_quiet", "_stored")
+    __slots__ = ("_stored",)
 
     def __init__(
         self,
         judged: dict[str, AccountState],
-        quiet: AbstractSet[str],
+        quiet: Collection[str],
         stored: Mapping[str, AccountState],
     ) -> None:
-        self._judged = judged
-        self._quiet = quiet
+        super().__init__(judged, quiet)
         self._stored = stored
-        self._len = len(quiet) + sum(1 for key in judged if key not in quiet)
 
     def __getitem__(self, key: str) -> AccountState:
-        state = self._judged.get(key)
+        state = self._here.get(key)
         if state is not None:
             return state
-        if key not in self._quiet:
+        if key not in self._there:
             raise KeyError(key)
         return self._stored[key]
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._judged or key in self._quiet
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._judged
-        yield from (key for key in self._quiet if key not in self._judged)
-
-    def __len__(self) -> int:
-        return self._len
-
     def updated(self, changes: Mapping[str, AccountState]) -> PollStates:
-        return PollStates({**self._judged, **changes}, self._quiet, self._stored)
+        return PollStates({**self._here, **changes}, self._there, self._stored)
 
     def preload(self, keys: Iterable[str]) -> None:
-        preload(self._stored, [key for key in keys if key not in self._judged])
+        preload(self._stored, [key for key in keys if key not in self._here])
 
     def read_all(self) -> None:
         read_all(self._stored)
-
-    def unquiet(self) -> Iterable[AccountState]:
-        return self._judged.values()
 
 
 class Overlay(_Lazy):
