@@ -137,7 +137,8 @@ class HealthParser:
         first two accounts are written with (`},{`, `}, {`, ...): cutting and fingerprinting
         50,000 entries is then a few calls into C per window, not several per entry. A body
         that separates its accounts in more than one way leaves pieces holding two accounts,
-        never quiet nor known, so they are validated and their count gives them away.
+        never quiet nor known, so they are validated, and `_validate` refuses a piece that
+        holds a separator.
         """
         start = _accounts_start(body, self._batch)
         if start is None:

@@ -29,7 +29,7 @@ class Marks:
         self._version: int | None = None
         self._marks: dict[str, Mark] = {}
 
-    def held(self, version: int, read: Callable[[], MarkRows]) -> dict[str, Mark]:
+    def _held(self, version: int, read: Callable[[], MarkRows]) -> dict[str, Mark]:
         """The marks at `version`: those held if they are valid at it, else `read` (every
         account of the workspace whose quiet_until is not NULL). `version` must be read
         before `read` runs, so that a commit in between leaves the marks stale, not wrong."""
@@ -45,7 +45,7 @@ class Marks:
         """The accounts marked quiet beyond `after`, by their entry's fingerprint (a new dict)."""
         return {
             listed: key
-            for key, (listed, until) in self.held(version, read).items()
+            for key, (listed, until) in self._held(version, read).items()
             if until > after and listed is not None
         }
 
@@ -53,7 +53,7 @@ class Marks:
         """Every marked account's id (a lazy load leaves them undecoded): the keys of a new
         dict, not a set, since a dict of strings is not tracked by the garbage collector,
         which walked a set of 50,000 ids at each of its passes while the poll went on."""
-        return dict.fromkeys(self.held(version, read)).keys()
+        return dict.fromkeys(self._held(version, read)).keys()
 
     def committed(
         self,
