@@ -32,7 +32,7 @@ import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from late_monitor.errors import LeadershipLost, NotLeader, StateError
-from late_monitor.marks import MarkRows, Marks
+from late_monitor.marks import IndexRows, MarkRows, Marks
 from late_monitor.messages import (
     HELD,
     PENDING,
@@ -111,7 +111,7 @@ class PgStore:
         self._s = shared
         self.workspace = workspace
         self._cache: Cache | None = None
-        self._marks = Marks()  # the quiet marks, valid under the same rule as the cache
+        self._marks = Marks(self._read_marks, self._read_index)  # valid as the cache is
         shared.views.setdefault(workspace, self)
 
     def scoped(self, workspace: str) -> PgStore:
@@ -313,7 +313,7 @@ class PgStore:
         return self._cache[1]
 
     def _load_lazy(self, version: int) -> StoredStates:
-        quiet = self._marks.quiet_ids(version, self._read_marks)
+        quiet = self._marks.quiet_ids(version)
         return StoredStates(
             self._decode(
                 "SELECT data, listed, quiet_until FROM accounts "
@@ -329,6 +329,13 @@ class PgStore:
             "SELECT account_id, listed, quiet_until FROM accounts "
             "WHERE workspace = %s AND quiet_until IS NOT NULL",
             (self.workspace,),
+        )
+
+    def _read_index(self, after: float) -> IndexRows:
+        return self._all(
+            "SELECT CASE WHEN quiet_until > %s THEN listed END, account_id FROM accounts "
+            "WHERE workspace = %s AND quiet_until IS NOT NULL",
+            (after, self.workspace),
         )
 
     def _load_all(self) -> dict[str, AccountState]:
@@ -350,7 +357,7 @@ class PgStore:
 
     def quiet_index(self, *, after: float) -> dict[bytes, str]:
         """store.Store.quiet_index."""
-        return self._marks.index(self.data_version(), self._read_marks, after=after)
+        return self._marks.index(self.data_version(), after=after)
 
     def oldest_detail(self, count: int, *, skip: Collection[str] = ()) -> list[str]:
         """store.Store.oldest_detail."""

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from late_monitor.errors import StateBusy, StateError
-from late_monitor.marks import MarkRows, Marks
+from late_monitor.marks import IndexRows, MarkRows, Marks
 from late_monitor.messages import (
     HELD,
     PENDING,
@@ -419,7 +419,7 @@ class Store:
         # The states as last loaded or committed by this connection, valid while no other
         # connection has committed (PRAGMA data_version): a daemon decodes them only once.
         self._cache: Cache | None = None
-        self._marks = Marks()  # the quiet marks, under the same rule
+        self._marks = Marks(self._read_marks, self._read_index)  # under the same rule
 
     def scoped(self, workspace: str) -> Store:
         """The view of workspace `workspace` (the same object each time)."""
@@ -531,7 +531,7 @@ class Store:
         return self._cache[1]
 
     def _load_lazy(self, version: int) -> StoredStates:
-        quiet = self._marks.quiet_ids(version, self._read_marks)
+        quiet = self._marks.quiet_ids(version)
         return StoredStates(
             self._decode(
                 "SELECT data, listed, quiet_until FROM accounts INDEXED BY accounts_unquiet "
@@ -548,6 +548,13 @@ class Store:
             "WHERE workspace = ? AND quiet_until IS NOT NULL",
             (self.workspace,),
         )
+
+    def _read_index(self, after: float) -> IndexRows:
+        return self._db.execute(
+            "SELECT CASE WHEN quiet_until > ? THEN listed END, account_id FROM accounts "
+            "INDEXED BY accounts_marks WHERE workspace = ? AND quiet_until IS NOT NULL",
+            (after, self.workspace),
+        ).fetchall()
 
     def _load_all(self) -> dict[str, AccountState]:
         return self._decode(
@@ -579,7 +586,7 @@ class Store:
     def quiet_index(self, *, after: float) -> dict[bytes, str]:
         """The accounts marked quiet beyond `after` (epoch seconds), by their entry's
         fingerprint: a new dict, from the marks this connection holds while they are valid."""
-        return self._marks.index(self.data_version(), self._read_marks, after=after)
+        return self._marks.index(self.data_version(), after=after)
 
     def oldest_detail(self, count: int, *, skip: Collection[str] = ()) -> list[str]:
         """rules.due_for_detail over the stored states, without decoding them: the `count`
