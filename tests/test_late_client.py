@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import time
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from late_monitor.errors import ApiUnavailable, AuthRejected, BadPayload, LateApiError
 from late_monitor.health_list import parse_health
-from late_monitor.late import LateClient, RequestBudget
+from late_monitor.late import SMALL_BODY, LateClient, RequestBudget
 from late_monitor.models import parse_detail
 from late_monitor.simulator import DEFAULT_KEY, Fault, Simulator, make_accounts
 
@@ -241,6 +242,38 @@ async def test_a_large_body_reads_the_same_however_it_is_sent(encoding: str) -> 
     assert len(body) > 600_000
     expected = dict(parse_health(body, batch_bytes=len(body) + 1).accounts)
     assert all(dict(s.accounts) == expected for s in snapshots)
+
+
+async def test_a_small_compressed_body_that_decodes_over_the_cap_is_refused() -> None:
+    """A detail's body is read in one go when Content-Length says it is small; what it
+    decodes to is held to late.max_body_mb all the same (2 MB of zeros gzip to ~2 KB)."""
+    inflated = b'{"accountId": "acc_1", "pad": "' + b"0" * (2 << 20) + b'"}'
+    packed = gzip.compress(inflated)
+
+    async def detail(request: web.Request) -> web.Response:
+        return web.Response(
+            body=packed, content_type="application/json", headers={"Content-Encoding": "gzip"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/v1/accounts/{id}/health", detail)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with LateClient(
+            api_key=DEFAULT_KEY,
+            base_url=f"http://127.0.0.1:{port}/api/v1",
+            max_body=1 << 20,
+            attempts=1,
+        ) as late:
+            with pytest.raises(BadPayload, match=r"over late.max_body_mb \(1 MB\)"):
+                await late.account_health("acc_1")
+    finally:
+        await runner.cleanup()
+    assert len(packed) < SMALL_BODY < len(inflated)
 
 
 async def test_a_huge_content_length_claim_is_refused_before_anything_is_allocated(
