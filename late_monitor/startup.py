@@ -4,6 +4,12 @@ Importing creates ~90,000 objects that all stay alive (modules, classes, functio
 CPython's collector walked them again and again while they were made: a tenth or more of a
 `run --once` from cron (bench/run.py). `late_monitor.cli` imports this module before any
 other and calls `settled()` after its imports.
+
+After that, the collector's first generation is collected every 20,000 new container
+objects rather than 700: a poll's work keeps thousands alive for a while (decoded states,
+parsed accounts, requests in flight) and each pass walked them again. Measured at 50,000
+accounts (`run --once`, 1% changed, gc.callbacks): 43-55 ms of collection in 38 passes,
+16-21 ms in one. Cycles are still collected, a few thousand allocations later.
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ import gc
 
 _collecting = gc.isenabled()  # as whoever imported us had it
 gc.disable()
+YOUNG = 20_000  # new container objects between two passes over the youngest generation
 
 
 def settled() -> None:
-    """Collect as usual from now on, never again walking what the imports made: it is frozen
-    (alive as long as the process anyway; the few cycles the imports left go with it)."""
+    """Collect from now on (every `YOUNG` new objects), never again walking what the imports
+    made: it is frozen (alive as long as the process anyway; the few cycles the imports left
+    go with it)."""
     if _collecting and not gc.isenabled():
         gc.freeze()
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(YOUNG, middle, old)
         gc.enable()
