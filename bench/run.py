@@ -543,9 +543,15 @@ def main() -> None:
         ("workspaces", "workspaces", lambda: workspaces(quick)),
         ("postgres", "postgres", lambda: postgres(args.pg_url, quick)),
     ]
+    results["section_wall_s"] = {}
     for section, key, run in plan:
         if section in only:
+            began = time.perf_counter()
+            print(f"[{section}] ...", file=sys.stderr, flush=True)
             results[key] = run()
+            took = round(time.perf_counter() - began, 1)
+            results["section_wall_s"][section] = took
+            print(f"[{section}] {took:.0f} s", file=sys.stderr, flush=True)
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
     results["machine"]["load_after"] = os.getloadavg()
     out = HERE / "results"
