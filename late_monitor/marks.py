@@ -7,9 +7,9 @@ cache: read when stale, brought up to date by its own commits, dropped when anot
 committed. Nothing here does I/O: the store says what it read and what it wrote.
 
 A handle's first read takes only what one poll needs (`IndexRows`: the fingerprint when the
-mark counts, and the id), ~40% less than every mark with its end, and holds nothing past the
-poll's commit: a cron run polls once. A handle that reads again (a daemon's next poll) reads
-and holds every mark.
+mark counts, and the id; no tuple made per mark) and holds nothing past the poll's commit: a
+cron run polls once (50,000 marks: ~145 -> ~110 ms in a run, less collection after it). A
+handle that reads again (a daemon's next poll) reads and holds every mark.
 """
 
 from __future__ import annotations
