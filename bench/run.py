@@ -522,12 +522,12 @@ def main() -> None:
             "once",
             lambda: once([100, 1000] if quick else [100, 10000, 50000], 1 if quick else 5),
         ),
-        ("cold", "cold_start", lambda: cold_start(1 if quick else 15)),
+        ("cold", "cold_start", lambda: cold_start(1 if quick else 11)),
         (
             "webhooks",
             "webhooks",
             lambda: webhooks(
-                [(100, 3, 20, 1.0)] if quick else [(1000, 200, 200, 5.0), (10000, 50, 200, 5.0)]
+                [(100, 3, 20, 1.0)] if quick else [(1000, 200, 200, 5.0), (10000, 25, 200, 5.0)]
             ),
         ),
         (
