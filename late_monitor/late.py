@@ -42,7 +42,7 @@ Sleep = Callable[[float], Awaitable[None]]
 MAX_WAIT = 120.0  # longest we wait on one 429 before giving the cycle up
 MAX_BODY = 128 << 20  # 50,000 accounts are ~15 MB
 MAX_REDIRECTS = 3  # within the base URL's own origin
-SMALL_BODY = 16 << 10  # read whole at once: none of the chunk loop's awaits (500 a poll)
+SMALL_BODY = 16 << 10  # read whole at once, if not compressed: no chunk loop (500 a poll)
 _TOKENS = re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+|\bsk_[\w-]{4,}")
 
 
@@ -359,7 +359,10 @@ class LateClient:
                 )
                 await self._sleep(delay)
         assert last is not None
-        raise last
+        try:
+            raise last
+        finally:
+            del last  # else this frame and the error's traceback hold each other (a cycle)
 
     async def _fetch(
         self,
@@ -434,14 +437,8 @@ async def _read(response: aiohttp.ClientResponse, *, limit: int) -> Body:
             f"late.max_body_mb ({limit >> 20} MB)",
             status=response.status,
         )
-    if claimed is not None and claimed <= SMALL_BODY:  # a detail: read in one go
-        whole = await response.read()
-        if len(whole) > limit:  # a small compressed body may decode to a big one
-            raise BadPayload(
-                f"HTTP {response.status}: the body is over late.max_body_mb ({limit >> 20} MB)",
-                status=response.status,
-            )
-        return whole
+    if claimed is not None and claimed <= SMALL_BODY and not _encoded(response):
+        return await response.read()  # a detail, as sent: read in one go
     body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
@@ -451,6 +448,12 @@ async def _read(response: aiohttp.ClientResponse, *, limit: int) -> Body:
                 status=response.status,
             )
     return body
+
+
+def _encoded(response: aiohttp.ClientResponse) -> bool:
+    """Whether the body is compressed: a few KB of it may decode to gigabytes (Brotli), so
+    it is read chunk by chunk, held to the limit as it decodes."""
+    return response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
 
 
 def _retry_after(headers: Mapping[str, str]) -> float:

@@ -244,11 +244,12 @@ async def test_a_large_body_reads_the_same_however_it_is_sent(encoding: str) -> 
     assert all(dict(s.accounts) == expected for s in snapshots)
 
 
-async def test_a_small_compressed_body_that_decodes_over_the_cap_is_refused() -> None:
-    """A detail's body is read in one go when Content-Length says it is small; what it
-    decodes to is held to late.max_body_mb all the same (2 MB of zeros gzip to ~2 KB)."""
-    inflated = b'{"accountId": "acc_1", "pad": "' + b"0" * (2 << 20) + b'"}'
-    packed = gzip.compress(inflated)
+async def test_a_small_compressed_body_is_held_to_the_cap_as_it_decodes() -> None:
+    """A detail's body is read in one go when Content-Length says it is small, unless it is
+    compressed: 16 KB of gzip decode to 16 MB (Brotli: 1 KB to 500 MB), and what it decodes
+    to is held to late.max_body_mb chunk by chunk, never decoded whole first."""
+    inflated = b'{"accountId": "acc_1", "pad": "' + b"0" * (16 << 20) + b'"}'
+    packed = gzip.compress(inflated, compresslevel=9)
 
     async def detail(request: web.Request) -> web.Response:
         return web.Response(
@@ -262,6 +263,7 @@ async def test_a_small_compressed_body_that_decodes_over_the_cap_is_refused() ->
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
+    tracemalloc.start()
     try:
         async with LateClient(
             api_key=DEFAULT_KEY,
@@ -271,9 +273,12 @@ async def test_a_small_compressed_body_that_decodes_over_the_cap_is_refused() ->
         ) as late:
             with pytest.raises(BadPayload, match=r"over late.max_body_mb \(1 MB\)"):
                 await late.account_health("acc_1")
+        _, peak = tracemalloc.get_traced_memory()
     finally:
+        tracemalloc.stop()
         await runner.cleanup()
-    assert len(packed) < SMALL_BODY < len(inflated)
+    assert len(packed) < SMALL_BODY
+    assert peak < 8 << 20  # decoded whole first, it held ~48 MB
 
 
 async def test_a_huge_content_length_claim_is_refused_before_anything_is_allocated(
