@@ -205,7 +205,9 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
                 profile_id=deps.profile_id, platforms=deps.platforms, quiet=index
             )
     except LateApiError as exc:
-        failure = exc
+        # told by its message; its traceback would hold this frame (and the poll's index
+        # and states) in a reference cycle until the collector's next pass
+        failure = exc.with_traceback(None)
 
     async with store.writing(deps.lock_wait):
         with watch.phase("load"):

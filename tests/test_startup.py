@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,83 @@ def test_an_importer_that_turned_the_collector_off_keeps_it_off(tmp_path: Path) 
         tmp_path,
     )
     assert said == [False, 0]
+
+
+FAILED_POLLS = """
+import late_monitor.cli  # startup.settled(): the collector as the command line sets it
+import asyncio, gc, json, sys, tempfile
+from pathlib import Path
+from late_monitor.config import load_settings
+from late_monitor.cycle import run_cycle
+from late_monitor.late import LateClient
+from late_monitor.simulator import DEFAULT_KEY, Simulator, make_accounts
+from late_monitor.store import Store
+from late_monitor.wiring import deps_from
+from tests.support.config import write_config
+from tests.support.sink import Sink
+
+
+def poll_frames() -> int:
+    return sum(
+        1 for o in gc.get_objects()
+        if type(o).__name__ == "frame" and o.f_code.co_name == "_run_locked"
+    )
+
+
+async def main(tmp: Path) -> None:
+    sim = Simulator(make_accounts(2000))
+    await sim.start()
+    sink = Sink()
+    await sink.start()
+    config = write_config(tmp / "c.toml", {
+        "late": {"base_url": sim.base_url, "api_key": DEFAULT_KEY, "timeout": "5s"},
+        "monitor": {"interval": "60s", "detail_every": "0", "api_failure_after": 1000},
+        "state": {"path": str(tmp / "state.db")},
+        "notify": {"urls": [sink.url()]},
+        "log": {"level": "error", "format": "json"},
+    })
+    store = Store.open(tmp / "state.db")
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    async with LateClient(
+        api_key=DEFAULT_KEY, base_url=sim.base_url, attempts=2, sleep=no_wait,
+        max_requests_per_minute=100000,
+    ) as client:
+        deps = deps_from(load_settings(str(config), environ={}), client=client, store=store)
+        for _ in range(2):
+            assert (await run_cycle(deps)).outcome == "ok"
+        await sim.stop()  # the API is gone: every poll fails from now on
+        passes = gc.get_stats()[0]["collections"]
+        outcomes = {(await run_cycle(deps)).outcome for _ in range(20)}
+        print(json.dumps([sorted(outcomes), poll_frames(),
+                          gc.get_stats()[0]["collections"] - passes]))
+    store.close()
+    await sink.stop()
+
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_failed_polls_leave_no_cycle_holding_their_frames(tmp_path: Path) -> None:
+    """A poll that fails keeps its error, and the error's traceback held the poll's frame
+    (its quiet index, its states): a reference cycle, freed only at the collector's next
+    pass, which comes every 20,000 new containers: ~140 failed polls of a daemon while the
+    API is down. The poll keeps the error without its traceback: no frame waits for a pass.
+    (The client's own frames may: aiohttp's connection errors sit in asyncio's cycles.)"""
+    script = tmp_path / "failed_polls.py"
+    script.write_text(FAILED_POLLS)
+    ran = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    outcomes, frames, passes = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert outcomes == ["api_failed"]
+    assert passes == 0  # no pass of the collector came: what was freed, refcounts freed
+    assert frames == 0
