@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
 import time
 import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -23,6 +25,23 @@ SEED_EXAMPLE = b"""{"summary":{"total":2,"healthy":1,"warning":0,"error":1,"need
 "needsReconnect":false,"issues":[]},{"accountId":"def456","platform":"twitter",
 "username":"mytwitter","status":"error","canPost":false,"canFetchAnalytics":false,
 "tokenValid":false,"needsReconnect":true,"issues":["Token expired"]}]}"""
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def serving(path: str, handler: Handler) -> AsyncIterator[str]:
+    """A server on 127.0.0.1 answering GET `path` (under /api/v1) with `handler`: its base URL."""
+    app = web.Application()
+    app.router.add_get(f"/api/v1{path}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1"
+    finally:
+        await runner.cleanup()
 
 
 def client(sim: Simulator, **kw: object) -> LateClient:
@@ -224,20 +243,11 @@ async def test_a_large_body_reads_the_same_however_it_is_sent(encoding: str) -> 
             response.enable_compression(web.ContentCoding.gzip)
         return response
 
-    app = web.Application()
-    app.router.add_get("/api/v1/accounts/health", health)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with LateClient(
-            api_key=DEFAULT_KEY, base_url=f"http://127.0.0.1:{port}/api/v1"
-        ) as late:
-            snapshots = [await late.health() for _ in range(3)]  # parsed, then remembered
-    finally:
-        await runner.cleanup()
+    async with (
+        serving("/accounts/health", health) as base_url,
+        LateClient(api_key=DEFAULT_KEY, base_url=base_url) as late,
+    ):
+        snapshots = [await late.health() for _ in range(3)]  # parsed, then remembered
 
     assert len(body) > 600_000
     expected = dict(parse_health(body, batch_bytes=len(body) + 1).accounts)
@@ -256,27 +266,17 @@ async def test_a_small_compressed_body_is_held_to_the_cap_as_it_decodes() -> Non
             body=packed, content_type="application/json", headers={"Content-Encoding": "gzip"}
         )
 
-    app = web.Application()
-    app.router.add_get("/api/v1/accounts/{id}/health", detail)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    tracemalloc.start()
-    try:
-        async with LateClient(
-            api_key=DEFAULT_KEY,
-            base_url=f"http://127.0.0.1:{port}/api/v1",
-            max_body=1 << 20,
-            attempts=1,
-        ) as late:
-            with pytest.raises(BadPayload, match=r"over late.max_body_mb \(1 MB\)"):
-                await late.account_health("acc_1")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        await runner.cleanup()
+    async with serving("/accounts/{id}/health", detail) as base_url:
+        tracemalloc.start()
+        try:
+            async with LateClient(
+                api_key=DEFAULT_KEY, base_url=base_url, max_body=1 << 20, attempts=1
+            ) as late:
+                with pytest.raises(BadPayload, match=r"over late.max_body_mb \(1 MB\)"):
+                    await late.account_health("acc_1")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     assert len(packed) < SMALL_BODY
     assert peak < 8 << 20  # decoded whole first, it held ~48 MB
 
