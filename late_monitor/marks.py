@@ -62,7 +62,6 @@ class Marks:
     def index(self, version: int, *, after: float) -> dict[bytes, str]:
         """The accounts marked quiet beyond `after`, by their entry's fingerprint (a new dict)."""
         if not self._reread:
-            self._reread = True
             return self._index_first(version, after)
         return {
             listed: key
@@ -79,6 +78,7 @@ class Marks:
             ids = dict.fromkeys(map(_ID, rows))
         index.pop(None, None)  # the marks that do not count
         self._first = (version, ids)
+        self._reread = True
         return cast("dict[bytes, str]", index)
 
     def quiet_ids(self, version: int) -> KeysView[str]:

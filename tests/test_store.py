@@ -428,7 +428,7 @@ def test_a_schema_7_file_keeps_its_quiet_marks_under_the_index_keyed_by_account(
     assert "accounts_quiet" not in indexes
 
 
-def test_a_handle_reads_the_marks_once_and_keeps_them_through_its_own_commits(
+def test_a_handle_reads_the_marks_for_one_poll_then_keeps_them_through_its_own_commits(
     tmp_path: Path,
 ) -> None:
     """What a poll costs: a handle's first read takes only what one poll needs (a cron run
