@@ -67,7 +67,8 @@ class RequestBudget:
         self.per_minute = per_minute
         self.capacity = max(1.0, per_minute / 6.0)
         self.rate = per_minute / 60.0
-        self.batch = max(1.0, min(8.0, self.capacity))
+        # what accrues in about a second (at least 8), within the bucket: fewer wake-ups
+        self.batch = max(1.0, min(max(8.0, self.rate), self.capacity))
         self._sent: deque[float] = deque()
         self._tokens = self.capacity
         self._clock = clock
@@ -100,9 +101,10 @@ class RequestBudget:
                     if self._remaining is not None:
                         self._remaining -= 1
                     return
-                # Out of tokens: wait until a small batch has accrued, so that the waiting
-                # requests go out together and share the event loop's wake-ups (one by one,
-                # each paced request cost ~3x the CPU here). The rate is unchanged.
+                # Out of tokens: wait until a batch has accrued, so that the waiting requests
+                # go out together and share the event loop's wake-ups (one by one, each paced
+                # request cost ~3x the CPU here; in batches of 8 ~10% more than in batches of
+                # 20, at 1,200/min). The rate is unchanged.
                 await self._pause((self.batch - self._tokens) / self.rate)
 
     def _server_wait(self) -> float:
@@ -170,6 +172,7 @@ class LateClient:
         self._api_key = api_key
         self._max_body = max_body
         self.base_url = base_url.rstrip("/")
+        self._home = _origin(self.base_url)  # where redirects may lead
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
         self.budget = RequestBudget(max_requests_per_minute, sleep=sleep)
         self._attempts = attempts
@@ -374,7 +377,6 @@ class LateClient:
     ) -> tuple[int, Mapping[str, str], Body]:
         """One request. Redirects are followed only within the base URL's own origin: the
         key is never sent elsewhere, and a vendor that moved says where to point base_url."""
-        origin = _origin(self.base_url)
         for _ in range(MAX_REDIRECTS + 1):
             async with self._get_session().request(
                 method, url, params=params, json=payload, allow_redirects=False
@@ -384,7 +386,7 @@ class LateClient:
                     body = await _read(response, limit=self._max_body)
                     return response.status, response.headers, body
                 target = urljoin(str(response.url), response.headers.get("Location", ""))
-            if _origin(target) != origin:
+            if _origin(target) != self._home:
                 path = what.partition(" ")[2]
                 raise Redirected(
                     f"{what}: HTTP {response.status} redirect to {_plain(target)}; "

@@ -8,6 +8,7 @@ import json
 import socket
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -223,6 +224,27 @@ async def test_budget_never_exceeds_its_rate_in_any_minute_and_keeps_pace() -> N
     assert busiest <= 60
     # 300 requests at 60/min: the first 60 s window holds 60, then one a second: 240 s + 60
     assert 240 <= sent[-1] <= 300 * 1.05
+
+
+async def test_paced_requests_go_out_a_seconds_worth_at_a_time() -> None:
+    """At 1,200/min: the bucket's 200 at once, then 20 at each wake-up, one a second (not 8
+    every 0.4 s: each wake-up costs CPU), at the budget's rate."""
+    clock = [0.0]
+
+    async def fake_sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    budget = RequestBudget(1200, clock=lambda: clock[0], wall=lambda: 1e9, sleep=fake_sleep)
+    sent = []
+    for _ in range(500):
+        await budget.acquire()
+        sent.append(clock[0])
+    wakes = Counter(round(t, 6) for t in sent)
+    assert wakes[0.0] == 200
+    assert sorted(wakes.values())[:-1] == [20] * 15  # 300 more, in 15 wake-ups
+    assert sent[-1] == pytest.approx(15.0)
+    busiest = max(sum(1 for t in sent if start <= t < start + 60) for start in sent)
+    assert busiest <= 1200
 
 
 @pytest.mark.parametrize("encoding", ["content-length", "gzip", "chunked"])
