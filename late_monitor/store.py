@@ -65,6 +65,10 @@ APPLICATION_ID = 0x4C4D4F4E  # "LMON": marks the file as late-monitor's
 SCHEMA_VERSION = 8
 BUSY_MS = 30_000  # how long a write waits for another process's transaction
 INTAKE_BUSY_MS = 1_000  # ... when a webhook delivery is waiting for its answer
+# SQLite's page cache (2 MB by default): a 50,000-account poll reads 500 states and then
+# writes them over four B-trees, ~1,300 pages, which a 2 MB cache had dropped and read again
+# (its first commit: ~100 -> ~88 ms of CPU); pages are cached as read, not all at once
+CACHE_KB = 8_192
 
 _OPEN = f"('{PENDING}', '{SET_ASIDE}')"  # rows delivery still owns
 
@@ -466,6 +470,7 @@ class Store:
             _check_ours(db, path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
             _migrate(db, path)  # before foreign keys are on: a migration may rebuild a table
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:

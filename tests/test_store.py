@@ -17,7 +17,7 @@ import pytest
 from late_monitor.errors import StateError
 from late_monitor.messages import CycleRecord, Entry, PlannedMessage
 from late_monitor.state import AccountState, ApiHealth, marked
-from late_monitor.store import _MIGRATIONS, SCHEMA_VERSION, Store
+from late_monitor.store import _MIGRATIONS, CACHE_KB, SCHEMA_VERSION, Store
 from tests.support.schema import assert_schema_is_fresh
 from tests.support.state import T0
 from tests.support.state import full_state as state
@@ -515,6 +515,16 @@ def test_reading_the_marks_leaves_the_collector_no_pass_to_make(tmp_path: Path) 
     store.close()
     assert len(index) == 5000
     assert passes == []
+
+
+def test_the_page_cache_holds_what_a_big_poll_reads_then_writes(tmp_path: Path) -> None:
+    """A 50,000-account poll reads its 500 changed states, then writes them across four
+    B-trees (~1,300 pages, 5 MB): SQLite's default 2 MB cache had dropped them in between."""
+    store = Store.open(tmp_path / "state.db")
+    (size,) = store._db.execute("PRAGMA cache_size").fetchone()
+    store.close()
+    assert size == -CACHE_KB
+    assert CACHE_KB * 1024 >= 1300 * 4096  # the pages of one such commit
 
 
 def test_a_commit_by_another_connection_just_after_ours_leaves_no_stale_quiet_mark(
