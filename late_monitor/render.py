@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from late_monitor.collector import imports_frozen
 from late_monitor.errors import ConfigError
 from late_monitor.events import Event, Kind
 from late_monitor.impact import Impact, human
@@ -206,16 +207,17 @@ class Renderer:
         return self._chosen[key]
 
     def _load(self) -> None:
-        from jinja2 import FileSystemLoader
+        with imports_frozen():  # Jinja2, the first time
+            from jinja2 import FileSystemLoader
 
-        from late_monitor.template_cache import template_cache
+            from late_monitor.template_cache import template_cache
 
-        cache = template_cache()  # compiled templates, kept between processes
-        builtin = FileSystemLoader(str(BUILTIN))
-        self._builtin = {style: _environment(builtin, style, cache) for style in STYLES}
-        if self.templates:  # a user's file of any name in the chain wins over every built-in
-            user = FileSystemLoader(str(Path(self.templates).expanduser()))
-            self._user = {style: _environment(user, style, cache) for style in STYLES}
+            cache = template_cache()  # compiled templates, kept between processes
+            builtin = FileSystemLoader(str(BUILTIN))
+            self._builtin = {style: _environment(builtin, style, cache) for style in STYLES}
+            if self.templates:  # a user's file of any name in the chain wins over every one
+                user = FileSystemLoader(str(Path(self.templates).expanduser()))
+                self._user = {style: _environment(user, style, cache) for style in STYLES}
 
     def render(
         self, part: str, name: str, fallback: str, style: str, context: Mapping[str, Any]

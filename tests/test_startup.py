@@ -131,3 +131,36 @@ def test_failed_polls_leave_no_cycle_holding_their_frames(tmp_path: Path) -> Non
     assert outcomes == ["api_failed"]
     assert passes == 0  # no pass of the collector came: what was freed, refcounts freed
     assert frames == 0
+
+
+def test_jinja2_imported_for_a_first_message_is_frozen_without_a_pass(tmp_path: Path) -> None:
+    """The first message of a process imports Jinja2 (~6,000 objects that stay): with a
+    poll's objects alive beside them, the collector's next pass came in the middle of the
+    import and walked them all. The import runs with the collector paused, and what it made
+    is frozen; a second renderer imports nothing, and freezes nothing more."""
+    said = _fresh_python(
+        "import late_monitor.cli\n"  # startup.settled(): the collector as the command line sets it
+        "import gc, json, sys\n"
+        "from late_monitor.render import Renderer\n"
+        "poll = [[] for _ in range(15_000)]\n"  # alive, as a big poll's objects are
+        "def passes(): return sum(s['collections'] for s in gc.get_stats())\n"
+        "before = passes()\n"
+        "frozen = gc.get_freeze_count()\n"
+        "imported = 'jinja2' in sys.modules\n"
+        "title = Renderer().title('text', 'degraded', {'phrases': ['1 account needs attention'],"
+        " 'type': 'warning', 'counts': {}, 'events': [], 'workspace': ''})\n"
+        "first = gc.get_freeze_count() - frozen\n"
+        "Renderer().title('text', 'digest', {'phrases': ['x'], 'type': 'info', 'counts': {},"
+        " 'events': [], 'workspace': ''})\n"
+        "print(json.dumps([imported, 'jinja2' in sys.modules, title,"
+        " passes() - before, first,"
+        " gc.get_freeze_count() - frozen - first]))",
+        tmp_path,
+    )
+    imported_before, imported, title, passes, first, second = said
+    assert not imported_before
+    assert imported
+    assert "needs attention" in title
+    assert passes == 0
+    assert first > 5_000  # Jinja2's modules, classes and functions, never walked again
+    assert second == 0
