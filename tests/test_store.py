@@ -251,13 +251,13 @@ def test_every_field_of_a_state_survives_the_file(tmp_path: Path) -> None:
         since=when,
         token_valid=False,
         token_expires_at=when,
-        issues=("x",),
-        display_name="A",
+        issues=('x\u2028\x00"\\',),  # what JSON must escape
+        display_name="Zoë 🚀 日本",  # written as UTF-8
         profile_id="p",
         pending=("healthy", False, True),
         pending_count=1,
         last_notice_at=when,
-        token_warned=(86400.0,),
+        token_warned=(86400.0, float("inf")),
         missing_scopes=("s",),
         detail_at=when,
         absent_polls=2,
