@@ -244,7 +244,7 @@ def test_every_field_of_a_state_survives_the_file(tmp_path: Path) -> None:
     state = AccountState(
         account_id="a1",
         platform="twitter",
-        username="@a",
+        username="@a\ud800",  # a lone surrogate: json.loads gives them (a webhook's body)
         status="error",
         needs_reconnect=True,
         can_post=False,
