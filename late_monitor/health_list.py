@@ -31,6 +31,7 @@ from late_monitor.models import (
     bad_payload,
     describe,
     flawed,
+    validated,
 )
 
 BATCH_BYTES = 1 << 18
@@ -272,7 +273,7 @@ def _whole(body: Body, status: int) -> list[Observation]:
     """Every account of a body parsed in one piece. Only a body without the documented shape
     (not JSON, no `accounts` array) is an error; an entry that is not an object is skipped."""
     try:
-        entries = HEALTH.validate_json(body)["accounts"]
+        entries = validated(HEALTH, body)["accounts"]
     except ValidationError as exc:
         raise bad_payload(body, status, f"{SHAPE_ERROR} ({describe(exc)})") from None
     return [entry for entry in entries if entry is not None]

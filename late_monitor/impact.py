@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from late_monitor.events import Event, NotifyType
-from late_monitor.models import Body, OrDefault, _instant, bad_payload, describe
+from late_monitor.models import Body, OrDefault, _instant, bad_payload, describe, validated
 from late_monitor.state import AccountState
 
 PAGE_SIZE = 100  # the largest `limit` the listing takes
@@ -107,7 +107,7 @@ UNKNOWN = Impact(known=False)
 def parse_page(body: Body, *, status: int = 200) -> Page:
     """A `GET /posts` page; raise BadPayload when it has no `posts` array."""
     try:
-        payload = _page_adapter().validate_json(body)
+        payload = validated(_page_adapter(), body)
     except ValidationError as exc:
         raise bad_payload(body, status, describe(exc)) from None
     if "posts" not in payload:

@@ -9,11 +9,13 @@ Unknown fields are ignored, unknown statuses and platforms kept verbatim.
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Required
+from typing import Annotated, Any, Required, TypeVar
 
 from pydantic import (
     BeforeValidator,
@@ -244,6 +246,42 @@ class Detail:
         return self.missing_posting + self.missing_analytics
 
 
+T = TypeVar("T")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # an escape of half a pair
+
+
+def validated(adapter: TypeAdapter[T], body: Body) -> T:
+    """`adapter.validate_json(body)`; a body whose text holds a lone surrogate is read too.
+
+    JSON's grammar allows an escape of half a UTF-16 pair (`"\\ud83d"`), and a name cut in
+    the middle of an emoji by JavaScript's `slice` gives one; pydantic's reader refuses the
+    whole body for it, which stopped every account's poll for one display name. Python's
+    reader takes it: each lone half becomes U+FFFD and the text is validated again, the
+    same way (only such a body pays for it)."""
+    try:
+        return adapter.validate_json(body)
+    except ValidationError as exc:
+        if not _SURROGATE.search(body):
+            raise
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise exc from None
+        mended = json.dumps(_mended(data), ensure_ascii=False).encode()
+        return adapter.validate_json(mended)
+
+
+def _mended(value: Any) -> Any:
+    """`value` (what json.loads gave) with each lone surrogate in its text made U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_mended(item) for item in value]
+    if isinstance(value, dict):
+        return {_mended(key): _mended(item) for key, item in value.items()}
+    return value
+
+
 def describe(exc: ValidationError) -> str:
     first = exc.errors(include_input=False, include_url=False)[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -257,7 +295,7 @@ def parse_detail(body: Body, *, status: int = 200) -> Detail:
     analytics scope counts when it is not granted at all, since the vendor marks analytics
     `required: false` although losing it stops every report."""
     try:
-        payload = _detail_adapter().validate_json(body)
+        payload = validated(_detail_adapter(), body)
     except ValidationError as exc:
         raise bad_payload(body, status, describe(exc)) from None
     permissions = payload.get("permissions", {})

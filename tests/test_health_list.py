@@ -407,3 +407,24 @@ def test_a_separator_inside_a_name_and_another_spelling_between_accounts_never_p
         assert "acc_00006" not in snapshot.accounts
         assert "acc_00006" not in snapshot.quiet
         assert set(snapshot.accounts) | set(snapshot.quiet) == set(whole(later))
+
+
+@pytest.mark.parametrize("accounts", [5, 3000])  # parsed whole, and cut into windows
+def test_a_lone_half_of_an_emoji_in_one_name_leaves_every_account_read(accounts: int) -> None:
+    entries = [a.summary() for a in make_accounts(accounts)]
+    entries[1]["displayName"] = "Zoë \ud83d"  # json.dumps writes the escape, as JavaScript does
+    entries[2]["issues"] = ["\udc00 cut"]
+    body = json.dumps({"accounts": entries}).encode()
+    assert b"\\ud83d" in body
+
+    snapshot = parse_health(body)
+
+    assert len(snapshot.accounts) == accounts
+    assert snapshot.accounts["acc_00001"].display_name == "Zoë \ufffd"
+    assert snapshot.accounts["acc_00002"].issues == ("\ufffd cut",)
+    assert snapshot.accounts["acc_00003"].username == entries[3]["username"]
+
+
+def test_a_body_that_is_not_json_is_still_refused_when_it_holds_a_lone_half() -> None:
+    with pytest.raises(BadPayload, match="cannot read"):
+        parse_health(b'{"accounts": [{"accountId": "a\\ud83d", "status": "healthy"}')

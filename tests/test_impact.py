@@ -309,3 +309,21 @@ def test_a_warning_is_raised_only_when_a_post_is_due_within_the_threshold(
     assert (ids == {"w"}) is raised
     assert updated["w"].scheduled_posts == impact.count
     assert out.account is updated["w"]
+
+
+def test_a_post_whose_text_holds_a_lone_half_of_an_emoji_leaves_the_page_read() -> None:
+    body = json.dumps(
+        {
+            "posts": [
+                {
+                    "content": "launch \ud83d",  # cut by JavaScript, escaped as \ud83d
+                    "scheduledFor": "2026-01-01T10:00:00Z",
+                    "platforms": [{"accountId": "a1"}],
+                }
+            ],
+            "pagination": {"page": 1, "pages": 1},
+        }
+    ).encode()
+    assert b"\\ud83d" in body
+    page = parse_page(body)
+    assert [post.account_id for post in page.posts] == ["a1"]

@@ -78,6 +78,29 @@ async def test_null_and_missing_fields_in_some_entries_do_not_fail_the_poll(
     assert "removed" not in message["title"]  # the entry without an id is not "removed"
 
 
+async def test_a_name_cut_in_the_middle_of_an_emoji_stops_no_poll(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    """JavaScript's `slice` can cut an emoji in two, and JSON carries the lone half as an
+    escape (`\\ud83d`): pydantic's reader refused the whole body for it, and one account's
+    name stopped the monitoring of every account. The half is shown as U+FFFD; the listing,
+    the detail and the message go on."""
+    config = monitor_config()
+    assert await once(config, base_env, tmp_path) == 0
+    sim.set("acc_00003", username="@zoe\ud83d")  # in the listing and in its detail
+    sim.break_account("acc_00003")
+    sim.break_account("acc_00004")
+
+    assert await once(config, base_env, tmp_path) == 0
+
+    assert len(sink.received) == 1
+    body = sink.received[0]["message"]
+    assert "@zoe\ufffd (acc_00003): healthy -> error" in body
+    assert "(acc_00004): healthy -> error" in body
+    assert "Token expired" in body  # the detail of acc_00003 was read too
+    assert "cannot read" not in json.dumps(sink.received)
+
+
 async def test_a_body_without_the_accounts_array_is_said_as_such_never_unreachable(
     sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
 ) -> None:
