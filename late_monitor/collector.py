@@ -28,17 +28,18 @@ def collector_paused() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def imports_frozen() -> Iterator[None]:
-    """A block that may import a big library when first needed (Jinja2: ~60 ms, ~6,000
-    objects kept for the life of the process): no pass of the collector while it is made,
-    and none that walks it afterwards, since it is then frozen, as `startup.settled()`
+def imports_frozen(module: str) -> Iterator[None]:
+    """A block that may import `module`, a big library, when first needed (Jinja2: ~60 ms,
+    ~6,000 objects kept for the life of the process): no pass of the collector while it is
+    made, and none that walks it afterwards, since it is then frozen, as `startup.settled()`
     freezes the first imports. A 50,000-account poll reached the collector's next pass in
-    the middle of importing Jinja2 (11-18 ms). What else is alive then is frozen with it:
-    freed as usual, though never collected as part of a reference cycle; and only once,
-    by the block that did import something."""
-    before = len(sys.modules)
+    the middle of importing Jinja2 (11-18 ms). What else is alive then is frozen with it
+    (a daemon's first message: ~65,000 objects, the poll's among them): freed as usual,
+    though never collected as part of a reference cycle; and only once, by the block that
+    imported `module`."""
+    first = module not in sys.modules
     with collector_paused():
         yield
-        if len(sys.modules) > before:
+        if first and module in sys.modules:
             gc.freeze()  # while paused: leaving the block makes objects, which would call for
             # the pass (its count of new objects is only reset here)

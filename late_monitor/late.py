@@ -90,7 +90,7 @@ class RequestBudget:
                 if server_wait > 0:
                     await self._pause(server_wait)
                     continue
-                while self._sent and self._sent[0] <= now - 60:
+                while self._sent and self._sent[0] + 60 <= now:  # as the wait below
                     self._sent.popleft()
                 if len(self._sent) >= self.per_minute:
                     await self._pause(self._sent[0] + 60 - now)

@@ -207,7 +207,7 @@ class Renderer:
         return self._chosen[key]
 
     def _load(self) -> None:
-        with imports_frozen():  # Jinja2, the first time
+        with imports_frozen("jinja2"):
             from jinja2 import FileSystemLoader
 
             from late_monitor.template_cache import template_cache

@@ -309,8 +309,8 @@ def _encode_state(state: AccountState) -> str:
             data[key] = value.isoformat()
     try:  # what json.dumps writes (non-ASCII as UTF-8), in a third of the time (~700 a poll)
         return pydantic_core.to_json(data, inf_nan_mode="constants").decode()
-    except pydantic_core.PydanticSerializationError:  # a lone surrogate (a webhook's name)
-        return json.dumps(data, separators=(",", ":"))
+    except pydantic_core.PydanticSerializationError:  # a lone surrogate, which Late's bodies
+        return json.dumps(data, separators=(",", ":"))  # no longer bring (models.validated)
 
 
 def _decode_state(

@@ -226,6 +226,23 @@ async def test_budget_never_exceeds_its_rate_in_any_minute_and_keeps_pace() -> N
     assert 240 <= sent[-1] <= 300 * 1.05
 
 
+@pytest.mark.parametrize("per_minute", [1, 7, 59, 61, 479, 481])
+async def test_a_budget_whose_rate_is_not_a_round_number_never_spins(per_minute: int) -> None:
+    """The minute's log let a send go when `sent + 60 - now` said wait 0 s but `sent <=
+    now - 60` said not yet (floats round differently): the budget waited 0 s, forever."""
+    clock, waits = [0.0], []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        assert len(waits) < 10 * per_minute + 100, "the budget spins"
+        clock[0] += seconds
+
+    budget = RequestBudget(per_minute, clock=lambda: clock[0], wall=lambda: 1e9, sleep=fake_sleep)
+    for _ in range(3 * per_minute):
+        await budget.acquire()
+    assert clock[0] <= 3 * 60 + 10
+
+
 async def test_paced_requests_go_out_a_seconds_worth_at_a_time() -> None:
     """At 1,200/min: the bucket's 200 at once, then 20 at each wake-up, one a second (not 8
     every 0.4 s: each wake-up costs CPU), at the budget's rate."""

@@ -257,7 +257,7 @@ def test_every_field_of_a_state_survives_the_file(tmp_path: Path) -> None:
         pending=("healthy", False, True),
         pending_count=1,
         last_notice_at=when,
-        token_warned=(86400.0, float("inf")),
+        token_warned=(86400.0, float("inf")),  # inf: no setting gives it; still kept
         missing_scopes=("s",),
         detail_at=when,
         absent_polls=2,
