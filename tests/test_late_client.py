@@ -209,19 +209,31 @@ async def test_remaining_zero_pauses_until_the_reset_time(sim: Simulator) -> Non
     assert seen[1] >= reset - 0.05
 
 
-async def test_budget_never_exceeds_its_rate_in_any_minute_and_keeps_pace() -> None:
-    clock = [0.0]
+async def paced(per_minute: int, count: int) -> list[float]:
+    """When each of `count` requests went out under a budget of `per_minute`, on a fake
+    clock that each wait moves on (a wait of 0 s again and again fails: a spin)."""
+    clock, waits = [0.0], [0]
 
     async def fake_sleep(seconds: float) -> None:
+        waits[0] += 1
+        assert waits[0] < 10 * count + 100, "the budget spins"
         clock[0] += seconds
 
-    budget = RequestBudget(60, clock=lambda: clock[0], wall=lambda: 1e9, sleep=fake_sleep)
+    budget = RequestBudget(per_minute, clock=lambda: clock[0], wall=lambda: 1e9, sleep=fake_sleep)
     sent = []
-    for _ in range(300):
+    for _ in range(count):
         await budget.acquire()
         sent.append(clock[0])
-    busiest = max(sum(1 for t in sent if start <= t < start + 60) for start in sent)
-    assert busiest <= 60
+    return sent
+
+
+def busiest_minute(sent: list[float]) -> int:
+    return max(sum(1 for t in sent if start <= t < start + 60) for start in sent)
+
+
+async def test_budget_never_exceeds_its_rate_in_any_minute_and_keeps_pace() -> None:
+    sent = await paced(60, 300)
+    assert busiest_minute(sent) <= 60
     # 300 requests at 60/min: the first 60 s window holds 60, then one a second: 240 s + 60
     assert 240 <= sent[-1] <= 300 * 1.05
 
@@ -230,38 +242,20 @@ async def test_budget_never_exceeds_its_rate_in_any_minute_and_keeps_pace() -> N
 async def test_a_budget_whose_rate_is_not_a_round_number_never_spins(per_minute: int) -> None:
     """The minute's log let a send go when `sent + 60 - now` said wait 0 s but `sent <=
     now - 60` said not yet (floats round differently): the budget waited 0 s, forever."""
-    clock, waits = [0.0], []
-
-    async def fake_sleep(seconds: float) -> None:
-        waits.append(seconds)
-        assert len(waits) < 10 * per_minute + 100, "the budget spins"
-        clock[0] += seconds
-
-    budget = RequestBudget(per_minute, clock=lambda: clock[0], wall=lambda: 1e9, sleep=fake_sleep)
-    for _ in range(3 * per_minute):
-        await budget.acquire()
-    assert clock[0] <= 3 * 60 + 10
+    sent = await paced(per_minute, 3 * per_minute)
+    assert busiest_minute(sent) <= per_minute
+    assert sent[-1] <= 3 * 60 + 10
 
 
 async def test_paced_requests_go_out_a_seconds_worth_at_a_time() -> None:
     """At 1,200/min: the bucket's 200 at once, then 20 at each wake-up, one a second (not 8
     every 0.4 s: each wake-up costs CPU), at the budget's rate."""
-    clock = [0.0]
-
-    async def fake_sleep(seconds: float) -> None:
-        clock[0] += seconds
-
-    budget = RequestBudget(1200, clock=lambda: clock[0], wall=lambda: 1e9, sleep=fake_sleep)
-    sent = []
-    for _ in range(500):
-        await budget.acquire()
-        sent.append(clock[0])
+    sent = await paced(1200, 500)
     wakes = Counter(round(t, 6) for t in sent)
     assert wakes[0.0] == 200
     assert sorted(wakes.values())[:-1] == [20] * 15  # 300 more, in 15 wake-ups
     assert sent[-1] == pytest.approx(15.0)
-    busiest = max(sum(1 for t in sent if start <= t < start + 60) for start in sent)
-    assert busiest <= 1200
+    assert busiest_minute(sent) <= 1200
 
 
 @pytest.mark.parametrize("encoding", ["content-length", "gzip", "chunked"])
