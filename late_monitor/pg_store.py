@@ -363,10 +363,12 @@ class PgStore:
         """store.Store.oldest_detail."""
         if count <= 0:
             return []
+        # the times read from the JSON's text, not through jsonb, which refuses a whole row
+        # for a NUL (`\u0000`) in any of its text (a name from Late)
+        detail_at, since = _json_text("detail_at"), _json_text("since")
         rows = self._all(
-            "SELECT account_id FROM accounts WHERE workspace = %s ORDER BY "
-            "(data::jsonb ->> 'detail_at') IS NOT NULL, "
-            "coalesce(data::jsonb ->> 'detail_at', data::jsonb ->> 'since') COLLATE \"C\", "
+            f"SELECT account_id FROM accounts WHERE workspace = %s ORDER BY "
+            f'{detail_at} IS NOT NULL, coalesce({detail_at}, {since}) COLLATE "C", '
             'account_id COLLATE "C" LIMIT %s',
             (self.workspace, count + len(skip)),
         )
@@ -895,3 +897,9 @@ def _describe(exc: psycopg.Error, url: str) -> str:
     """A psycopg error as one line naming the database, never its password."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"state database {shown(url)}: {text}"
+
+
+def _json_text(key: str) -> str:
+    """SQL for the text of a string field of a state's JSON (NULL when it is null), as
+    `_encode_state` writes it (a time: nothing in it to escape)."""
+    return f'substring(data from \'"{key}":\\s*"([^"]*)"\')'

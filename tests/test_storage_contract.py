@@ -415,6 +415,24 @@ def test_the_oldest_detail_is_the_rules_order_read_from_the_store(store: StateSt
         assert store.oldest_detail(count, skip=skip) == expected
 
 
+def test_text_no_json_reader_takes_is_kept_and_leaves_the_detail_order_readable(
+    opener: Opener,
+) -> None:
+    """Late's text may hold a NUL (`\\u0000`), which PostgreSQL's jsonb refuses, and a
+    lone half of a UTF-16 pair could reach a state only by mistake (bodies are mended as
+    they are read): neither may break the queries that read the states' JSON (the detail
+    sweep's order), nor come back other than it went in."""
+    store = opener()
+    odd = {
+        "a1": state("a1", display_name="nul\x00here", issues=("x\x00",)),
+        "a2": state("a2", username="@zoe\ud83d", detail_at=None),
+        "a3": state("a3", detail_at=None),
+    }
+    commit(store, states=odd, changed=list(odd))
+    assert store.oldest_detail(3) == due_for_detail(odd.values(), count=3)
+    assert opener().load_states() == odd
+
+
 # -- the quiet index a handle keeps between polls (marks.py) ------------------------------
 
 
