@@ -124,6 +124,7 @@ async def _run_workspace(
         deps = deps_from(loaded, client=client, store=scoped, notifier=notifier)
         if not first:
             deps.heartbeat = None  # one dead-man's switch per run: the first workspace's
+        deps.counts = False  # no status line to show them: logged when at info
         if not dry_run:
             await watch_workspace(deps, budgets, loaded.workspace)
         result = await run_cycle(deps, dry_run=dry_run)

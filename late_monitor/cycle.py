@@ -56,7 +56,7 @@ from late_monitor.rules import (
     unreadable_told,
 )
 from late_monitor.scope import Scope, check_scope
-from late_monitor.state import AccountState, ApiHealth
+from late_monitor.state import AccountState, ApiHealth, evolved
 from late_monitor.state_views import preload, status_counts, unquiet, with_changes
 from late_monitor.storage import StateStore as Store
 
@@ -99,6 +99,9 @@ class CycleDeps:
     impact_pages: int = 10
     public_url: str = ""  # [http] public_url: reconnect links point there
     link_expiry: float = 7 * 86400.0
+    # accounts by status and platform after each commit (CycleResult.by_platform): the
+    # daemon's status line and metrics show them; `run --once` only logs them at info
+    counts: bool = True
 
 
 @dataclass(frozen=True)
@@ -330,7 +333,8 @@ async def _run_locked(deps: CycleDeps, *, dry_run: bool) -> CycleResult:
             store.write_meta("scope", scope.dump())  # after the commit: a crash redoes this
         if outcome == "ok" and index is None and tag != marks:
             store.write_meta(QUIET_MARKS, marks)  # every listed account was marked under them
-        result = replace(result, by_platform=store.status_counts())
+        if deps.counts or log.is_enabled_for(logging.INFO):  # 50,000 accounts: ~14 ms
+            result = replace(result, by_platform=store.status_counts())
         control.after_commit(store, settled, now=deps.clock())
         with watch.phase("deliver"):
             delivery = await deliver_due(
@@ -611,7 +615,7 @@ async def _with_impact(
         log.info("alert_raised", account_id=account_id, reason="scheduled post due soon")
     for event in events:
         if event.kind is Kind.RECOVERED and event.account_id and event.account_id in states:
-            updated[event.account_id] = replace(
+            updated[event.account_id] = evolved(
                 states[event.account_id],
                 recovered_at=now,
                 scheduled_posts=None,
@@ -656,7 +660,7 @@ def _detail_later(evaluation: Evaluation, missed: Sequence[str]) -> Evaluation:
     if not missed:
         return evaluation
     states = evaluation.states
-    owed = {a: replace(states[a], detail_due=True) for a in missed}
+    owed = {a: evolved(states[a], detail_due=True) for a in missed}
     return replace(
         evaluation, states=with_changes(states, owed), changed=evaluation.changed | frozenset(owed)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from late_monitor.simulator import Fault, Simulator
@@ -96,3 +97,22 @@ async def test_rejected_key_exits_1_and_alerts_once_not_every_run(
     assert sink.received[0]["type"] == "failure"
     assert "rejects the API key" in sink.received[0]["title"]
     assert sim.count("/accounts/health") == 1 + 3  # no retry storm on 401
+
+
+async def test_run_once_logs_the_accounts_by_status_at_info(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    """`run --once` has no status line: it counts the accounts by status only for its
+    `poll_completed` line, which the info level writes."""
+    sim.break_account("acc_00001", "Token expired")
+    ran = await run_cli(
+        "run", "--once", "--config", str(monitor_config()), env=base_env, cwd=tmp_path
+    )
+    assert ran.code == 0, ran.output
+    (done,) = [json.loads(line) for line in ran.output.splitlines() if '"poll_completed"' in line]
+    assert (done["accounts"], done["status_healthy"], done["status_error"]) == (5, 4, 1)
+
+    config = monitor_config(log={"level": "warning"})
+    quiet = await run_cli("run", "--once", "--config", str(config), env=base_env, cwd=tmp_path)
+    assert quiet.code == 0, quiet.output
+    assert "poll_completed" not in quiet.output
