@@ -18,7 +18,7 @@ from typing_extensions import TypedDict
 
 from late_monitor.events import Event, NotifyType
 from late_monitor.models import Body, OrDefault, _instant, bad_payload, describe, validated
-from late_monitor.state import AccountState
+from late_monitor.state import AccountState, evolved
 
 PAGE_SIZE = 100  # the largest `limit` the listing takes
 
@@ -213,7 +213,7 @@ def apply_impact(
         state = states.get(account_id)
         if state is None:
             continue
-        updated[account_id] = replace(
+        updated[account_id] = evolved(
             state,
             scheduled_posts=impact.count if impact.known else None,
             next_post_at=impact.first_due,

@@ -26,6 +26,7 @@ from late_monitor.state import (
     AccountState,
     ApiHealth,
     Condition,
+    evolved,
     is_healthy,
     known_status,
     marked,
@@ -112,7 +113,7 @@ def _token_events(
     expires = state.token_expires_at
     warned = state.token_warned if expires == previous_expiry else ()
     if expires is None or not policy.token_expiry_warn:
-        return (replace(state, token_warned=()) if state.token_warned else state), []
+        return (evolved(state, token_warned=()) if state.token_warned else state), []
     remaining = (expires - now).total_seconds()
     crossed = {t for t in policy.token_expiry_warn if remaining <= t}
     if previous_expiry is not None and expires > previous_expiry:
@@ -120,12 +121,12 @@ def _token_events(
         # a short-lived token that Late keeps refreshing never warns.
         refreshed = tuple(sorted(crossed, reverse=True))
         if refreshed != state.token_warned:
-            state = replace(state, token_warned=refreshed)
+            state = evolved(state, token_warned=refreshed)
         return state, []
     if crossed <= set(warned):
-        return (state if warned == state.token_warned else replace(state, token_warned=warned)), []
+        return (state if warned == state.token_warned else evolved(state, token_warned=warned)), []
     new_warned = tuple(sorted(set(warned) | crossed, reverse=True))
-    state = replace(state, token_warned=new_warned)
+    state = evolved(state, token_warned=new_warned)
     if silent:
         return state, []
     note = "token expired" if remaining <= 0 else f"token expires in {_human(remaining)}"
@@ -160,7 +161,7 @@ def _observe(state: AccountState, obs: Observation) -> AccountState:
     """Copy what a poll says verbatim (not subject to confirmation) into the state."""
     if _verbatim_unchanged(state, obs):
         return state
-    return replace(
+    return evolved(
         state,
         token_valid=obs.token_valid is not False,
         token_expires_at=obs.token_expires_at,
@@ -207,7 +208,7 @@ def _first_seen(
     state, token = _token_events(state, None, now, policy, silent=not policy.notify_first_seen)
     events = [replace(e, account=state) for e in events] + token
     if events:
-        state = replace(state, last_notice_at=now)
+        state = evolved(state, last_notice_at=now)
         events = [replace(e, account=state) for e in events]
     return state, events
 
@@ -301,7 +302,7 @@ def _full(
     returns (prev, []) unchanged (a property test holds it to that)."""
     state = _observe(prev, obs)
     if prev.claimed_at is not None:
-        state = replace(state, claimed_at=None)  # a poll has now seen it, agreeing or not
+        state = evolved(state, claimed_at=None)  # a poll has now seen it, agreeing or not
     new: Condition = (  # `_resolved` has filled what Late left unsaid; the fallbacks say so
         prev.status if obs.status is None else obs.status,
         prev.needs_reconnect if obs.needs_reconnect is None else obs.needs_reconnect,
@@ -310,7 +311,7 @@ def _full(
     events: list[Event] = []
     if new == prev.condition:
         if prev.pending is not None:
-            state = replace(state, pending=None, pending_count=0)
+            state = evolved(state, pending=None, pending_count=0)
     else:
         count = prev.pending_count + 1 if prev.pending == new else 1
         if count >= policy.confirm_after:
@@ -319,7 +320,7 @@ def _full(
             if prev.claimed_at is not None:
                 events = corrected(prev, new, state, events)
         else:
-            state = replace(state, pending=new, pending_count=count)
+            state = evolved(state, pending=new, pending_count=count)
 
     if prev.can_fetch_analytics and obs.can_fetch_analytics is False:
         events.append(
@@ -338,7 +339,7 @@ def _full(
             note = f"{state.status} since {state.since:%Y-%m-%d %H:%M} UTC"
             events.append(Event(Kind.REMINDER, type_for_status(state.condition), state, note=note))
     if events:
-        state = replace(state, last_notice_at=now)
+        state = evolved(state, last_notice_at=now)
         events = [replace(e, account=state) for e in events]
     return state, events
 
@@ -516,7 +517,7 @@ def _vanished(
         if polls >= policy.vanish_polls and (now - since).total_seconds() >= policy.vanish_wait:
             removed.append(prev)
         else:
-            waiting.append(replace(prev, absent_polls=polls, absent_since=since))
+            waiting.append(evolved(prev, absent_polls=polls, absent_since=since))
     return removed, waiting
 
 
@@ -540,12 +541,12 @@ def apply_details(
         missing = detail.missing
         lost = [scope for scope in missing if scope not in state.missing_scopes]
         first = state.detail_at is None
-        state = replace(state, missing_scopes=missing, detail_at=now, detail_due=False)
+        state = evolved(state, missing_scopes=missing, detail_at=now, detail_due=False)
         if lost and (policy.notify_first_seen or not first):
             posting = [scope for scope in lost if scope in detail.missing_posting]
             analytics = [scope for scope in lost if scope not in posting]
             told = {(e.kind, e.account_id) for e in evaluation.events}
-            state = replace(state, last_notice_at=now)
+            state = evolved(state, last_notice_at=now)
             if posting:
                 new_events.append(
                     Event(

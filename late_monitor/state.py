@@ -7,8 +7,10 @@ the commands that show them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
+from typing import TypedDict, Unpack
 
 HEALTHY = "healthy"
 DEFAULT_WORKSPACE = "default"  # the one implicit workspace of a config without [[workspaces]]
@@ -77,7 +79,7 @@ class AccountState:
     def entering(self, condition: Condition, *, at: datetime) -> AccountState:
         """This account in `condition` from `at` on, nothing left pending confirmation."""
         status, needs_reconnect, can_post = condition
-        return replace(
+        return evolved(
             self,
             status=status,
             needs_reconnect=needs_reconnect,
@@ -92,10 +94,7 @@ def marked(state: AccountState, listed: bytes | None, quiet_until: float | None)
     """`state` with the quiet mark given (itself when it has that mark already)."""
     if state.listed == listed and state.quiet_until == quiet_until:
         return state
-    fresh = object.__new__(AccountState)  # a copy: `replace` costs ~10x more
-    for name in _FIELDS:
-        object.__setattr__(fresh, name, getattr(state, name))
-    return stamped(fresh, listed, quiet_until)
+    return stamped(AccountState(*_VALUES(state)), listed, quiet_until)  # a copy
 
 
 def stamped(fresh: AccountState, listed: bytes | None, quiet_until: float | None) -> AccountState:
@@ -106,6 +105,52 @@ def stamped(fresh: AccountState, listed: bytes | None, quiet_until: float | None
 
 
 _FIELDS = tuple(f.name for f in fields(AccountState) if f.init)
+_VALUES = attrgetter(*_FIELDS)  # a state's init fields, in order, in one call
+_POSITION = {name: index for index, name in enumerate(_FIELDS)}
+
+
+class Changes(TypedDict, total=False):
+    """What `evolved` may change: AccountState's init fields, by name and type (a test
+    holds the two alike)."""
+
+    account_id: str
+    platform: str
+    username: str
+    status: str
+    needs_reconnect: bool
+    can_post: bool
+    since: datetime
+    token_valid: bool
+    token_expires_at: datetime | None
+    issues: tuple[str, ...]
+    display_name: str
+    profile_id: str | None
+    pending: Condition | None
+    pending_count: int
+    last_notice_at: datetime | None
+    token_warned: tuple[float, ...]
+    missing_scopes: tuple[str, ...]
+    detail_at: datetime | None
+    absent_polls: int
+    can_fetch_analytics: bool
+    absent_since: datetime | None
+    detail_due: bool
+    scheduled_posts: int | None
+    next_post_at: datetime | None
+    impact_at: datetime | None
+    recovered_at: datetime | None
+    claimed_at: datetime | None
+
+
+def evolved(state: AccountState, /, **changes: Unpack[Changes]) -> AccountState:
+    """`dataclasses.replace(state, **changes)`, the quiet mark cleared as by it, at half its
+    cost (~8 against ~16 us): the rules copy a changed account's state ~5 times a poll."""
+    values = list(_VALUES(state))
+    for name, value in changes.items():
+        values[_POSITION[name]] = value
+    return AccountState(*values)
+
+
 QUIET_FOREVER = math.inf  # an entry that, unchanged, never brings news by itself
 
 
