@@ -32,7 +32,7 @@ import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from late_monitor.errors import LeadershipLost, NotLeader, StateError
-from late_monitor.marks import FirstRead, MarkRows, Marks, first_read
+from late_monitor.marks import IndexRows, MarkRows, Marks
 from late_monitor.messages import (
     HELD,
     PENDING,
@@ -331,13 +331,11 @@ class PgStore:
             (self.workspace,),
         )
 
-    def _read_index(self, after: float) -> FirstRead:
-        return first_read(
-            lambda: self._all(
-                "SELECT CASE WHEN quiet_until > %s AND length(listed) = 16 THEN listed END, "
-                "account_id FROM accounts WHERE workspace = %s AND quiet_until IS NOT NULL",
-                (after, self.workspace),
-            )
+    def _read_index(self, after: float) -> IndexRows:
+        return self._all(
+            "SELECT CASE WHEN quiet_until > %s THEN listed END, account_id FROM accounts "
+            "WHERE workspace = %s AND quiet_until IS NOT NULL",
+            (after, self.workspace),
         )
 
     def _load_all(self) -> dict[str, AccountState]:

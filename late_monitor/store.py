@@ -28,7 +28,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import sqlite3
 import time
 from collections.abc import (
@@ -42,14 +41,13 @@ from collections.abc import (
 )
 from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
-from itertools import compress
 from pathlib import Path
 from typing import Any
 
 import pydantic_core
 
 from late_monitor.errors import StateBusy, StateError
-from late_monitor.marks import FirstRead, MarkRows, Marks, first_read
+from late_monitor.marks import IndexRows, MarkRows, Marks
 from late_monitor.messages import (
     HELD,
     PENDING,
@@ -344,9 +342,6 @@ def _stored_row(workspace: str, state: AccountState) -> tuple[Any, ...]:
 
 
 _CHUNK = 500  # account ids per `IN (...)` query
-_PRINT = 16  # bytes of a fingerprint (health_list.fingerprint); a mark of another size never counts
-_DIGITS = bytes.maketrans(b"01", b"\x00\x01")
-_PRINTS = re.compile(rb".{16}", re.DOTALL).findall  # the fingerprints packed end to end
 # rules.due_for_detail's order in SQL: the times are ISO 8601 in UTC, which sort as text
 _DETAIL_ORDER = (
     "json_extract(data, '$.detail_at') IS NOT NULL, "
@@ -564,33 +559,12 @@ class Store:
             (self.workspace,),
         )
 
-    def _read_index(self, after: float) -> FirstRead:
-        """The marks packed by SQLite into three values, in the same order: every id, a
-        digit each (1: the mark counts) and a fingerprint each (zeros where none): ~40 ms
-        at 50,000 marks against ~57 ms row by row. Checked against the count (an id that
-        holds the separator makes the list longer): else the rows are read."""
-        marked, ids, counts, prints = self._db.execute(
-            "SELECT count(*), group_concat(account_id, char(10)), "
-            "group_concat(quiet_until > ? AND ifnull(length(listed), 0) = ?, ''), "
-            "CAST(group_concat(CASE WHEN length(listed) = ? THEN listed ELSE zeroblob(?) END,"
-            " '') AS BLOB) FROM accounts INDEXED BY accounts_marks "
-            "WHERE workspace = ? AND quiet_until IS NOT NULL",
-            (after, _PRINT, _PRINT, _PRINT, self.workspace),
-        ).fetchone()
-        every: list[str] = ids.split("\n") if marked else []
-        counting = (counts or "").encode().translate(_DIGITS)  # b"\x01\x00...": compress's
-        prints = prints or b""
-        if len(every) == len(counting) == marked and len(prints) == _PRINT * marked:
-            index = dict(compress(zip(_PRINTS(prints), every, strict=True), counting))
-            return index, dict.fromkeys(every)
-        return first_read(
-            lambda: self._db.execute(
-                "SELECT CASE WHEN quiet_until > ? AND length(listed) = ? THEN listed END, "
-                "account_id FROM accounts INDEXED BY accounts_marks "
-                "WHERE workspace = ? AND quiet_until IS NOT NULL",
-                (after, _PRINT, self.workspace),
-            ).fetchall()
-        )
+    def _read_index(self, after: float) -> IndexRows:
+        return self._db.execute(
+            "SELECT CASE WHEN quiet_until > ? THEN listed END, account_id FROM accounts "
+            "INDEXED BY accounts_marks WHERE workspace = ? AND quiet_until IS NOT NULL",
+            (after, self.workspace),
+        ).fetchall()
 
     def _load_all(self) -> dict[str, AccountState]:
         return self._decode(

@@ -569,22 +569,3 @@ def test_a_commit_by_another_connection_just_after_ours_leaves_no_stale_quiet_ma
     assert raced
     assert Store.open(path).quiet_index(after=0) == {}
     assert daemon.quiet_index(after=0) == {}
-
-
-def test_a_mark_of_another_size_never_counts_nor_shifts_the_others(tmp_path: Path) -> None:
-    """The first read packs 16 bytes a mark: one of 15 or 17 bytes (no release wrote such)
-    never counts and shifts no other mark's pair; 16 zero bytes are a fingerprint as any."""
-    listed = {"short": b"s" * 15, "long": b"l" * 17, "zeros": bytes(16), "ok": b"k" * 16}
-    states = {key: marked(state(key), value, 5000.0) for key, value in listed.items()}
-    states["none"] = marked(state("none"), None, 5000.0)
-    Store.open(tmp_path / "s.db").commit_cycle(
-        states=states,
-        changed=list(states),
-        removed=[],
-        api=ApiHealth(),
-        messages=[],
-        record=record(),
-    )
-    store = Store.open(tmp_path / "s.db")
-    assert store.quiet_index(after=0.0) == {b"k" * 16: "ok", bytes(16): "zeros"}
-    assert sorted(store.load_states(lazy=True)) == sorted(states)
