@@ -470,6 +470,37 @@ def same_index(store: StateStore, fresh: StateStore) -> None:
     assert dict(held.items()) == dict(read.items())
 
 
+def test_marks_with_odd_ids_and_fingerprints_read_back_as_committed(opener: Opener) -> None:
+    """Ids holding a newline, a comma or any letter, and fingerprints holding NUL, newline
+    or bytes no text has, read back as committed, each paired with its account, expired
+    marks left out."""
+    prints = {
+        "a\nb": b"\n" * 16,
+        "ünï,cödé": b"\x00\xff\n," + b"\x80" * 12,
+        "a1": b"\xff" * 16,
+        "a2": bytes(range(16)),
+        "gone": b"\x01" * 16,  # expired at 1000
+    }
+    states = {
+        key: marked(state(key), listed, 1000.0 if key == "gone" else 5000.0)
+        for key, listed in prints.items()
+    } | {"plain": state("plain")}
+    commit(opener(), states=states, changed=list(states))
+    expected = {listed: key for key, listed in prints.items() if key != "gone"}
+    assert opener().quiet_index(after=1500.0) == expected
+    assert opener().quiet_index(after=500.0) == expected | {b"\x01" * 16: "gone"}
+    assert opener().quiet_index(after=5000.0) == {}
+    fresh = opener()
+    fresh.quiet_index(after=1500.0)
+    assert sorted(fresh.load_states(lazy=True)) == sorted(states)
+    commit(opener(), states=states, removed=["a\nb"])
+    again = opener()
+    assert again.quiet_index(after=1500.0) == {k: v for k, v in expected.items() if v != "a\nb"}
+    assert dict(again.load_states(lazy=True).items()) == {
+        k: v for k, v in states.items() if k != "a\nb"
+    }
+
+
 def test_a_handles_own_commits_keep_its_quiet_index_equal_to_a_fresh_read(
     opener: Opener,
 ) -> None:
