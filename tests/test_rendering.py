@@ -8,8 +8,10 @@ from pathlib import Path
 
 import markdown
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from late_monitor.render import style_for
+from late_monitor.render import _CONTROL, _PING, escape_text, style_for
 from late_monitor.simulator import Simulator
 from tests.support.process import run_cli
 from tests.support.sink import Sink
@@ -216,3 +218,18 @@ async def test_what_apprise_hands_slack_and_discord_pings_nobody() -> None:
     assert "\\<@U123\\>" in discord
     assert "[click](https://evil.example)" not in discord
     assert "\\[click\\]\\(https://evil.example\\)" in discord
+
+
+_PIECES = [*"\x00\x1f\x7f\u2028\u2029\u200b\u0085@aé ", "everyone", "here"]  # and kin
+
+
+@given(st.lists(st.sampled_from(_PIECES)).map("".join) | st.text())
+def test_escape_text_takes_its_short_cut_only_where_nothing_is_escaped(value: str) -> None:
+    """The short cut for printable text without an @ gives what the expressions give."""
+    assert escape_text(value) == _PING.sub("@\u200b", _CONTROL.sub(" ", value))
+
+
+def test_escape_text_still_escapes_what_it_did() -> None:
+    assert escape_text("a\nb\u2028c") == "a b c"
+    assert escape_text("hi @everyone") == "hi @\u200beveryone"
+    assert escape_text("plain é text") == "plain é text"
