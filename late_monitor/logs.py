@@ -113,6 +113,18 @@ def apprise_secrets(raw: str, private: str) -> list[str]:
 REDACTOR = Redactor()
 
 
+class _Stream(logging.StreamHandler[TextIO]):
+    """A stream handler that goes quiet once the stream's reader has gone (`late-monitor run
+    --once | head`): each record after would print the broken pipe's traceback. Any other
+    failure to write is reported as the standard handler does."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            self.setLevel(logging.CRITICAL + 1)  # nothing more is written
+            return
+        super().handleError(record)
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -157,7 +169,7 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler = _Stream(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 
 from late_monitor.simulator import Fault, Simulator
@@ -116,3 +119,35 @@ async def test_run_once_logs_the_accounts_by_status_at_info(
     quiet = await run_cli("run", "--once", "--config", str(config), env=base_env, cwd=tmp_path)
     assert quiet.code == 0, quiet.output
     assert "poll_completed" not in quiet.output
+
+
+async def test_run_once_into_a_pipe_whose_reader_has_gone_says_nothing_of_it(
+    sim: Simulator, sink: Sink, monitor_config, base_env, tmp_path: Path
+) -> None:
+    """`late-monitor run --once | head -1` on a busy poll: the logs' stdout breaks after the
+    first line; the run still does its work, without a traceback for each record after."""
+    sim.break_account("acc_00001", "Token expired")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line: every write breaks
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "late_monitor",
+            "run",
+            "--once",
+            "--config",
+            str(monitor_config()),
+            env=base_env,
+            cwd=tmp_path,
+            stdout=write,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+    finally:
+        os.close(write)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert "Logging error" not in stderr.decode()
+    assert [m["title"] for m in sink.received] == ["Late: 1 account needs attention"]
