@@ -114,13 +114,13 @@ REDACTOR = Redactor()
 
 
 class _Stream(logging.StreamHandler[TextIO]):
-    """A stream handler that goes quiet once the stream's reader has gone (`late-monitor run
-    --once | head`): each record after would print the broken pipe's traceback. Any other
-    failure to write is reported as the standard handler does."""
+    """A stream handler that drops a record quietly when the stream's reader has gone
+    (`late-monitor run --once | head`): the standard one prints the broken pipe's traceback
+    for each record. It writes again once a reader is back (a FIFO's log shipper restarted);
+    any other failure to write is reported as the standard handler does."""
 
     def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], BrokenPipeError):
-            self.setLevel(logging.CRITICAL + 1)  # nothing more is written
             return
         super().handleError(record)
 

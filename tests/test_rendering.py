@@ -231,5 +231,14 @@ def test_escape_text_takes_its_short_cut_only_where_nothing_is_escaped(value: st
 
 def test_escape_text_still_escapes_what_it_did() -> None:
     assert escape_text("a\nb\u2028c") == "a b c"
-    assert escape_text("hi @everyone") == "hi @\u200beveryone"
+    for word in ("everyone", "here", "channel", "all", "room", "EveryOne"):
+        assert escape_text(f"hi @{word}") == f"hi @\u200b{word}"
     assert escape_text("plain é text") == "plain é text"
+
+
+def test_no_printable_character_is_one_escape_text_acts_on_but_the_at_sign() -> None:
+    """Both expressions work a character at a time: the short cut (printable, no @) is exact
+    if no printable character is one _CONTROL takes, checked for every code point."""
+    taken = [c for c in range(0x110000) if chr(c).isprintable() and _CONTROL.search(chr(c))]
+    assert taken == []
+    assert _PING.pattern.startswith("@")  # a mention is escaped only where an @ is

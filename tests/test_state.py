@@ -72,5 +72,7 @@ def test_evolved_clears_the_quiet_mark_as_replace_does() -> None:
     assert (copy.listed, copy.quiet_until) == (None, None)
     assert (quiet.listed, quiet.quiet_until) == (b"k" * 16, 5000.0)
     again = marked(quiet, b"j" * 16, 9.0)
+    assert again is not quiet  # a copy: the state given keeps its own mark
+    assert (quiet.listed, quiet.quiet_until) == (b"k" * 16, 5000.0)
     assert again == quiet
     assert (again.listed, again.quiet_until) == (b"j" * 16, 9.0)
