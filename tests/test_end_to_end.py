@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 
 from late_monitor.simulator import Fault, Simulator
@@ -130,10 +128,7 @@ async def test_run_once_into_a_pipe_whose_reader_has_gone_says_nothing_of_it(
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first line: every write breaks
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "late_monitor",
+        ran = await run_cli(
             "run",
             "--once",
             "--config",
@@ -141,13 +136,10 @@ async def test_run_once_into_a_pipe_whose_reader_has_gone_says_nothing_of_it(
             env=base_env,
             cwd=tmp_path,
             stdout=write,
-            stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
         )
     finally:
         os.close(write)
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, stderr.decode()
-    assert "Traceback" not in stderr.decode()
-    assert "Logging error" not in stderr.decode()
+    assert ran.code == 0, ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert "Logging error" not in ran.stderr
     assert [m["title"] for m in sink.received] == ["Late: 1 account needs attention"]

@@ -24,8 +24,15 @@ class Ran:
         return self.stdout + self.stderr
 
 
-async def run_cli(*args: str, env: dict[str, str], cwd: Path, limit: float = 60) -> Ran:
-    """`late-monitor ARGS` as a real process, while this test's loop keeps serving."""
+async def run_cli(
+    *args: str,
+    env: dict[str, str],
+    cwd: Path,
+    limit: float = 60,
+    stdout: int = asyncio.subprocess.PIPE,
+) -> Ran:
+    """`late-monitor ARGS` as a real process, while this test's loop keeps serving;
+    `stdout` another file descriptor to write to (its text is then not kept)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -33,13 +40,13 @@ async def run_cli(*args: str, env: dict[str, str], cwd: Path, limit: float = 60)
         *args,
         env=env,
         cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
+        stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), limit)
+    out, err = await asyncio.wait_for(process.communicate(), limit)
     assert process.returncode is not None
-    return Ran(process.returncode, stdout.decode(), stderr.decode())
+    return Ran(process.returncode, (out or b"").decode(), err.decode())
 
 
 async def spawn_daemon(
