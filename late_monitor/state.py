@@ -94,7 +94,7 @@ def marked(state: AccountState, listed: bytes | None, quiet_until: float | None)
     """`state` with the quiet mark given (itself when it has that mark already)."""
     if state.listed == listed and state.quiet_until == quiet_until:
         return state
-    return stamped(AccountState(*_VALUES(state)), listed, quiet_until)  # a copy
+    return stamped(evolved(state), listed, quiet_until)  # a copy, then its mark
 
 
 def stamped(fresh: AccountState, listed: bytes | None, quiet_until: float | None) -> AccountState:
